@@ -1,0 +1,44 @@
+"""Command line: ``python -m pytest_lmbackend {detect,env,bench} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> (module under pytest_lmbackend.commands, one-line help). Each module defines
+# ``add_arguments(parser)`` and ``run(args) -> int``; it is imported only when its subcommand runs
+# (or when building --help), so ``detect`` never pays for ``bench``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "detect": ("detect", "which backend and task LMDeploy picks for model folders, per release"),
+    "env": ("env", "the GPUs, driver, CUDA, backends and packages this machine has"),
+    "bench": ("bench", "time pipeline start-up per backend, by phase, cold or warm"),
+}
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pytest_lmbackend", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if selected is None or selected == name:
+            module = importlib.import_module(f"pytest_lmbackend.commands.{module_name}")
+            module.add_arguments(sp)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in args_list if not a.startswith("-")), None)
+    if selected not in COMMANDS:
+        selected = None
+    parser = build_parser(selected)
+    args = parser.parse_args(args_list)
+    module = importlib.import_module(f"pytest_lmbackend.commands.{COMMANDS[args.command][0]}")
+    code: int = module.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
