@@ -1,0 +1,55 @@
+"""Hardware facts without torch: probe (profile, NVML, nvidia-smi), visibility mask, derived capabilities."""
+
+from __future__ import annotations
+
+from pytest_lmbackend.hardware.capability import (
+    DTYPE_ALIASES,
+    DTYPE_MIN_CAPABILITY,
+    TURBOMIND_BUILDS,
+    has_turbomind_kernels,
+    native_bf16,
+    native_fp8,
+    supports_dtype,
+    turbomind_builds,
+    turbomind_kernels_missing,
+)
+from pytest_lmbackend.hardware.model import GPU, SOURCES, Hardware, ProfileError, Source
+from pytest_lmbackend.hardware.packages import TURBOMIND_KEY, detect_ascend, normalize, notable_packages
+from pytest_lmbackend.hardware.probe import DEFAULT_TIMEOUT, ENV_PROFILE, probe, probe_many, profile_spec
+from pytest_lmbackend.hardware.profiles import load_profile, load_profiles, shipped_profiles
+from pytest_lmbackend.hardware.units import format_capability, format_memory, parse_capability, parse_memory
+from pytest_lmbackend.hardware.visibility import apply_visibility
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DTYPE_ALIASES",
+    "DTYPE_MIN_CAPABILITY",
+    "ENV_PROFILE",
+    "GPU",
+    "SOURCES",
+    "TURBOMIND_BUILDS",
+    "TURBOMIND_KEY",
+    "Hardware",
+    "ProfileError",
+    "Source",
+    "apply_visibility",
+    "detect_ascend",
+    "format_capability",
+    "format_memory",
+    "has_turbomind_kernels",
+    "load_profile",
+    "load_profiles",
+    "native_bf16",
+    "native_fp8",
+    "normalize",
+    "notable_packages",
+    "parse_capability",
+    "parse_memory",
+    "probe",
+    "probe_many",
+    "profile_spec",
+    "shipped_profiles",
+    "supports_dtype",
+    "turbomind_builds",
+    "turbomind_kernels_missing",
+]

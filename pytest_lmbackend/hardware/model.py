@@ -1,0 +1,92 @@
+"""The hardware facts one probe produces: ``GPU``, ``Hardware`` and the typed profile error."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+Source = Literal["profile", "nvml", "nvidia-smi", "none"]
+SOURCES: tuple[Source, ...] = ("profile", "nvml", "nvidia-smi", "none")
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One device a CUDA program started now would see.
+
+    :param index: logical index, as CUDA numbers the device under ``CUDA_VISIBLE_DEVICES``.
+    :param physical_index: index in the driver's (NVML, PCI bus) order; for a MIG device, its parent's.
+    :param capability: compute capability ``(major, minor)``; ``(0, 0)`` when the source could not say.
+    :param memory_total: bytes; ``memory_free`` is ``None`` when unknown.
+    """
+
+    index: int
+    physical_index: int
+    uuid: str
+    name: str
+    capability: tuple[int, int]
+    memory_total: int
+    memory_free: int | None = None
+    pci_bus_id: str | None = None
+
+    @property
+    def sm(self) -> int:
+        """The capability as CUDA's ``sm_XY`` number (9.0 -> 90, 12.0 -> 120)."""
+        return self.capability[0] * 10 + self.capability[1]
+
+    def label(self) -> str:
+        """``GPU 0 (NAME)``, with the physical index when it differs: the device a reason names."""
+        where = "" if self.physical_index == self.index else f"physical {self.physical_index}, "
+        return f"GPU {self.index} ({where}{self.name})"
+
+
+def _frozen(mapping: Mapping[str, str] | None) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What this session runs on: visible GPUs, driver, CUDA, packages; real or from a profile.
+
+    :param cuda: the highest CUDA version the driver supports (``"13.0"``), or the profile's.
+    :param source: where the GPU facts came from.
+    :param profile: the profile's name when ``source == "profile"``.
+    :param packages: installed distribution (normalised name) -> version; ``"lmdeploy.turbomind"``
+        is present when LMDeploy's TurboMind extension file is installed.
+    :param backends: backends a profile declares available; ``None`` means "work it out here".
+    :param warnings: what went wrong or looked odd while probing, for the report header.
+    """
+
+    gpus: tuple[GPU, ...] = ()
+    driver: str | None = None
+    cuda: str | None = None
+    source: Source = "none"
+    profile: str | None = None
+    ascend: bool = False
+    packages: Mapping[str, str] = field(default_factory=lambda: _frozen(None), repr=False)
+    backends: tuple[str, ...] | None = None
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # a read-only view, so a frozen Hardware cannot change under a session that shares it
+        if not isinstance(self.packages, MappingProxyType):
+            object.__setattr__(self, "packages", _frozen(self.packages))
+
+    def __hash__(self) -> int:
+        return hash((self.gpus, self.driver, self.cuda, self.source, self.profile, self.ascend,
+                     tuple(sorted(self.packages.items())), self.backends, self.warnings))
+
+    @property
+    def name(self) -> str:
+        """A short name for columns and headers: the profile name, else the probe source."""
+        return self.profile if self.profile is not None else self.source
+
+
+class ProfileError(ValueError):
+    """A hardware profile that cannot be used; the message names the profile (file) and the field."""
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.field = field

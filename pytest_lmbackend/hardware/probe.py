@@ -1,0 +1,85 @@
+"""One probe of the hardware, in order: fake profile, NVML, ``nvidia-smi``, else "no GPU"."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+
+from pytest_lmbackend.hardware.model import Hardware, ProfileError, Source
+from pytest_lmbackend.hardware.nvml import DriverView, ProbeFailed, read_nvml
+from pytest_lmbackend.hardware.packages import detect_ascend, read_packages
+from pytest_lmbackend.hardware.profiles import load_profile, load_profiles
+from pytest_lmbackend.hardware.smi import read_smi
+from pytest_lmbackend.hardware.visibility import apply_visibility, order_warning
+
+ENV_PROFILE = "PYTEST_LM_HARDWARE"
+DEFAULT_TIMEOUT = 5.0
+
+
+def profile_spec(profile: str | None, environ: Mapping[str, str]) -> str | None:
+    """The profile asked for: the option's value, else ``$PYTEST_LM_HARDWARE``; None for a real probe."""
+    spec = profile if profile is not None else environ.get(ENV_PROFILE)
+    if spec is None:
+        return None
+    return spec.strip() or None
+
+
+def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = None,
+          timeout: float = DEFAULT_TIMEOUT) -> Hardware:
+    """The hardware this session runs on, or the one ``profile`` (or ``$PYTEST_LM_HARDWARE``) fakes.
+
+    Never imports torch nor creates a CUDA context. Every failure of NVML or ``nvidia-smi`` ends in
+    ``Hardware.warnings`` and, when nothing answers, an honest "no GPU" (``source == "none"``).
+
+    :param timeout: seconds ``nvidia-smi`` may take before it is killed.
+    :raises ProfileError: a named profile that does not exist or a profile file that is wrong.
+    """
+    env = os.environ if environ is None else environ
+    spec = profile_spec(profile, env)
+    if spec is not None:
+        if "," in spec:
+            raise ProfileError(f"hardware profile {spec!r}: several profiles are for --lm-plan only "
+                               "(load_profiles); a session runs on one", path=spec)
+        return load_profile(spec)
+    notes: list[str] = []
+    ways: tuple[tuple[Source, Callable[[], DriverView]], ...] = (
+        ("nvml", read_nvml),
+        ("nvidia-smi", lambda: read_smi(env, timeout)),
+    )
+    view: DriverView | None = None
+    source: Source = "none"
+    for name, read in ways:
+        try:
+            view = read()
+        except ProbeFailed as exc:
+            notes.append(str(exc))
+            continue
+        except Exception as exc:  # a broken binding must not take the test session down
+            notes.append(f"{name}: unexpected {type(exc).__name__}: {exc}")
+            continue
+        source = name
+        break
+    try:
+        packages = read_packages()
+    except Exception as exc:
+        packages = {}
+        notes.append(f"packages: cannot list installed packages: {exc}")
+    ascend = detect_ascend(env)
+    if view is None:
+        return Hardware(source="none", packages=packages, ascend=ascend, warnings=tuple(notes))
+    gpus, mask_notes = apply_visibility(view.devices, env.get("CUDA_VISIBLE_DEVICES"))
+    order = order_warning(view.devices, env)
+    # notes of ways that failed before the one that answered stay: they say why it was not NVML
+    warnings = (*notes, *view.warnings, *mask_notes, *((order,) if order else ()))
+    return Hardware(gpus=gpus, driver=view.driver, cuda=view.cuda, source=source, packages=packages,
+                    ascend=ascend, warnings=warnings)
+
+
+def probe_many(*, profile: str | None = None, environ: Mapping[str, str] | None = None,
+               timeout: float = DEFAULT_TIMEOUT) -> list[Hardware]:
+    """Like ``probe`` but a comma list of profiles (``"a100-40gb,h100x8"``) gives one ``Hardware`` each."""
+    env = os.environ if environ is None else environ
+    spec = profile_spec(profile, env)
+    if spec is not None and "," in spec:
+        return load_profiles(spec)
+    return [probe(profile=spec, environ=env, timeout=timeout)]

@@ -1,0 +1,211 @@
+"""Fake hardware: shipped named profiles, ``NAMExN``, and user JSON/TOML profile files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_lmbackend.hardware.model import GPU, Hardware, ProfileError
+from pytest_lmbackend.hardware.packages import normalize, read_packages
+from pytest_lmbackend.hardware.units import parse_capability, parse_memory
+from pytest_lmbackend.hardware.visibility import Device, apply_visibility
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+_TOP_KEYS = {"name", "description", "driver", "cuda", "ascend", "backends", "packages", "gpus",
+             "cuda_visible_devices"}
+_GPU_KEYS = {"name", "capability", "memory_total", "memory_free", "count", "uuid", "pci_bus_id"}
+_REPEAT = re.compile(r"^(.+?)x(\d+)$")
+MAX_GPUS = 1024
+
+
+def shipped_profiles() -> list[str]:
+    """Names of the profiles shipped in ``pytest_lmbackend/profiles``."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def _fake_uuid(profile: str, index: int) -> str:
+    digest = hashlib.md5(f"{profile}:{index}".encode(), usedforsecurity=False).hexdigest()
+    return f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
+def _looks_like_file(spec: str) -> bool:
+    return spec.endswith((".toml", ".json")) or "/" in spec or "\\" in spec or Path(spec).is_file()
+
+
+def _read_file(path: Path, shown: str) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        message = f"hardware profile {shown}: cannot read it: {exc.strerror or exc}"
+        raise ProfileError(message, path=shown) from exc
+    try:
+        if path.suffix == ".json":
+            data = json.loads(raw.decode("utf-8"))
+        else:
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise ProfileError(f"hardware profile {shown}: not valid {kind}: {exc}", path=shown) from exc
+    if not isinstance(data, dict):
+        raise ProfileError(f"hardware profile {shown}: must hold an object/table at the top, "
+                           f"not {type(data).__name__}", path=shown)
+    return data
+
+
+def _fail(shown: str, field: str, problem: str) -> ProfileError:
+    return ProfileError(f"hardware profile {shown}: field {field!r}: {problem}", path=shown, field=field)
+
+
+def _optional_str(data: Mapping[str, Any], key: str, shown: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # cuda = 12.8 written as a number
+    if not isinstance(value, str):
+        raise _fail(shown, key, f"must be a string, not {value!r}")
+    return value
+
+
+def _gpus(data: Mapping[str, Any], shown: str, profile: str) -> list[GPU]:
+    entries = data.get("gpus", [])
+    if not isinstance(entries, list):
+        raise _fail(shown, "gpus", f"must be a list of GPU tables, not {type(entries).__name__}")
+    gpus: list[GPU] = []
+    for n, entry in enumerate(entries):
+        where = f"gpus[{n}]"
+        if not isinstance(entry, dict):
+            raise _fail(shown, where, f"must be a table/object, not {entry!r}")
+        unknown = sorted(set(entry) - _GPU_KEYS)
+        if unknown:
+            known = ", ".join(sorted(_GPU_KEYS))
+            raise _fail(shown, f"{where}.{unknown[0]}", f"unknown key (known: {known})")
+        for key in ("name", "capability", "memory_total"):
+            if key not in entry:
+                raise _fail(shown, f"{where}.{key}", "missing")
+        name = entry["name"]
+        if not isinstance(name, str) or not name:
+            raise _fail(shown, f"{where}.name", f"must be a non-empty string, not {name!r}")
+        try:
+            capability = parse_capability(entry["capability"])
+        except ValueError as exc:
+            raise _fail(shown, f"{where}.capability", str(exc)) from exc
+        values: dict[str, int | None] = {}
+        for key in ("memory_total", "memory_free"):
+            try:
+                values[key] = parse_memory(entry[key]) if key in entry else None
+            except ValueError as exc:
+                raise _fail(shown, f"{where}.{key}", str(exc)) from exc
+        total = values["memory_total"] or 0
+        free = values["memory_free"] if values["memory_free"] is not None else total
+        if free > total:
+            raise _fail(shown, f"{where}.memory_free", "is larger than memory_total")
+        count = entry.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GPUS:
+            raise _fail(shown, f"{where}.count", f"must be an integer from 1 to {MAX_GPUS}, not {count!r}")
+        uuid, bus = entry.get("uuid"), entry.get("pci_bus_id")
+        for key, value in (("uuid", uuid), ("pci_bus_id", bus)):
+            if value is not None and (not isinstance(value, str) or count != 1):
+                raise _fail(shown, f"{where}.{key}", "must be a string, and only on an entry with count = 1")
+        for _ in range(count):
+            i = len(gpus)
+            gpus.append(GPU(index=i, physical_index=i, uuid=uuid or _fake_uuid(profile, i), name=name,
+                            capability=capability, memory_total=total, memory_free=free, pci_bus_id=bus))
+    if len(gpus) > MAX_GPUS:
+        raise _fail(shown, "gpus", f"more than {MAX_GPUS} GPUs")
+    return gpus
+
+
+def hardware_from_data(data: Mapping[str, Any], *, shown: str, profile: str,
+                       local_packages: Mapping[str, str] | None = None) -> Hardware:
+    """Check a profile's fields and build its ``Hardware``; ``ProfileError`` names the bad field."""
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise _fail(shown, unknown[0], f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
+    gpus = _gpus(data, shown, profile)
+    ascend = data.get("ascend", False)
+    if not isinstance(ascend, bool):
+        raise _fail(shown, "ascend", f"must be true or false, not {ascend!r}")
+    backends = data.get("backends")
+    if backends is not None and (not isinstance(backends, list)
+                                 or not all(isinstance(b, str) and b for b in backends)):
+        raise _fail(shown, "backends", f"must be a list of backend names, not {backends!r}")
+    packages_data = data.get("packages")
+    if packages_data is None:
+        packages = dict(read_packages() if local_packages is None else local_packages)
+    elif isinstance(packages_data, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in packages_data.items()):
+        packages = {(k if k == "lmdeploy.turbomind" else normalize(k)): v for k, v in packages_data.items()}
+    else:
+        raise _fail(shown, "packages",
+                    'must map package names to version strings, e.g. {lmdeploy = "0.18.0"}')
+    notes: tuple[str, ...] = ()
+    visible_spec = _optional_str(data, "cuda_visible_devices", shown)
+    visible: tuple[GPU, ...] = tuple(gpus)
+    if visible_spec is not None:
+        visible, notes = apply_visibility([Device(g) for g in gpus], visible_spec)
+    return Hardware(gpus=visible, driver=_optional_str(data, "driver", shown),
+                    cuda=_optional_str(data, "cuda", shown), source="profile", profile=profile,
+                    ascend=ascend, packages=packages,
+                    backends=tuple(backends) if backends is not None else None, warnings=notes)
+
+
+def _repeat(data: dict[str, Any], count: int, shown: str) -> dict[str, Any]:
+    entries = data.get("gpus") or []
+    kinds = {(e.get("name"), str(e.get("capability")), str(e.get("memory_total"))) for e in entries
+             if isinstance(e, dict)}
+    if len(kinds) != 1:
+        raise ProfileError(f"hardware profile {shown}: 'xN' needs a profile with exactly one kind of GPU",
+                           path=shown, field="gpus")
+    gpu = {k: v for k, v in entries[0].items() if k not in ("count", "uuid", "pci_bus_id")}
+    return {**data, "gpus": [{**gpu, "count": count}]}
+
+
+def load_profile(spec: str, *, local_packages: Mapping[str, str] | None = None) -> Hardware:
+    """A ``Hardware`` from a shipped name (``h100``), ``NAMExN`` (``a10x4``) or a ``.toml``/``.json`` file.
+
+    :param local_packages: packages to report when the profile states none (default: this interpreter's).
+    :raises ProfileError: unknown name or bad file; the message names the file and the field.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise ProfileError("hardware profile: empty name")
+    if _looks_like_file(spec):
+        path = Path(spec)
+        data = _read_file(path, spec)
+        name = data.get("name")
+        return hardware_from_data(data, shown=spec, profile=name if isinstance(name, str) else path.stem,
+                                  local_packages=local_packages)
+    name = spec.lower()
+    file = PROFILE_DIR / f"{name}.toml"
+    if file.is_file():
+        return hardware_from_data(_read_file(file, f"{name!r}"), shown=f"{name!r}", profile=name,
+                                  local_packages=local_packages)
+    match = _REPEAT.match(name)
+    if match and (PROFILE_DIR / f"{match.group(1)}.toml").is_file():
+        count = int(match.group(2))
+        if not 1 <= count <= MAX_GPUS:
+            raise ProfileError(f"hardware profile {spec!r}: GPU count must be 1 to {MAX_GPUS}", path=spec)
+        base = _read_file(PROFILE_DIR / f"{match.group(1)}.toml", f"{match.group(1)!r}")
+        data = _repeat(base, count, f"{spec!r}")
+        return hardware_from_data(data, shown=f"{spec!r}", profile=name, local_packages=local_packages)
+    raise ProfileError(
+        f"hardware profile {spec!r}: no such profile or file; shipped: {', '.join(shipped_profiles())} "
+        "(add xN for N GPUs of one kind, e.g. a10x2), or give a path to a .toml/.json file",
+        path=spec,
+    )
+
+
+def load_profiles(specs: str, *, local_packages: Mapping[str, str] | None = None) -> list[Hardware]:
+    """One ``Hardware`` per comma-separated profile (``"a100-40gb,h100x8"``), in order."""
+    names = [s.strip() for s in specs.split(",") if s.strip()]
+    if not names:
+        raise ProfileError("hardware profile: empty list")
+    if local_packages is None:
+        local_packages = read_packages()  # scan once for all profiles that state no packages
+    return [load_profile(name, local_packages=local_packages) for name in names]

@@ -1,0 +1,139 @@
+"""Read the driver's device list from ``nvidia-smi --query-gpu`` output, with a time limit."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+
+from pytest_lmbackend.hardware.model import GPU
+from pytest_lmbackend.hardware.nvml import DriverView, ProbeFailed
+from pytest_lmbackend.hardware.visibility import Device
+
+QUERY_FIELDS = ("index", "uuid", "pci.bus_id", "name", "compute_cap", "memory.total", "memory.free",
+                "driver_version")
+# compute_cap arrived in driver 510; older drivers refuse the whole query, so ask again without it
+QUERY_FIELDS_OLD = tuple(f for f in QUERY_FIELDS if f != "compute_cap")
+_MIB = 1024**2
+_CUDA_LINE = re.compile(r"CUDA Version\s*:?\s*(\d+\.\d+)")
+_UNKNOWN = {"[n/a]", "[not supported]", "n/a", "[unknown error]", ""}
+
+# for drivers too old to report compute_cap: the capability of the GPUs such drivers ran
+_NAME_CAPABILITY: tuple[tuple[str, tuple[int, int]], ...] = (
+    ("H100", (9, 0)), ("H200", (9, 0)), ("H800", (9, 0)), ("H20", (9, 0)), ("L40", (8, 9)),
+    ("L4", (8, 9)), ("RTX 40", (8, 9)), ("A100", (8, 0)), ("A800", (8, 0)), ("A30", (8, 0)),
+    ("A10", (8, 6)), ("A40", (8, 6)), ("A16", (8, 6)), ("A2", (8, 6)), ("RTX 30", (8, 6)),
+    ("RTX A", (8, 6)), ("T4", (7, 5)), ("RTX 20", (7, 5)), ("TITAN RTX", (7, 5)), ("V100", (7, 0)),
+    ("TITAN V", (7, 0)), ("P100", (6, 0)), ("P40", (6, 1)), ("P4", (6, 1)),
+)
+
+
+def capability_from_name(name: str) -> tuple[int, int] | None:
+    for fragment, capability in _NAME_CAPABILITY:
+        if fragment in name:
+            return capability
+    return None
+
+
+def _number(text: str) -> int | None:
+    return None if text.strip().lower() in _UNKNOWN else int(float(text))
+
+
+def parse_query(
+    text: str, fields: tuple[str, ...] = QUERY_FIELDS
+) -> tuple[list[Device], str | None, list[str]]:
+    """Devices, driver version and notes from ``--format=csv,noheader,nounits`` output of ``fields``.
+
+    A name may hold commas: fields before and after it are counted from the two ends of the line.
+    """
+    devices: list[Device] = []
+    notes: list[str] = []
+    driver: str | None = None
+    name_at = fields.index("name")
+    after = len(fields) - name_at - 1
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < len(fields):
+            notes.append(f"nvidia-smi: line {line_no} has {len(parts)} fields, "
+                         f"expected {len(fields)}: {line!r}")
+            continue
+        row = dict(zip(fields[:name_at], parts[:name_at], strict=True))
+        row["name"] = ", ".join(parts[name_at:len(parts) - after])
+        row.update(zip(fields[name_at + 1:], parts[len(parts) - after:], strict=True))
+        try:
+            index = int(row["index"])
+            total = _number(row["memory.total"])
+            free = _number(row["memory.free"])
+        except ValueError:
+            notes.append(f"nvidia-smi: line {line_no} is not a device row: {line!r}")
+            continue
+        capability: tuple[int, int] | None = None
+        cap_text = row.get("compute_cap", "")
+        match = re.match(r"^(\d+)\.(\d+)$", cap_text)
+        if match:
+            capability = (int(match.group(1)), int(match.group(2)))
+        else:
+            capability = capability_from_name(row["name"])
+            if capability is None:
+                notes.append(f"nvidia-smi: compute capability of GPU {index} ({row['name']}) unknown")
+        bus = row["pci.bus_id"].lower()
+        gpu = GPU(index=len(devices), physical_index=index, uuid=row["uuid"], name=row["name"],
+                  capability=capability or (0, 0),
+                  memory_total=(total or 0) * _MIB, memory_free=None if free is None else free * _MIB,
+                  pci_bus_id=None if bus in _UNKNOWN else bus)
+        devices.append(Device(gpu))
+        driver = driver or (None if row["driver_version"].lower() in _UNKNOWN else row["driver_version"])
+    return devices, driver, notes
+
+
+def parse_cuda_version(text: str) -> str | None:
+    """``"13.0"`` from ``nvidia-smi --version`` or the banner of plain ``nvidia-smi``."""
+    match = _CUDA_LINE.search(text)
+    return match.group(1) if match else None
+
+
+def _run(argv: list[str], deadline: float, what: str) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise ProbeFailed(f"nvidia-smi: cannot start {argv[0]}: {exc}") from exc
+    try:
+        out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.communicate()
+        raise ProbeFailed(f"nvidia-smi: {what} did not answer in time; killed it") from exc
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def read_smi(environ: Mapping[str, str], timeout: float) -> DriverView:
+    """Every GPU ``nvidia-smi`` lists; ``ProbeFailed`` when it is missing, fails or hangs past ``timeout``."""
+    exe = shutil.which("nvidia-smi", path=environ.get("PATH"))
+    if exe is None:
+        raise ProbeFailed("nvidia-smi: not found on PATH")
+    deadline = time.monotonic() + timeout
+    fields: tuple[str, ...] = QUERY_FIELDS
+    result = _run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"], deadline,
+                  f"the query (limit {timeout:g} s)")
+    if result.returncode != 0 and "compute_cap" in (result.stdout + result.stderr):
+        fields = QUERY_FIELDS_OLD
+        result = _run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"], deadline,
+                      f"the query (limit {timeout:g} s)")
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip().splitlines()
+        raise ProbeFailed(f"nvidia-smi: exit {result.returncode}: {message[0] if message else 'no output'}")
+    devices, driver, notes = parse_query(result.stdout, fields)
+    try:
+        version = _run([exe, "--version"], deadline, f"--version (limit {timeout:g} s)")
+        cuda = parse_cuda_version(version.stdout)
+    except ProbeFailed as exc:
+        cuda = None
+        notes.append(str(exc))
+    if cuda is None and devices:
+        notes.append("nvidia-smi: CUDA version unknown")
+    return DriverView(tuple(devices), driver, cuda, tuple(notes))

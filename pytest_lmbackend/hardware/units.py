@@ -1,0 +1,75 @@
+"""Memory sizes and compute capabilities as people write them: ``"40GiB"``, ``"8.0"``."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS: dict[str, int] = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+    "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_CAPABILITY = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
+
+
+def parse_memory(value: object) -> int:
+    """Bytes from ``"40GiB"``, ``"40GB"`` (10^9), ``"40000MiB"``, ``"1.5 TiB"`` or an int (bytes).
+
+    Raises ``ValueError`` naming the value for anything else (bools, negatives, unknown units).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"memory size must be an int (bytes) or a string like '40GiB', not {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"memory size must not be negative, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"memory size must be an int (bytes) or a string like '40GiB', not {value!r}")
+    match = _SIZE.match(value)
+    if match is None or match.group(2).lower() not in _UNITS:
+        raise ValueError(
+            f"cannot read memory size {value!r}: use a number and a unit "
+            "(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. '40GiB'"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_memory(n: int | None) -> str:
+    """``"80 GiB"``, ``"79.65 GiB"``, ``"512 MiB"``; ``"unknown"`` for None."""
+    if n is None:
+        return "unknown"
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            text = f"{n / size:.2f}".rstrip("0").rstrip(".")
+            return f"{text} {unit}"
+    return f"{n} B"
+
+
+def parse_capability(value: object) -> tuple[int, int]:
+    """``(8, 6)`` from ``"8.6"`` or ``(8, 6)`` / ``[8, 6]``; ``ValueError`` otherwise."""
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        return (value[0], value[1])
+    if isinstance(value, str):
+        match = _CAPABILITY.match(value)
+        if match is not None:
+            return (int(match.group(1)), int(match.group(2)))
+    raise ValueError(f"cannot read compute capability {value!r}: write it as 'MAJOR.MINOR', e.g. '8.0'")
+
+
+def format_capability(capability: tuple[int, int]) -> str:
+    return f"{capability[0]}.{capability[1]}"
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """The leading numeric release of a version string: ``"12.8"`` -> (12, 8), ``"0.18.0+cu128"`` ->
+    (0, 18, 0); None when there is none."""
+    if not text:
+        return None
+    match = re.match(r"^\s*v?(\d+(?:\.\d+)*)", text)
+    if match is None:
+        return None
+    return tuple(int(part) for part in match.group(1).split("."))
