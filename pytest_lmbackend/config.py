@@ -1,0 +1,344 @@
+"""Read a model source (folder, config.json, mapping, workspace, cached hub id) into a read-only view."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "MAX_DEPTH",
+    "ConfigDepthError",
+    "ConfigEncodingError",
+    "ConfigError",
+    "ConfigJSONError",
+    "ConfigNotFoundError",
+    "ConfigTypeError",
+    "ConfigValueError",
+    "HubModelNotCachedError",
+    "MissingArchitectureError",
+    "MissingFieldError",
+    "ModelConfig",
+    "SymlinkLoopError",
+    "clear_cache",
+    "hub_cache_dirs",
+    "read_config",
+]
+
+# Deeper than any real config by far; a cap turns a pathological file into a typed error instead
+# of a RecursionError from the JSON parser or the nested search.
+MAX_DEPTH = 100
+
+MAPPING_LABEL = "<mapping>"
+SUB_CONFIGS = ("llm_config", "text_config", "language_config", "vision_config")
+
+
+class ConfigError(ValueError):
+    """A model source LMDeploy's rules cannot be applied to; names the file and the field."""
+
+    def __init__(self, path: str, field: str | None, message: str) -> None:
+        self.path = path
+        self.field = field
+        where = path if field is None else f"{path}: field {field!r}"
+        super().__init__(f"{where}: {message}")
+
+
+class ConfigNotFoundError(ConfigError):
+    """No config.json (or no such folder/file)."""
+
+
+class ConfigJSONError(ConfigError):
+    """config.json is not valid JSON."""
+
+
+class ConfigEncodingError(ConfigError):
+    """config.json is not UTF-8."""
+
+
+class ConfigTypeError(ConfigError):
+    """A field has the wrong type (e.g. ``architectures`` not a list of strings)."""
+
+
+class ConfigValueError(ConfigError):
+    """A field has a value the rules cannot use (e.g. zero attention heads)."""
+
+
+class MissingFieldError(ConfigError):
+    """A field a rule reads is absent and has no default."""
+
+
+class MissingArchitectureError(ConfigError):
+    """Neither ``architectures`` nor an ``auto_map`` names the model's architecture."""
+
+
+class ConfigDepthError(ConfigError):
+    """The config nests deeper than ``MAX_DEPTH``."""
+
+
+class SymlinkLoopError(ConfigError):
+    """config.json (or the folder) is a symlink loop."""
+
+
+class HubModelNotCachedError(ConfigNotFoundError):
+    """A hub id that is not in the local Hugging Face cache (nothing is ever downloaded)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A parsed config.json as LMDeploy sees it, plus the folder facts its rules look at."""
+
+    source: str
+    """What was asked for: the path or hub id as given, or ``<mapping>``."""
+    path: str
+    """The config.json read (or ``<mapping>``, or the folder when it has none)."""
+    data: Mapping[str, Any] | None
+    """The top-level JSON object, read-only; None for a TurboMind workspace without config.json."""
+    folder: str | None = None
+    triton_models: bool = False
+    """``<folder>/triton_models`` exists: a TurboMind workspace."""
+    workspace_weights: bool = False
+    """``<folder>/triton_models/weights`` exists."""
+    workspace_arch: str | None = None
+    """``model_arch`` written by ``lmdeploy convert`` into the workspace, if readable."""
+    quant_method: Any = field(default=None)
+    """First ``quant_method`` found by a depth-first search, in file order (as LMDeploy searches)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return default if self.data is None else self.data.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return self.data is not None and key in self.data
+
+    def sub(self, name: str) -> Mapping[str, Any] | None:
+        """A nested sub-config (``llm_config``, ``text_config``, ...) if it is an object."""
+        value = self.get(name)
+        return value if isinstance(value, Mapping) else None
+
+
+def _search_quant(node: Any, path: str, depth: int) -> Any:
+    # One pass does both jobs: LMDeploy's first-match ``quant_method`` search and the depth cap.
+    if depth > MAX_DEPTH:
+        raise ConfigDepthError(path, None, f"nesting deeper than {MAX_DEPTH} levels")
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "quant_method":
+                return value
+            if isinstance(value, (Mapping, list)):
+                found = _search_quant(value, path, depth + 1)
+                if found is not None:
+                    return found
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, (Mapping, list)):
+                found = _search_quant(item, path, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def _deep_exhaust(node: Any, path: str, depth: int) -> None:
+    # Only reached after a quant_method was found early: the rest must still respect the cap.
+    if depth > MAX_DEPTH:
+        raise ConfigDepthError(path, None, f"nesting deeper than {MAX_DEPTH} levels")
+    children = node.values() if isinstance(node, Mapping) else node
+    for child in children:
+        if isinstance(child, (Mapping, list)):
+            _deep_exhaust(child, path, depth + 1)
+
+
+def _validate(data: Mapping[str, Any], path: str) -> Any:
+    archs = data.get("architectures")
+    if archs is not None and not (
+        isinstance(archs, list) and all(isinstance(a, str) for a in archs)
+    ):
+        raise ConfigTypeError(
+            path, "architectures", f"must be a list of strings, got {type(archs).__name__} {archs!r:.80}"
+        )
+    quant = _search_quant(data, path, 1)
+    if quant is not None:
+        _deep_exhaust(data, path, 1)
+    return quant
+
+
+def from_mapping(data: Mapping[str, Any], label: str = MAPPING_LABEL) -> ModelConfig:
+    """A ModelConfig over an already-parsed config (no copy: the caller keeps it unchanged)."""
+    if not isinstance(data, Mapping):
+        raise ConfigTypeError(label, None, f"a config must be a JSON object, got {type(data).__name__}")
+    quant = _validate(data, label)
+    return ModelConfig(source=label, path=label, data=data, quant_method=quant)
+
+
+def _parse(raw: bytes, path: str) -> Mapping[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigEncodingError(path, None, f"not UTF-8 (byte {exc.start}: {exc.reason})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ConfigJSONError(path, None, f"malformed JSON: {exc.msg} at {where}") from None
+    except RecursionError:
+        raise ConfigDepthError(path, None, "nesting too deep for the JSON parser") from None
+    if not isinstance(data, dict):
+        raise ConfigTypeError(path, None, f"top level must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+_MODEL_ARCH = re.compile(r"^\s*model_arch\s*[:=]\s*['\"]?([A-Za-z0-9_.]+)", re.MULTILINE)
+
+
+def _workspace_arch(weights: str) -> str | None:
+    # ``lmdeploy convert`` writes config.yaml (0.6+) or config.ini (earlier); only model_arch is needed,
+    # so a line match avoids a YAML dependency.
+    for name in ("config.yaml", "config.ini"):
+        try:
+            with open(os.path.join(weights, name), encoding="utf-8", errors="replace") as fh:
+                match = _MODEL_ARCH.search(fh.read())
+        except OSError:
+            continue
+        if match:
+            return match.group(1)
+    return None
+
+
+# key: folder -> (config stat key, workspace flags, parsed ModelConfig)
+_CACHE: dict[str, tuple[tuple[int, int, int] | None, bool, bool, ModelConfig]] = {}
+
+
+def clear_cache() -> None:
+    """Forget every parsed file (tests; files are re-read anyway when mtime or size change)."""
+    _CACHE.clear()
+
+
+def _stat_key(path: str, label: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SymlinkLoopError(label, None, "symlink loop") from None
+        if exc.errno == errno.ENOTDIR:
+            return None
+        raise ConfigNotFoundError(label, None, f"cannot stat: {exc.strerror}") from None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _read_folder(folder: str, source: str, config_path: str) -> ModelConfig:
+    key = _stat_key(config_path, config_path)
+    triton = os.path.exists(os.path.join(folder, "triton_models"))
+    weights = triton and os.path.exists(os.path.join(folder, "triton_models", "weights"))
+    cached = _CACHE.get(config_path)
+    if cached is not None and cached[0] == key and cached[1] == triton and cached[2] == weights:
+        cfg = cached[3]
+        return cfg if cfg.source == source else _with_source(cfg, source)
+    arch = _workspace_arch(os.path.join(folder, "triton_models", "weights")) if weights else None
+    if key is None:
+        if not triton:
+            raise ConfigNotFoundError(folder, "config.json", "no config.json in this folder")
+        cfg = ModelConfig(source, folder, None, folder, triton, weights, arch)
+    else:
+        try:
+            with open(config_path, "rb") as fh:
+                raw = fh.read()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SymlinkLoopError(config_path, None, "symlink loop") from None
+            raise ConfigNotFoundError(config_path, None, f"cannot read: {exc.strerror}") from None
+        data = _parse(raw, config_path)
+        quant = _validate(data, config_path)
+        cfg = ModelConfig(
+            source, config_path, MappingProxyType(data), folder, triton, weights, arch, quant
+        )
+    _CACHE[config_path] = (key, triton, weights, cfg)
+    return cfg
+
+
+def _with_source(cfg: ModelConfig, source: str) -> ModelConfig:
+    return ModelConfig(
+        source, cfg.path, cfg.data, cfg.folder, cfg.triton_models, cfg.workspace_weights,
+        cfg.workspace_arch, cfg.quant_method,
+    )
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def hub_cache_dirs() -> list[str]:
+    """Where cached hub snapshots are looked for, in the order Hugging Face uses."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return [os.environ["HF_HUB_CACHE"]]
+    if os.environ.get("HF_HOME"):
+        return [os.path.join(os.environ["HF_HOME"], "hub")]
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = xdg if xdg else os.path.join(os.path.expanduser("~"), ".cache")
+    return [os.path.join(base, "huggingface", "hub")]
+
+
+def _resolve_hub_id(repo_id: str) -> str:
+    dirs = hub_cache_dirs()
+    name = "models--" + repo_id.replace("/", "--")
+    for cache in dirs:
+        repo = os.path.join(cache, name)
+        if not os.path.isdir(repo):
+            continue
+        try:
+            with open(os.path.join(repo, "refs", "main"), encoding="utf-8") as fh:
+                revision = fh.read().strip()
+        except OSError:
+            revision = ""
+        if revision:
+            snapshot = os.path.join(repo, "snapshots", revision)
+            if os.path.isdir(snapshot):
+                return snapshot
+        snapshots = os.path.join(repo, "snapshots")
+        try:
+            candidates = sorted(
+                (os.path.join(snapshots, s) for s in os.listdir(snapshots)),
+                key=lambda p: os.stat(p).st_mtime_ns,
+                reverse=True,
+            )
+        except OSError:
+            candidates = []
+        for snapshot in candidates:
+            if os.path.exists(os.path.join(snapshot, "config.json")):
+                return snapshot
+    raise HubModelNotCachedError(
+        repo_id,
+        None,
+        f"not a local path, and not in the local Hugging Face cache (looked in {', '.join(dirs)}); "
+        "nothing is downloaded: fetch it first or pass a folder",
+    )
+
+
+def read_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> ModelConfig:
+    """Read a model source: a folder, a config.json path, a parsed mapping, a TurboMind workspace
+    folder, or a hub id found in the local Hugging Face cache (never the network).
+
+    Files are cached by (path, mtime_ns, size, inode): a warm read costs three ``stat`` calls.
+    """
+    if isinstance(source, Mapping):
+        return from_mapping(source)
+    text = os.fspath(source)
+    if not isinstance(text, str):
+        raise ConfigTypeError(repr(text), None, "a path must be text, not bytes")
+    try:
+        st = os.stat(text)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SymlinkLoopError(text, None, "symlink loop") from None
+        if _HUB_ID.match(text) and not text.startswith((".", "/")):
+            snapshot = _resolve_hub_id(text)
+            return _read_folder(snapshot, text, os.path.join(snapshot, "config.json"))
+        raise ConfigNotFoundError(text, None, "no such file or folder") from None
+    if os.path.isdir(text):
+        return _read_folder(text, text, os.path.join(text, "config.json"))
+    del st
+    folder = os.path.dirname(text) or "."
+    return _read_folder(folder, text, text)

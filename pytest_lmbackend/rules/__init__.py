@@ -1,0 +1,69 @@
+"""LMDeploy's backend and task detection, per release, without importing LMDeploy, torch or transformers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_lmbackend.config import ModelConfig, from_mapping, read_config
+from pytest_lmbackend.rules.engine import Detection, LMDeployCrashError, evaluate, model_arch
+from pytest_lmbackend.rules.releases import (
+    KNOWN_RELEASES,
+    RuleSet,
+    UnknownReleaseError,
+    default_release,
+    resolve_release,
+    rule_set,
+)
+
+__all__ = [
+    "KNOWN_RELEASES",
+    "Detection",
+    "LMDeployCrashError",
+    "RuleSet",
+    "UnknownReleaseError",
+    "default_release",
+    "detect",
+    "detect_all",
+    "model_arch",
+    "resolve_release",
+    "rule_set",
+]
+
+Source = str | os.PathLike[str] | Mapping[str, Any] | ModelConfig
+
+
+def _config(source: Source) -> ModelConfig:
+    if isinstance(source, ModelConfig):
+        return source
+    if isinstance(source, Mapping):
+        return from_mapping(source)
+    return read_config(source)
+
+
+def detect(source: Source, *, lmdeploy: str | None = None, language_model_only: bool = False) -> Detection:
+    """Which backend and task LMDeploy ``lmdeploy`` (default: the installed release, else the newest
+    known) gives ``source``: a model folder, a config.json path, a parsed config mapping, a TurboMind
+    workspace, a hub id in the local Hugging Face cache, or a ``ModelConfig``.
+
+    :raises pytest_lmbackend.config.ConfigError: a typed error naming the file and the field (an
+        ``LMDeployCrashError`` where that LMDeploy release itself raises on the config).
+    :raises UnknownReleaseError: ``lmdeploy`` names no known release.
+    """
+    rules = rule_set(resolve_release(lmdeploy))
+    return evaluate(_config(source), rules, language_model_only=language_model_only)
+
+
+def detect_all(
+    source: Source, *, releases: tuple[str, ...] = KNOWN_RELEASES, language_model_only: bool = False
+) -> dict[str, Detection | Exception]:
+    """``detect`` under every release in ``releases`` (the config is read once); errors as values."""
+    out: dict[str, Detection | Exception] = {}
+    cfg = _config(source)
+    for release in releases:
+        try:
+            out[release] = evaluate(cfg, rule_set(release), language_model_only=language_model_only)
+        except ValueError as exc:
+            out[release] = exc
+    return out

@@ -1,0 +1,184 @@
+"""Known LMDeploy releases, the rule set of each, and which release a version spec means."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from functools import cache
+
+from pytest_lmbackend.rules.tables import CHANGES, RELEASES
+
+__all__ = [
+    "KNOWN_RELEASES",
+    "RuleSet",
+    "UnknownReleaseError",
+    "default_release",
+    "installed_lmdeploy",
+    "resolve_release",
+    "rule_set",
+    "since",
+]
+
+KNOWN_RELEASES: tuple[str, ...] = RELEASES
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Everything one LMDeploy release decides backend and task by (see ``tables.CHANGES``)."""
+
+    release: str
+    tm_archs: frozenset[str] = frozenset()
+    vl_archs: frozenset[str] = frozenset()
+    workspace_is_tm: bool = False
+    workspace_task_llm: bool = False
+    smooth_quant_pt: bool = False
+    baichuan_40_heads_pt: bool = False
+    head_dim_archs: frozenset[str] = frozenset()
+    head_dims: frozenset[int] = frozenset()
+    explicit_head_dim: bool = False
+    chatglm_archs: frozenset[str] = frozenset()
+    chatglm_vision_pt: bool = False
+    internvl_head_dim: bool = False
+    internvl_llm_in_table: bool = False
+    llava_archs: frozenset[str] = frozenset()
+    molmo_kv_heads: bool = False
+    vision_pt_archs: frozenset[str] = frozenset()
+    xcomposer2_auto_map: bool = False
+    language_config_auto_map: bool = False
+    deepseek_vl: bool = False
+    qwen_visual_vl: bool = False
+    chatglm_vl_archs: frozenset[str] = frozenset()
+    not_vl_archs: frozenset[str] = frozenset()
+    not_vl_tm_only: bool = False
+    llm_only_switch: str | None = None
+    trust_remote_code: bool = True
+
+
+class UnknownReleaseError(ValueError):
+    """A version spec that names no known LMDeploy release."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec = spec
+        super().__init__(
+            f"LMDeploy version {spec!r}: {reason}; known releases: {', '.join(KNOWN_RELEASES)}"
+        )
+
+
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.?post(\d+))?$")
+
+
+def _key(spec: str) -> tuple[int, int, int, int] | None:
+    match = _VERSION.match(spec.strip())
+    if match is None:
+        return None
+    major, minor, patch, post = match.groups()
+    return (int(major), int(minor), int(patch or 0), int(post or 0))
+
+
+_KEYS: tuple[tuple[int, int, int, int], ...] = tuple(k for k in map(_key, RELEASES) if k is not None)
+assert len(_KEYS) == len(RELEASES) and list(_KEYS) == sorted(_KEYS)
+
+
+@cache
+def resolve_release(spec: str | None) -> str:
+    """The known release a version spec means: an exact release, or the newest known one at or
+    below it (``0.7.3.dev1`` and ``0.7.4`` both mean 0.7.3); None means ``default_release()``.
+
+    :raises UnknownReleaseError: malformed, or older than the oldest known release.
+    """
+    if spec is None:
+        return default_release()
+    if not isinstance(spec, str):
+        raise UnknownReleaseError(repr(spec), "a version must be a string")
+    text = spec.strip()
+    key = _key(text)
+    if key is None:
+        # Pre-releases and local builds (0.14.0a1, 0.7.3+cu118, 0.10.0rc1) keep the rules of the release
+        # before them: strip the suffix and step just below the release they lead up to.
+        match = re.match(r"^v?(\d+\.\d+(?:\.\d+)?)(?:(a|b|rc|\.dev)\d*)?(?:\+[A-Za-z0-9.]+)?$", text)
+        if match is None:
+            raise UnknownReleaseError(spec, "not a version number")
+        base = _key(match.group(1))
+        assert base is not None
+        if match.group(2):
+            base = (base[0], base[1], base[2], -1)
+        key = base
+    best = None
+    for release, release_key in zip(RELEASES, _KEYS, strict=True):
+        if release_key <= key:
+            best = release
+    if best is None:
+        raise UnknownReleaseError(spec, f"older than the oldest known release {RELEASES[0]}")
+    return best
+
+
+def installed_lmdeploy() -> str | None:
+    """The installed LMDeploy's version, read from package metadata (LMDeploy is never imported)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lmdeploy")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@cache
+def default_release() -> str:
+    """The installed LMDeploy's release (or the newest known one at or below it); else the newest."""
+    version = installed_lmdeploy()
+    if version is not None:
+        try:
+            return resolve_release(version)
+        except UnknownReleaseError:
+            pass
+    return RELEASES[-1]
+
+
+def _build() -> dict[str, RuleSet]:
+    sets: dict[str, RuleSet] = {}
+    current = RuleSet(release="")
+    changes = {c.release: c for c in CHANGES}
+    for release in RELEASES:
+        change = changes.get(release)
+        if change is not None:
+            current = replace(
+                current,
+                tm_archs=(current.tm_archs | set(change.tm_add)) - set(change.tm_remove),
+                vl_archs=(current.vl_archs | set(change.vl_add)) - set(change.vl_remove),
+                **change.switches,
+            )
+        current = replace(current, release=release)
+        sets[release] = current
+    return sets
+
+
+_SETS = _build()
+
+
+def rule_set(release: str) -> RuleSet:
+    """The rules of a release given exactly as in ``KNOWN_RELEASES`` (else resolved first)."""
+    found = _SETS.get(release)
+    return found if found is not None else _SETS[resolve_release(release)]
+
+
+@cache
+def since(release: str, arch: str, table: str = "tm") -> str | None:
+    """The first release of the unbroken run, ending at ``release``, whose table has ``arch``."""
+    index = RELEASES.index(release)
+    first = None
+    for i in range(index, -1, -1):
+        archs = _SETS[RELEASES[i]].tm_archs if table == "tm" else _SETS[RELEASES[i]].vl_archs
+        if arch not in archs:
+            break
+        first = RELEASES[i]
+    return first
+
+
+@cache
+def left_in(release: str, arch: str) -> str | None:
+    """The release that dropped ``arch`` from TurboMind's table, if it was ever there before ``release``."""
+    index = RELEASES.index(release)
+    for i in range(index, 0, -1):
+        if arch in _SETS[RELEASES[i - 1]].tm_archs and arch not in _SETS[RELEASES[i]].tm_archs:
+            return RELEASES[i]
+    return None
