@@ -1,0 +1,329 @@
+"""``lm_requires(...)`` read into a ``Requirement`` and judged against a ``Hardware``: a ``Skip`` or None."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_lmbackend.hardware import (
+    DTYPE_ALIASES,
+    DTYPE_MIN_CAPABILITY,
+    GPU,
+    TURBOMIND_KEY,
+    Hardware,
+    format_capability,
+    format_memory,
+    normalize,
+    parse_memory,
+    turbomind_builds,
+    turbomind_kernels_missing,
+)
+
+# kinds of unmet requirement; "backend" is decided by the plugin (a backend not available here)
+KINDS: tuple[str, ...] = ("gpu", "capability", "vram", "free_vram", "dtype", "packages", "turbomind_kernels",
+                          "backend")
+KEYS: tuple[str, ...] = ("gpus", "capability", "vram", "free_vram", "dtype", "packages", "turbomind_kernels")
+_GPU_NUM = re.compile(r"^gpu_num_(\d+)$")
+_CAP = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+)\.(\d+|x|\*)\s*$")
+
+
+class RequirementError(ValueError):
+    """A malformed ``lm_requires`` marker; the message names the test, the key and the value."""
+
+    def __init__(self, message: str, *, where: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.where = where
+        self.key = key
+
+
+@dataclass(frozen=True)
+class CapabilitySpec:
+    """One compute-capability condition: ``op`` is a comparison, or ``"major"`` for ``"9.x"``."""
+
+    op: str
+    version: tuple[int, int]
+
+    def matches(self, capability: tuple[int, int]) -> bool:
+        if self.op == "major":
+            return capability[0] == self.version[0]
+        return {
+            ">=": capability >= self.version, ">": capability > self.version,
+            "<=": capability <= self.version, "<": capability < self.version,
+            "==": capability == self.version, "!=": capability != self.version,
+        }[self.op]
+
+    def __str__(self) -> str:
+        if self.op == "major":
+            return f"{self.version[0]}.x"
+        return f"{self.op} {format_capability(self.version)}"
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """An installed distribution, optionally with a version range: ``flash_attn``, ``lmdeploy>=0.10``."""
+
+    name: str
+    specifier: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.specifier}"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a test needs; empty fields need nothing. ``gpus`` None: one GPU if any GPU fact is asked."""
+
+    gpus: int | None = None
+    capability: tuple[CapabilitySpec, ...] = ()
+    vram: int | None = None
+    free_vram: int | None = None
+    dtypes: tuple[str, ...] = ()
+    packages: tuple[PackageSpec, ...] = ()
+    turbomind_kernels: bool | None = None
+    where: str = ""
+
+    @property
+    def gpu_count(self) -> int:
+        """How many GPUs the test needs, at least one when it asks anything of a GPU."""
+        if self.gpus is not None:
+            return self.gpus
+        asks = (self.capability or self.vram is not None or self.free_vram is not None or self.dtypes
+                or self.turbomind_kernels is not None)
+        return 1 if asks else 0
+
+
+@dataclass(frozen=True)
+class Skip:
+    """An unmet requirement: its kind (one of ``KINDS``) and a reason naming wanted, found and device."""
+
+    kind: str
+    reason: str
+
+
+def _error(where: str, key: str | None, value: object, problem: str) -> RequirementError:
+    shown = f"lm_requires({key}={value!r})" if key is not None else "lm_requires"
+    return RequirementError(f"{where}: {shown}: {problem}", where=where, key=key)
+
+
+def parse_capability_spec(text: str) -> tuple[CapabilitySpec, ...]:
+    """``">=8.0"``, ``"==9.0"``, ``"9.x"``, ``"8.0"`` (exactly 8.0), or several joined by commas."""
+    specs = []
+    for part in text.split(","):
+        match = _CAP.match(part)
+        if match is None:
+            raise ValueError(f"cannot read {part.strip()!r}: use '>=8.0', '==9.0', '9.x' or '8.0'")
+        op, major, minor = match.group(1), int(match.group(2)), match.group(3)
+        if minor in ("x", "*"):
+            if op not in (None, "=="):
+                raise ValueError(f"{part.strip()!r}: 'N.x' means major N; it takes no comparison")
+            specs.append(CapabilitySpec("major", (major, 0)))
+        else:
+            specs.append(CapabilitySpec(op or "==", (major, int(minor))))
+    return tuple(specs)
+
+
+def _strings(value: object) -> list[str] | None:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def parse_package_spec(text: str) -> PackageSpec:
+    """A PEP 508 name with an optional version range; no extras, no markers."""
+    from packaging.requirements import InvalidRequirement
+    from packaging.requirements import Requirement as Pep508
+
+    try:
+        parsed = Pep508(text)
+    except InvalidRequirement as exc:
+        raise ValueError(f"cannot read package {text!r}: {exc}") from exc
+    if parsed.marker is not None or parsed.extras or parsed.url:
+        raise ValueError(f"package {text!r}: only a name and a version range are understood")
+    name = normalize(parsed.name)
+    return PackageSpec(TURBOMIND_KEY if name == "lmdeploy-turbomind" else name, str(parsed.specifier))
+
+
+def parse_requirement(args: Sequence[Any], kwargs: Mapping[str, Any], *, where: str) -> Requirement:
+    """Read ``lm_requires(*args, **kwargs)`` of the test ``where``.
+
+    :raises RequirementError: a positional argument, an unknown key or a malformed value.
+    """
+    if args:
+        problem = f"takes keywords only (gpus=, capability=, ...), got positional {args!r}"
+        raise _error(where, None, None, problem)
+    fields: dict[str, Any] = {"where": where}
+    for key, value in kwargs.items():
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _error(where, key, value, f"unknown key (known: {', '.join(KEYS)}){hint}")
+        try:
+            fields.update(_parse_field(key, value))
+        except ValueError as exc:
+            raise _error(where, key, value, str(exc)) from exc
+    return Requirement(**fields)
+
+
+def _parse_field(key: str, value: Any) -> dict[str, Any]:
+    if key == "gpus":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError("must be a whole number of GPUs (0 or more)")
+        return {"gpus": value}
+    if key == "capability":
+        texts = _strings(value)
+        if not texts:
+            raise ValueError("must be a string such as '>=8.0', '==9.0', '9.x' or '8.0' (or a list of them)")
+        return {"capability": tuple(s for t in texts for s in parse_capability_spec(t))}
+    if key in ("vram", "free_vram"):
+        return {key: parse_memory(value)}
+    if key == "dtype":
+        texts = _strings(value)
+        if not texts:
+            raise ValueError("must be a dtype name such as 'bf16' or 'fp8' (or a list of them)")
+        unknown = [t for t in texts if t.lower() not in DTYPE_ALIASES]
+        if unknown:
+            raise ValueError(f"unknown dtype {unknown[0]!r} (known: {', '.join(sorted(DTYPE_ALIASES))})")
+        return {"dtypes": tuple(dict.fromkeys(DTYPE_ALIASES[t.lower()] for t in texts))}
+    if key == "packages":
+        texts = _strings(value)
+        if texts is None:
+            raise ValueError("must be a package name or a list of them, "
+                             "e.g. ['flash_attn', 'lmdeploy>=0.10']")
+        return {"packages": tuple(parse_package_spec(t) for t in texts)}
+    if not isinstance(value, bool):
+        raise ValueError("must be True (needs TurboMind kernels) or False (needs a GPU without them)")
+    return {"turbomind_kernels": value}
+
+
+def gpu_num(marker_name: str) -> int | None:
+    """N for LMDeploy's ``gpu_num_N`` markers (same as ``lm_requires(gpus=N)``), else None."""
+    match = _GPU_NUM.match(marker_name)
+    return int(match.group(1)) if match else None
+
+
+def combine(requirements: Iterable[Requirement], *, where: str = "") -> Requirement:
+    """Several markers on one test (module, class, function) as one: every condition must hold."""
+    reqs = list(requirements)
+    where = where or next((r.where for r in reqs if r.where), "")
+    tm = {r.turbomind_kernels for r in reqs if r.turbomind_kernels is not None}
+    if len(tm) > 1:
+        raise _error(where, "turbomind_kernels", None, "both True and False are asked on one test")
+    counts = [r.gpus for r in reqs if r.gpus is not None]
+    vrams = [r.vram for r in reqs if r.vram is not None]
+    frees = [r.free_vram for r in reqs if r.free_vram is not None]
+    return Requirement(
+        gpus=max(counts) if counts else None,
+        capability=tuple(dict.fromkeys(s for r in reqs for s in r.capability)),
+        vram=max(vrams) if vrams else None,
+        free_vram=max(frees) if frees else None,
+        dtypes=tuple(dict.fromkeys(d for r in reqs for d in r.dtypes)),
+        packages=tuple(dict.fromkeys(p for r in reqs for p in r.packages)),
+        turbomind_kernels=tm.pop() if tm else None,
+        where=where,
+    )
+
+
+def parse_kinds(text: str) -> frozenset[str]:
+    """``--lm-require=gpu,capability``: the kinds that fail instead of skip; ``all`` for every kind."""
+    kinds = {k.strip() for k in text.split(",") if k.strip()}
+    if "all" in kinds:
+        return frozenset(KINDS)
+    unknown = sorted(kinds - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown requirement kind {unknown[0]!r} (known: {', '.join(KINDS)}, all)")
+    return frozenset(kinds)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _found_gpus(hw: Hardware, devices: Sequence[GPU], assigned: bool) -> str:
+    if devices:
+        labels = ", ".join(g.label() for g in devices[:4]) + (", ..." if len(devices) > 4 else "")
+        return f"{'this test was given' if assigned else 'found'} {len(devices)}: {labels}"
+    if assigned:
+        return "this test was given none"
+    if hw.source == "profile":
+        return f"profile {hw.profile!r} has none"
+    if hw.source == "none":
+        return "found none (no NVIDIA driver answered)"
+    hidden = next((w for w in hw.warnings if w.startswith("CUDA_VISIBLE_DEVICES")), None)
+    return f"found none visible ({hidden})" if hidden else f"found none ({hw.source})"
+
+
+def _package_skip(spec: PackageSpec, hw: Hardware) -> Skip | None:
+    version = hw.packages.get(spec.name)
+    where = f" in profile {hw.profile!r}" if hw.source == "profile" else ""
+    if version is None:
+        return Skip("packages", f"needs package {spec}; not installed{where}")
+    if not spec.specifier:
+        return None
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion
+
+    try:
+        ok = SpecifierSet(spec.specifier).contains(version, prereleases=True)
+    except InvalidVersion:
+        return Skip("packages", f"needs package {spec}; found {spec.name} {version}, not a PEP 440 version")
+    return None if ok else Skip("packages", f"needs package {spec}; found {spec.name} {version}{where}")
+
+
+def _device_skip(req: Requirement, hw: Hardware, gpu: GPU) -> Skip | None:
+    label = gpu.label()
+    has = format_capability(gpu.capability)
+    for spec in req.capability:
+        if not spec.matches(gpu.capability):
+            return Skip("capability", f"needs compute capability {spec}; {label} has {has}")
+    if req.vram is not None and gpu.memory_total < req.vram:
+        return Skip("vram", f"needs {format_memory(req.vram)} of GPU memory; {label} has "
+                            f"{format_memory(gpu.memory_total)}")
+    if req.free_vram is not None and (gpu.memory_free is None or gpu.memory_free < req.free_vram):
+        free, total = format_memory(gpu.memory_free), format_memory(gpu.memory_total)
+        return Skip("free_vram", f"needs {format_memory(req.free_vram)} of free GPU memory; "
+                                 f"{label} has {free} free of {total}")
+    for dtype in req.dtypes:
+        needed = DTYPE_MIN_CAPABILITY[dtype]
+        if gpu.capability < needed:
+            return Skip("dtype", f"needs native {dtype} (compute capability >= {format_capability(needed)}); "
+                                 f"{label} has {has}")
+    if req.turbomind_kernels is not None:
+        lmdeploy = hw.packages.get("lmdeploy")
+        missing = turbomind_kernels_missing(gpu.capability, hw.cuda, lmdeploy=lmdeploy)
+        if req.turbomind_kernels and missing is not None:
+            return Skip("turbomind_kernels", f"needs TurboMind kernels; {label}: {missing}")
+        if not req.turbomind_kernels and missing is None:
+            builds = ", ".join(b.label() for b in turbomind_builds(lmdeploy) if b.runs_on(gpu.capability))
+            return Skip("turbomind_kernels", f"needs a GPU without TurboMind kernels; {label} has {has} "
+                                             f"and CUDA {hw.cuda}, which TurboMind builds ({builds})")
+    return None
+
+
+def evaluate(req: Requirement, hw: Hardware, gpus: Sequence[int] | None = None) -> Skip | None:
+    """The first unmet part of ``req`` on ``hw``, or None when the test can run.
+
+    :param gpus: logical indices of the GPUs this test gets (an xdist worker's slice); None = all
+        visible. A test needing N GPUs is judged on the first N of them.
+    """
+    if gpus is None:
+        devices: list[GPU] = list(hw.gpus)
+    else:
+        by_index = {g.index: g for g in hw.gpus}
+        devices = [by_index[i] for i in gpus if i in by_index]
+    needed = req.gpu_count
+    if needed > len(devices):
+        return Skip("gpu", f"needs {_plural(needed, 'GPU')}; {_found_gpus(hw, devices, gpus is not None)}")
+    for gpu in devices[:needed]:
+        skip = _device_skip(req, hw, gpu)
+        if skip is not None:
+            return skip
+    for spec in req.packages:
+        skip = _package_skip(spec, hw)
+        if skip is not None:
+            return skip
+    return None
