@@ -1,0 +1,119 @@
+"""A ``Hardware`` as text (pytest header, ``env`` command) and as JSON; pure formatting."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_lmbackend.hardware import (
+    GPU,
+    TURBOMIND_KEY,
+    Hardware,
+    format_capability,
+    format_memory,
+    notable_packages,
+    turbomind_kernels_missing,
+)
+
+HEADER_PREFIX = "lmbackend: "
+
+
+def gpu_line(gpu: GPU) -> str:
+    """``GPU 0 -> physical 3: NVIDIA H100 80GB HBM3, sm90 (9.0), 79.65 GiB total, 79.18 GiB free``."""
+    return (f"GPU {gpu.index} -> physical {gpu.physical_index}: {gpu.name}, sm{gpu.sm} "
+            f"({format_capability(gpu.capability)}), {format_memory(gpu.memory_total)} total, "
+            f"{format_memory(gpu.memory_free)} free")
+
+
+def _source_line(hw: Hardware) -> str:
+    count = f"{len(hw.gpus)} GPU{'' if len(hw.gpus) == 1 else 's'}"
+    if hw.source == "profile":
+        where = f"profile {hw.profile!r} (fake hardware, nothing probed)"
+    elif hw.source == "none":
+        where = "no NVIDIA GPU found"
+    else:
+        where = f"read through {hw.source}"
+    facts = f"driver {hw.driver or 'none'}, CUDA {hw.cuda or 'none'}"
+    ascend = ", Ascend NPU present" if hw.ascend else ""
+    return f"hardware: {count}, {where}; {facts}{ascend}"
+
+
+def _packages_line(hw: Hardware) -> str:
+    shown = []
+    for name, version in notable_packages(hw.packages):
+        if name == TURBOMIND_KEY:
+            continue
+        extra = ""
+        if name == "lmdeploy":
+            present = TURBOMIND_KEY in hw.packages
+            extra = " (TurboMind extension present)" if present else " (no TurboMind extension)"
+        shown.append(f"{name} {version}{extra}")
+    return f"packages: {', '.join(shown) or 'none of lmdeploy, torch, transformers, triton, flash-attn'}"
+
+
+def text_lines(hw: Hardware, *, backends: Mapping[str, str | None] | None = None) -> list[str]:
+    """Source, driver and CUDA; one line per GPU; packages; backends; warnings; unprefixed."""
+    lines = [_source_line(hw)]
+    lmdeploy = hw.packages.get("lmdeploy")
+    for gpu in hw.gpus:
+        missing = turbomind_kernels_missing(gpu.capability, hw.cuda, lmdeploy=lmdeploy)
+        kernels = "TurboMind kernels: yes" if missing is None else "TurboMind kernels: no"
+        lines.append(f"  {gpu_line(gpu)}; {kernels}")
+    lines.append(_packages_line(hw))
+    if hw.backends is not None:
+        lines.append(f"backends stated by the profile: {', '.join(hw.backends) or 'none'}")
+    if backends is not None:
+        ready = [name for name, why in backends.items() if why is None]
+        lines.append(f"backends available: {', '.join(ready) or 'none'}")
+        lines.extend(f"  {name}: {why}" for name, why in backends.items() if why is not None)
+    lines.extend(f"warning: {w}" for w in hw.warnings)
+    return lines
+
+
+def header_lines(hw: Hardware) -> list[str]:
+    """The pytest report header: ``text_lines`` with the plugin's prefix (backends come from the plugin)."""
+    return [HEADER_PREFIX + line for line in text_lines(hw)]
+
+
+def env_text(hw: Hardware, *, backends: Mapping[str, str | None] | None = None) -> str:
+    """What ``python -m pytest_lmbackend env`` prints."""
+    return "\n".join(text_lines(hw, backends=backends)) + "\n"
+
+
+def gpu_json(gpu: GPU) -> dict[str, Any]:
+    return {
+        "index": gpu.index,
+        "physical_index": gpu.physical_index,
+        "uuid": gpu.uuid,
+        "name": gpu.name,
+        "capability": format_capability(gpu.capability),
+        "memory_total": gpu.memory_total,
+        "memory_free": gpu.memory_free,
+        "pci_bus_id": gpu.pci_bus_id,
+    }
+
+
+def to_json(hw: Hardware, *, backends: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """A JSON-ready dict: every ``Hardware`` field, memory in bytes, capability as ``"9.0"``.
+
+    ``backends`` (name -> None when available, else why not) is added when given.
+    """
+    lmdeploy = hw.packages.get("lmdeploy")
+    data: dict[str, Any] = {
+        "source": hw.source,
+        "profile": hw.profile,
+        "driver": hw.driver,
+        "cuda": hw.cuda,
+        "ascend": hw.ascend,
+        "gpus": [
+            {**gpu_json(g), "turbomind_kernels": turbomind_kernels_missing(g.capability, hw.cuda,
+                                                                           lmdeploy=lmdeploy) is None}
+            for g in hw.gpus
+        ],
+        "packages": dict(sorted(hw.packages.items())),
+        "stated_backends": list(hw.backends) if hw.backends is not None else None,
+        "warnings": list(hw.warnings),
+    }
+    if backends is not None:
+        data["backends"] = {name: {"available": why is None, "reason": why} for name, why in backends.items()}
+    return data
