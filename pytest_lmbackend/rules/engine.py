@@ -225,7 +225,7 @@ def check_vl(cfg: ModelConfig, backend: str, rules: RuleSet) -> tuple[bool, str]
     path = cfg.path
     if rules.xcomposer2_auto_map and "auto_map" in data:
         if _mentions(data["auto_map"], XCOMPOSER2, path, "auto_map"):
-            return True, f"its auto_map names {XCOMPOSER2} (vision-language)"
+            return True, f"its auto_map names {XCOMPOSER2}, vision-language (vlm)"
     if rules.deepseek_vl and "language_config" in data and "vision_config" in data:
         language = data["language_config"]
         if not isinstance(language, Mapping):
@@ -238,7 +238,7 @@ def check_vl(cfg: ModelConfig, backend: str, rules: RuleSet) -> tuple[bool, str]
                 "IndexError" if inner == [] else "TypeError", "check_vl_llm reads its first entry",
             )
         if inner[0] == "DeepseekV2ForCausalLM":
-            return True, "a DeepseekV2 language_config with a vision_config is vision-language"
+            return True, "a DeepseekV2 language_config with a vision_config is vision-language (vlm)"
     archs = data.get("architectures")
     if not archs:
         raise LMDeployCrashError(
@@ -247,17 +247,17 @@ def check_vl(cfg: ModelConfig, backend: str, rules: RuleSet) -> tuple[bool, str]
         )
     arch: str = archs[0]
     if rules.qwen_visual_vl and arch == "QWenLMHeadModel" and "visual" in data:
-        return True, "QWenLMHeadModel with a visual config is vision-language"
+        return True, "QWenLMHeadModel with a visual config is vision-language (vlm)"
     if arch == "MultiModalityCausalLM" and "language_config" in data:
-        return True, "MultiModalityCausalLM with a language_config is vision-language"
+        return True, "MultiModalityCausalLM with a language_config is vision-language (vlm)"
     if arch in rules.chatglm_vl_archs and "vision_config" in data:
-        return True, f"{arch} with a vision_config is vision-language"
+        return True, f"{arch} with a vision_config is vision-language (vlm)"
     if arch in rules.not_vl_archs and (not rules.not_vl_tm_only or backend == TM):
         on = " on TurboMind" if rules.not_vl_tm_only else ""
-        return False, f"{arch} is run as a language model{on} in {rules.release}"
+        return False, f"{arch} runs as a language model{on} in {rules.release} (llm)"
     if arch in rules.vl_archs:
-        return True, f"{arch} is vision-language"
-    return False, "language model"
+        return True, f"{arch} is a vision-language arch (vlm)"
+    return False, "not a vision-language arch (llm)"
 
 
 def evaluate(cfg: ModelConfig, rules: RuleSet, *, language_model_only: bool = False) -> Detection:
@@ -272,7 +272,7 @@ def evaluate(cfg: ModelConfig, rules: RuleSet, *, language_model_only: bool = Fa
     else:
         if cfg.data is None:
             raise LMDeployCrashError(
-                cfg.path, "config.json", rel, "OSError",
+                cfg.path, "config.json", rel, "RuntimeError",
                 f"{rel} ignores triton_models/ and reads config.json, which this workspace lacks",
             )
         arch = model_arch(cfg, rules)
@@ -286,7 +286,7 @@ def evaluate(cfg: ModelConfig, rules: RuleSet, *, language_model_only: bool = Fa
         return Detection(arch, backend, "llm", is_vl, f"{why}; a workspace is a language model (llm)", rel)
     if cfg.data is None:
         raise LMDeployCrashError(
-            cfg.path, "config.json", rel, "OSError", "get_task reads config.json, which this workspace lacks"
+            cfg.path, "config.json", rel, "RuntimeError", "get_task reads config.json, which this workspace lacks"
         )
     if language_model_only and rules.llm_only_switch is not None:
         # get_task returns before check_vl_llm here, so a config it would fail on still gets "llm".

@@ -1,0 +1,213 @@
+"""Reading model sources: folders, files, mappings, workspaces, the local hub cache, and typed errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_lmbackend import config
+from pytest_lmbackend.config import (
+    MAX_DEPTH,
+    ConfigDepthError,
+    ConfigEncodingError,
+    ConfigError,
+    ConfigJSONError,
+    ConfigNotFoundError,
+    ConfigTypeError,
+    HubModelNotCachedError,
+    ModelConfig,
+    SymlinkLoopError,
+    read_config,
+)
+
+MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+
+
+def write(folder: Path, data: object) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(data), encoding="utf-8")
+    return folder
+
+
+def test_folder_and_file_give_the_same_view() -> None:
+    by_folder = read_config(MODELS / "qwen2-head64")
+    by_file = read_config(MODELS / "qwen2-head64" / "config.json")
+    assert by_folder.data == by_file.data
+    assert by_folder.get("architectures") == ["Qwen2ForCausalLM"]
+    assert by_folder.path.endswith("config.json")
+    assert not by_folder.triton_models
+
+
+def test_view_is_read_only() -> None:
+    cfg = read_config(MODELS / "llama-head128")
+    assert cfg.data is not None
+    with pytest.raises(TypeError):
+        cfg.data["hidden_size"] = 1  # type: ignore[index]
+
+
+def test_mapping_source() -> None:
+    cfg = read_config({"architectures": ["LlamaForCausalLM"], "text_config": {"hidden_size": 8}})
+    assert cfg.path == "<mapping>"
+    assert cfg.sub("text_config") == {"hidden_size": 8}
+    assert cfg.sub("vision_config") is None
+
+
+def test_quant_method_is_the_first_match_in_file_order() -> None:
+    cfg = read_config(
+        {
+            "architectures": ["X"],
+            "text_config": {"quantization_config": {"quant_method": "awq"}},
+            "quantization_config": {"quant_method": "smooth_quant"},
+        }
+    )
+    assert cfg.quant_method == "awq"
+    assert read_config(MODELS / "llama-smooth-quant").quant_method == "smooth_quant"
+    assert read_config({"architectures": ["X"], "layers": [{"quant_method": "gptq"}]}).quant_method == "gptq"
+
+
+def test_auto_map_is_data_only(tmp_path: Path) -> None:
+    # A config whose auto_map points at code that would fail loudly if it were imported.
+    folder = write(tmp_path / "m", {"architectures": ["Evil"], "auto_map": {"AutoConfig": "boom.Boom"}})
+    (folder / "boom.py").write_text("raise SystemExit('remote code ran')\n")
+    assert read_config(folder).get("auto_map") == {"AutoConfig": "boom.Boom"}
+
+
+def test_workspace_without_config() -> None:
+    cfg = read_config(MODELS / "tm-workspace")
+    assert cfg.data is None
+    assert cfg.triton_models and cfg.workspace_weights
+    assert cfg.workspace_arch == "LlamaForCausalLM"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "error", "field"),
+    [
+        ("no-config", ConfigNotFoundError, "config.json"),
+        ("malformed-json", ConfigJSONError, None),
+        ("not-utf8", ConfigEncodingError, None),
+        ("architectures-string", ConfigTypeError, "architectures"),
+    ],
+)
+def test_typed_errors_name_file_and_field(fixture: str, error: type[ConfigError], field: str | None) -> None:
+    with pytest.raises(error) as info:
+        read_config(MODELS / fixture)
+    assert isinstance(info.value, ValueError)
+    assert info.value.field == field
+    assert str(MODELS / fixture) in str(info.value)
+    if field is not None:
+        assert repr(field) in str(info.value)
+
+
+def test_malformed_json_says_where(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"a": 1,\n  "b": }', encoding="utf-8")
+    with pytest.raises(ConfigJSONError, match="line 2 column"):
+        read_config(tmp_path)
+
+
+@pytest.mark.parametrize("value", [[1, 2], [["LlamaForCausalLM"]], {"a": "b"}, 3])
+def test_architectures_must_be_a_list_of_strings(value: object) -> None:
+    with pytest.raises(ConfigTypeError) as info:
+        read_config({"architectures": value})
+    assert info.value.field == "architectures"
+    assert info.value.path == "<mapping>"
+
+
+@pytest.mark.parametrize("top", [[], "x", 1, None])
+def test_top_level_must_be_an_object(tmp_path: Path, top: object) -> None:
+    write(tmp_path, top)
+    with pytest.raises(ConfigTypeError, match="top level must be a JSON object"):
+        read_config(tmp_path)
+
+
+def test_nesting_too_deep() -> None:
+    deep: dict[str, object] = {"architectures": ["X"]}
+    node = deep
+    for _ in range(MAX_DEPTH + 5):
+        child: dict[str, object] = {}
+        node["n"] = child
+        node = child
+    with pytest.raises(ConfigDepthError):
+        read_config(deep)
+
+
+def test_nesting_too_deep_for_the_parser(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(ConfigDepthError):
+        read_config(tmp_path)
+
+
+def test_symlink_loop(tmp_path: Path) -> None:
+    (tmp_path / "config.json").symlink_to(tmp_path / "config.json")
+    with pytest.raises(SymlinkLoopError):
+        read_config(tmp_path)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(SymlinkLoopError):
+        read_config(loop)
+
+
+def test_missing_path() -> None:
+    with pytest.raises(ConfigNotFoundError, match="no such file or folder"):
+        read_config("./definitely/not/here")
+
+
+def test_cache_sees_edits(tmp_path: Path) -> None:
+    write(tmp_path, {"architectures": ["A"]})
+    first = read_config(tmp_path)
+    assert read_config(tmp_path) is first  # warm: served from the cache
+    write(tmp_path, {"architectures": ["LongerName"]})
+    assert read_config(tmp_path).get("architectures") == ["LongerName"]
+    (tmp_path / "triton_models").mkdir()
+    assert read_config(tmp_path).triton_models
+
+
+def test_cache_keeps_each_source_label(tmp_path: Path) -> None:
+    write(tmp_path, {"architectures": ["A"]})
+    assert read_config(tmp_path).source == str(tmp_path)
+    assert read_config(str(tmp_path) + "/").source == str(tmp_path) + "/"
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    return cache
+
+
+def test_hub_id_from_local_cache(hub_cache: Path) -> None:
+    repo = hub_cache / "models--acme--tiny-llama"
+    write(repo / "snapshots" / "abc123", {"architectures": ["LlamaForCausalLM"]})
+    write(repo / "snapshots" / "old000", {"architectures": ["Old"]})
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123", encoding="utf-8")
+    cfg = read_config("acme/tiny-llama")
+    assert cfg.get("architectures") == ["LlamaForCausalLM"]
+    assert cfg.source == "acme/tiny-llama"
+
+
+def test_hub_id_from_hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "home" / "hub" / "models--acme--m" / "snapshots" / "r1", {"architectures": ["M"]})
+    assert config.hub_cache_dirs() == [os.path.join(str(tmp_path / "home"), "hub")]
+    assert read_config("acme/m").get("architectures") == ["M"]
+
+
+def test_hub_id_not_cached_never_downloads(hub_cache: Path) -> None:
+    with pytest.raises(HubModelNotCachedError) as info:
+        read_config("acme/not-cached")
+    assert "not in the local Hugging Face cache" in str(info.value)
+    assert str(hub_cache) in str(info.value)
+    assert isinstance(info.value, ConfigNotFoundError)
+
+
+def test_model_config_is_frozen() -> None:
+    cfg = read_config({"architectures": ["A"]})
+    assert isinstance(cfg, ModelConfig)
+    with pytest.raises(AttributeError):
+        cfg.path = "x"  # type: ignore[misc]
