@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -98,15 +100,23 @@ def parse_cuda_version(text: str) -> str | None:
 
 def _run(argv: list[str], deadline: float, what: str) -> subprocess.CompletedProcess[str]:
     try:
+        # its own session, so a timeout kills whatever it started too (a wrapper script's children
+        # would otherwise hold the pipes open past the kill)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as exc:
         raise ProbeFailed(f"nvidia-smi: cannot start {argv[0]}: {exc}") from exc
     try:
         out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired as exc:
-        proc.kill()
-        proc.communicate()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            proc.kill()
+        try:
+            proc.communicate(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass  # pipes held by something outside the group: give up on its output
         raise ProbeFailed(f"nvidia-smi: {what} did not answer in time; killed it") from exc
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
