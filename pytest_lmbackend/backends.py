@@ -1,0 +1,231 @@
+"""Backends a test can run on, and whether each one is available on this runner."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from pytest_lmbackend.hardware.capability import turbomind_kernels_missing
+
+# Packages whose presence decides availability. Read from metadata and ``find_spec`` only: importing
+# any of them costs seconds and may initialise CUDA.
+WATCHED_PACKAGES: tuple[str, ...] = ("lmdeploy", "torch", "transformers")
+
+@dataclass(frozen=True)
+class Device:
+    """One visible accelerator as the backend checks see it."""
+
+    index: int
+    name: str
+    capability: tuple[int, int]
+
+    def describe(self) -> str:
+        return f"GPU {self.index} ({self.name}, sm{self.capability[0]}{self.capability[1]})"
+
+
+@dataclass(frozen=True)
+class RunnerFacts:
+    """What backend availability depends on: devices, CUDA, Ascend, packages, and a profile's word.
+
+    ``stated_backends`` is set when a fake hardware profile lists the backends its runner has; then it
+    is the whole answer, so a CPU box can plan for a GPU runner.
+    """
+
+    devices: tuple[Device, ...] = ()
+    cuda: str | None = None
+    ascend: bool = False
+    packages: Mapping[str, str | None] = field(default_factory=dict)
+    turbomind_extension: bool = False
+    stated_backends: frozenset[str] | None = None
+    profile: str | None = None
+
+    def where(self) -> str:
+        if self.profile:
+            return f"profile {self.profile!r}"
+        return "this runner"
+
+    def found_devices(self) -> str:
+        if not self.devices:
+            return "found no GPU" + (" (Ascend NPU present)" if self.ascend else "")
+        return "found " + ", ".join(d.describe() for d in self.devices)
+
+
+# A check returns None when the backend can run, else the reason it cannot (wanted, found, where).
+AvailabilityCheck = Callable[[RunnerFacts], "str | None"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A named way to run a model. Lower ``rank`` is preferred when picking the best available one."""
+
+    name: str
+    description: str
+    check: AvailabilityCheck
+    rank: int = 100
+
+    def unavailable_reason(self, facts: RunnerFacts) -> str | None:
+        if facts.stated_backends is not None:
+            if self.name in facts.stated_backends:
+                return None
+            listed = ", ".join(sorted(facts.stated_backends)) or "none"
+            return f"backend {self.name} is not available: {facts.where()} states backends: {listed}"
+        return self.check(facts)
+
+
+def _check_turbomind(facts: RunnerFacts) -> str | None:
+    version = facts.packages.get("lmdeploy")
+    if version is None:
+        return ("backend turbomind needs lmdeploy with its TurboMind extension; "
+                f"lmdeploy is not installed on {facts.where()}")
+    if not facts.turbomind_extension:
+        return (f"backend turbomind needs LMDeploy's TurboMind extension; "
+                f"lmdeploy {version} is installed without it")
+    if not facts.devices:
+        return ("backend turbomind needs a CUDA GPU in TurboMind's kernel build matrix; "
+                f"{facts.found_devices()}")
+    missing = [turbomind_kernels_missing(d.capability, facts.cuda, lmdeploy=version) for d in facts.devices]
+    if all(m is not None for m in missing):
+        found = "; ".join(f"{d.describe()}: {m}" for d, m in zip(facts.devices, missing, strict=True))
+        return f"backend turbomind needs a GPU with TurboMind kernels; {found}"
+    return None
+
+
+def _check_pytorch(facts: RunnerFacts) -> str | None:
+    version = facts.packages.get("lmdeploy")
+    if version is None:
+        return f"backend pytorch needs lmdeploy installed; it is not installed on {facts.where()}"
+    if facts.ascend:
+        return None
+    if not any(d.capability >= (7, 0) for d in facts.devices):
+        return (
+            "backend pytorch needs a CUDA GPU with compute capability >= 7.0 or an Ascend NPU; "
+            f"{facts.found_devices()}"
+        )
+    return None
+
+
+def _check_transformers(facts: RunnerFacts) -> str | None:
+    missing = [name for name in ("torch", "transformers") if facts.packages.get(name) is None]
+    if missing:
+        return f"backend transformers needs {' and '.join(missing)} installed; not found on {facts.where()}"
+    return None
+
+
+BUILTIN_BACKENDS: tuple[Backend, ...] = (
+    Backend("turbomind", "LMDeploy's TurboMind engine", _check_turbomind, rank=10),
+    Backend("pytorch", "LMDeploy's PyTorch engine", _check_pytorch, rank=20),
+    Backend("transformers", "Hugging Face transformers reference (CPU or GPU)", _check_transformers, rank=90),
+)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Every known backend, in preference order; built once per session."""
+
+    backends: tuple[Backend, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.backends)
+
+    def get(self, name: str) -> Backend | None:
+        return next((b for b in self.backends if b.name == name), None)
+
+    def availability(self, facts: RunnerFacts) -> dict[str, str | None]:
+        """name -> None when available, else the reason it is not."""
+        return {b.name: b.unavailable_reason(facts) for b in self.backends}
+
+    def best_available(self, facts: RunnerFacts, among: Sequence[str] | None = None) -> str | None:
+        pool = self.backends if among is None else tuple(b for b in self.backends if b.name in among)
+        for backend in pool:
+            if backend.unavailable_reason(facts) is None:
+                return backend.name
+        return None
+
+
+def build_registry(extra: Iterable[Iterable[Backend]] = ()) -> Registry:
+    """Built-in backends plus those registered by plugins; a duplicate name is a usage error."""
+    seen: dict[str, Backend] = {b.name: b for b in BUILTIN_BACKENDS}
+    for group in extra:
+        for backend in group or ():
+            if not isinstance(backend, Backend):
+                raise ValueError(
+                    f"pytest_lmbackend_register_backends returned {backend!r}; expected Backend values"
+                )
+            if backend.name in seen or backend.name in ("auto", "all", "none") or not _is_name(backend.name):
+                raise ValueError(f"backend name {backend.name!r} is reserved, invalid or already registered")
+            seen[backend.name] = backend
+    ordered = sorted(seen.values(), key=lambda b: (b.rank, b.name))
+    return Registry(tuple(ordered))
+
+
+def _is_name(text: str) -> bool:
+    return bool(text) and all(ch.isalnum() or ch in "_-." for ch in text)
+
+
+def package_versions(names: Iterable[str] = WATCHED_PACKAGES) -> dict[str, str | None]:
+    """Installed versions from package metadata; never imports the packages."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def turbomind_extension_present() -> bool:
+    """Whether LMDeploy's compiled TurboMind module is on disk, found without importing lmdeploy."""
+    spec = importlib.util.find_spec("lmdeploy")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for root in spec.submodule_search_locations:
+        folder = os.path.join(root, "turbomind")
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        if any(e.startswith("_turbomind") and e.endswith((".so", ".pyd")) for e in entries):
+            return True
+    return False
+
+
+def facts_from_hardware(hardware: Any) -> RunnerFacts:
+    """Read a ``hardware.Hardware`` value into the facts the backend checks need.
+
+    Fields are read by name with fallbacks, and package facts come from this interpreter's metadata
+    unless the value (a fake profile) states them.
+    """
+    devices: list[Device] = []
+    for pos, gpu in enumerate(getattr(hardware, "gpus", ()) or ()):
+        cap = getattr(gpu, "capability", None) or (0, 0)
+        index = getattr(gpu, "index", pos)
+        devices.append(Device(int(index), str(getattr(gpu, "name", "GPU")), (int(cap[0]), int(cap[1]))))
+    stated_packages = getattr(hardware, "packages", None)
+    from_profile = getattr(hardware, "source", None) == "profile"
+    if isinstance(stated_packages, Mapping) and (stated_packages or from_profile):
+        packages: dict[str, str | None] = {
+            str(k): (None if v in (None, False) else str(v)) for k, v in stated_packages.items()
+        }
+        for name in WATCHED_PACKAGES:
+            packages.setdefault(name, None)
+        tm_ext = "lmdeploy.turbomind" in stated_packages
+    else:
+        packages = package_versions()
+        tm_ext = packages.get("lmdeploy") is not None and turbomind_extension_present()
+    stated = getattr(hardware, "backends", None)
+    profile = getattr(hardware, "profile", None)
+    cuda = getattr(hardware, "cuda", None) or getattr(hardware, "cuda_version", None)
+    return RunnerFacts(
+        devices=tuple(devices),
+        cuda=None if cuda is None else str(cuda),
+        ascend=bool(getattr(hardware, "ascend", False)),
+        packages=packages,
+        turbomind_extension=bool(tm_ext),
+        stated_backends=None if stated is None else frozenset(str(b) for b in stated),
+        profile=None if profile is None else str(profile),
+    )

@@ -1,0 +1,189 @@
+"""The plugin's fixtures: the item's backend, detection, hardware, engine config, model dirs, pipeline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_lmbackend.markers import ItemMarks, ModelBinding
+from pytest_lmbackend.selection import ItemOutcome
+from pytest_lmbackend.session import MARKS_KEY, OUTCOME_KEY, SESSION_KEY, LmSession
+
+ModelDirFactory = Callable[..., Path]
+
+
+def _state(request: pytest.FixtureRequest) -> LmSession:
+    return request.config.stash[SESSION_KEY]
+
+
+def _item_marks(request: pytest.FixtureRequest, fixture: str) -> ItemMarks:
+    marks: ItemMarks | None = request.node.stash.get(MARKS_KEY, None)
+    if marks is None:
+        pytest.fail(f"{fixture} is for test functions collected by pytest-lmbackend", pytrace=False)
+    return marks
+
+
+def _outcome(request: pytest.FixtureRequest, fixture: str) -> ItemOutcome:
+    outcome: ItemOutcome | None = request.node.stash.get(OUTCOME_KEY, None)
+    if outcome is None:
+        pytest.fail(f"{fixture}: this item was not evaluated by pytest-lmbackend at setup", pytrace=False)
+    return outcome
+
+
+@pytest.fixture
+def lm_backend(request: pytest.FixtureRequest) -> str:
+    """The backend this item runs on (``turbomind``, ``pytorch``, ``transformers`` or a registered one)."""
+    outcome = _outcome(request, "lm_backend")
+    if outcome.backend is None:
+        pytest.fail("lm_backend: no backend was chosen for this item", pytrace=False)
+    return outcome.backend
+
+
+@pytest.fixture
+def lm_detection(request: pytest.FixtureRequest) -> Any:
+    """The ``Detection`` of the item's ``lm_model`` under the active LMDeploy release."""
+    marks = _item_marks(request, "lm_detection")
+    if marks.model is None:
+        pytest.fail(f"{request.node.nodeid}: lm_detection needs @pytest.mark.lm_model(source)", pytrace=False)
+    outcome = request.node.stash.get(OUTCOME_KEY, None)
+    if outcome is not None and outcome.detection is not None:
+        return outcome.detection
+    try:
+        return _state(request).detect(marks.model)
+    except Exception as exc:
+        pytest.fail(f"lm_model({marks.model.given!r}): {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def lm_hardware(request: pytest.FixtureRequest) -> Any:
+    """The session's ``Hardware``: probed once (NVML, nvidia-smi) or the fake profile."""
+    return _state(request).hardware
+
+
+def _engine_options(request: pytest.FixtureRequest, marks: ItemMarks) -> dict[str, Any]:
+    options = dict(_state(request).options.engine_options)
+    options.update(marks.engine_options)
+    return options
+
+
+@pytest.fixture
+def lm_backend_config(request: pytest.FixtureRequest, lm_backend: str) -> Any:
+    """LMDeploy's ``TurbomindEngineConfig``/``PytorchEngineConfig`` for this item's backend (imported now),
+    from the ``lm_engine_options`` ini lines and the ``lm_engine(...)`` marker."""
+    from pytest_lmbackend.pipeline import EngineOptionError, engine_config
+
+    options = _engine_options(request, _item_marks(request, "lm_backend_config"))
+    try:
+        return engine_config(lm_backend, options)
+    except EngineOptionError as exc:
+        pytest.fail(f"{request.node.nodeid}: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def lm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> ModelDirFactory:
+    """Factory writing a model folder: ``lm_model_dir(config=None, *, weights=False, tokenizer=False,
+    name="model", seed=0) -> Path``. ``config`` is a dict, a folder or a config.json path; None gives a
+    tiny Llama. Weights are tiny and random, the tokenizer trained locally: nothing is downloaded."""
+
+    def make(config: Mapping[str, Any] | str | Path | None = None, *, weights: bool = False,
+             tokenizer: bool = False, name: str = "model", seed: int = 0) -> Path:
+        from pytest_lmbackend import modeldir
+
+        data = modeldir.tiny_llama_config() if config is None else read_config_dict(config)
+        folder = tmp_path_factory.mktemp(name)
+        return Path(modeldir.write_model_dir(folder, data, weights=weights, tokenizer=tokenizer, seed=seed))
+
+    return make
+
+
+def read_config_dict(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """A config dict from a mapping, a model folder or a config.json file."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    file = path / "config.json" if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{file}: cannot read a model config: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: a model config must be a JSON object")
+    return data
+
+
+@pytest.fixture(scope="session")
+def lm_pipeline_cache(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Pipelines shared per (model, backend, options) in this session; all closed at its end."""
+    from pytest_lmbackend.pipeline import PipelineCache
+
+    capacity = int(str(request.config.getini("lm_pipeline_cache") or 1))
+    cache = PipelineCache(capacity)
+    yield cache
+    cache.close_all()
+
+
+@pytest.fixture(scope="session")
+def _lm_synthetic_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {}
+
+
+@pytest.fixture
+def lm_pipeline(
+    request: pytest.FixtureRequest,
+    lm_backend: str,
+    lm_pipeline_cache: Any,
+    _lm_synthetic_models: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
+    """The real pipeline for the item's model and backend: ``lmdeploy.pipeline`` for turbomind/pytorch,
+    the transformers reference otherwise; shared per (model, backend), closed with its memory freed."""
+    from pytest_lmbackend import pipeline as pl
+
+    marks = _item_marks(request, "lm_pipeline")
+    if marks.model is None:
+        pytest.fail(f"{request.node.nodeid}: lm_pipeline needs @pytest.mark.lm_model(source)", pytrace=False)
+    state = _state(request)
+    options = _engine_options(request, marks)
+    model_dir = _model_dir(marks.model, _lm_synthetic_models, tmp_path_factory)
+    key = (model_dir, lm_backend, tuple(sorted((k, repr(v)) for k, v in options.items())))
+    strict = state.options.strict_fallback
+
+    def build() -> Any:
+        if lm_backend in pl.LMDEPLOY_ENGINES:
+            engine = pl.engine_config(lm_backend, options)
+            return pl.open_lmdeploy(model_dir, lm_backend, engine, strict=strict)
+        if lm_backend == "transformers":
+            return pl.ReferencePipeline(model_dir, options)
+        made = request.config.hook.pytest_lmbackend_make_pipeline(
+            config=request.config, backend=lm_backend, model_dir=model_dir, options=options
+        )
+        if made is None:
+            raise pl.EngineOptionError(f"backend {lm_backend} has no pipeline builder "
+                                       "(implement pytest_lmbackend_make_pipeline)")
+        return made
+
+    try:
+        return lm_pipeline_cache.get(key, build)
+    except (pl.FallbackError, pl.EngineOptionError) as exc:
+        pytest.fail(f"{request.node.nodeid}: {exc}", pytrace=False)
+
+
+def _model_dir(model: ModelBinding, made: dict[str, Path], factory: pytest.TempPathFactory) -> str:
+    if not isinstance(model.source, str):
+        pytest.fail(f"lm_pipeline needs a model folder; lm_model({model.given}) is a mapping", pytrace=False)
+    if not model.synthetic:
+        return model.source
+    if model.key not in made:
+        from pytest_lmbackend import modeldir
+
+        try:
+            config = read_config_dict(model.source)
+            made[model.key] = Path(modeldir.write_model_dir(
+                factory.mktemp("lm_synthetic"), config, weights=True, tokenizer=True))
+        except ValueError as exc:  # ModelDirError names the field
+            pytest.fail(f"lm_model({model.given!r}, synthetic=True): {exc}", pytrace=False)
+    return str(made[model.key])

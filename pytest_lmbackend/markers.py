@@ -1,0 +1,256 @@
+"""Read an item's pytest-lmbackend and LMDeploy markers into one frozen value, or a MarkerError."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+# LMDeploy's own autotest markers, understood unchanged.
+BACKEND_ALIASES: Mapping[str, str] = MappingProxyType({"turbomind": "turbomind", "pytorch": "pytorch"})
+EXCLUDE_ALIASES: Mapping[str, str] = MappingProxyType(
+    {"not_turbomind": "turbomind", "not_pytorch": "pytorch"}
+)
+GPU_NUM_MARKERS: tuple[str, ...] = tuple(f"gpu_num_{n}" for n in range(1, 17))
+_GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
+
+# name -> help line, signature style, for ``pytest --markers`` and ``--strict-markers``.
+MARKER_HELP: Mapping[str, str] = MappingProxyType(
+    {
+        "lm_requires": (
+            "lm_requires(*, gpus=N, capability='>=8.0', vram='40GiB', free_vram='20GiB', dtype='bf16', "
+            "packages=[...], turbomind_kernels=True): skip at setup, with wanted/found/device, unless the "
+            "GPU(s) this test gets meet every requirement."
+        ),
+        "lm_backend": (
+            "lm_backend(*names): run this test only on these backends (turbomind, pytorch, transformers or "
+            "a registered one); the others are not generated, or skip."
+        ),
+        "lm_model": (
+            "lm_model(source, *, synthetic=False): bind this test to a model (folder, config.json, "
+            "mapping or local cache id; relative paths from the test file's folder, then the rootdir). "
+            "With --lm-backend=auto it runs on the backend LMDeploy picks for it; synthetic=True builds "
+            "tiny random weights from its config for lm_pipeline."
+        ),
+        "lm_engine": (
+            "lm_engine(**options): engine options for lm_backend_config and lm_pipeline "
+            "(e.g. session_len=512, cache_max_entry_count=0.1), over the lm_engine_options ini lines."
+        ),
+        "lm_isolated": "lm_isolated: run this test in a fresh interpreter.",
+        "turbomind": "turbomind: LMDeploy marker; same as lm_backend('turbomind').",
+        "pytorch": "pytorch: LMDeploy marker; same as lm_backend('pytorch').",
+        "not_turbomind": "not_turbomind: LMDeploy marker; never run this test on turbomind.",
+        "not_pytorch": "not_pytorch: LMDeploy marker; never run this test on pytorch.",
+        **{n: f"{n}: LMDeploy marker; same as lm_requires(gpus={n[8:]})." for n in GPU_NUM_MARKERS},
+    }
+)
+
+
+class MarkerError(ValueError):
+    """A marker with arguments that cannot be used; the message names the test and the marker."""
+
+
+class MarkLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def args(self) -> tuple[Any, ...]: ...
+    @property
+    def kwargs(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ModelBinding:
+    """The model a test is bound to: ``source`` as detection reads it, ``given`` as the marker said."""
+
+    source: str | Mapping[str, Any]
+    given: str
+    synthetic: bool = False
+
+    @property
+    def key(self) -> str:
+        """A stable text key for sharing per-model resources."""
+        return self.source if isinstance(self.source, str) else f"mapping:{self.given}"
+
+
+@dataclass(frozen=True)
+class ItemMarks:
+    """Everything this plugin reads from one item's markers.
+
+    ``allowed`` is None when no marker restricts the backend; ``backend_marked`` says whether any
+    backend marker was present (such an item is backend-bound even without a backend fixture).
+    """
+
+    model: ModelBinding | None = None
+    allowed: tuple[str, ...] | None = None
+    excluded: frozenset[str] = frozenset()
+    requirements: tuple[Any, ...] = ()
+    engine_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    isolated: bool = False
+    backend_marked: bool = False
+
+    def permits(self, backend: str) -> bool:
+        return backend not in self.excluded and (self.allowed is None or backend in self.allowed)
+
+    def restriction(self) -> str:
+        parts = []
+        if self.allowed is not None:
+            parts.append("only " + ", ".join(self.allowed))
+        if self.excluded:
+            parts.append("not " + ", ".join(sorted(self.excluded)))
+        return "; ".join(parts) or "any backend"
+
+
+RequirementParser = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+
+
+def parse_marks(
+    marks: Iterable[MarkLike],
+    *,
+    where: str,
+    backend_names: Sequence[str],
+    base_dirs: Sequence[Path] = (),
+    parse_requirement: RequirementParser | None = None,
+) -> ItemMarks:
+    """Fold an item's markers (closest first, as ``item.iter_markers()`` yields them) into ItemMarks.
+
+    :param where: the test's node id, used in every error message.
+    :param backend_names: every registered backend, for checking ``lm_backend`` names.
+    :param base_dirs: folders a relative ``lm_model`` path is looked up in, in order.
+    :param parse_requirement: turns ``lm_requires`` args/kwargs into a requirement value.
+    """
+    model: ModelBinding | None = None
+    closest_backend: tuple[str, ...] | None = None
+    aliases: set[str] = set()
+    excluded: set[str] = set()
+    requirements: list[Any] = []
+    options: dict[str, Any] = {}
+    isolated = False
+    marked = False
+    for mark in marks:
+        name = mark.name
+        if name == "lm_model":
+            if model is None:  # closest wins
+                model = _parse_model(mark, where, base_dirs)
+        elif name == "lm_backend":
+            marked = True
+            if closest_backend is None:
+                closest_backend = _parse_backend_names(mark, where, backend_names)
+        elif name in BACKEND_ALIASES:
+            marked = True
+            _no_args(mark, where)
+            aliases.add(BACKEND_ALIASES[name])
+        elif name in EXCLUDE_ALIASES:
+            marked = True
+            _no_args(mark, where)
+            excluded.add(EXCLUDE_ALIASES[name])
+        elif name == "lm_requires":
+            requirements.append(_parse_requirement(parse_requirement, mark.args, dict(mark.kwargs), where))
+        elif (m := _GPU_NUM.match(name)) is not None:
+            _no_args(mark, where)
+            requirements.append(_parse_requirement(parse_requirement, (), {"gpus": int(m.group(1))}, where))
+        elif name == "lm_engine":
+            if mark.args:
+                raise MarkerError(f"{where}: lm_engine takes keyword options only, got {mark.args!r}")
+            for key, value in mark.kwargs.items():
+                options.setdefault(key, value)  # closest wins
+        elif name == "lm_isolated":
+            isolated = True
+    allowed = _combine(closest_backend, aliases, where)
+    if allowed is not None and not [b for b in allowed if b not in excluded]:
+        raise MarkerError(f"{where}: backend markers leave no backend: only {', '.join(allowed)}, "
+                          f"but not {', '.join(sorted(excluded))}")
+    return ItemMarks(
+        model=model,
+        allowed=allowed,
+        excluded=frozenset(excluded),
+        requirements=tuple(requirements),
+        engine_options=MappingProxyType(options),
+        isolated=isolated,
+        backend_marked=marked,
+    )
+
+
+def _combine(closest: tuple[str, ...] | None, aliases: set[str], where: str) -> tuple[str, ...] | None:
+    if closest is None:
+        return tuple(sorted(aliases)) if aliases else None
+    if not aliases:
+        return closest
+    both = tuple(b for b in closest if b in aliases)
+    if not both:
+        raise MarkerError(f"{where}: lm_backend({', '.join(map(repr, closest))}) and the "
+                          f"{', '.join(sorted(aliases))} marker leave no backend")
+    return both
+
+
+def _no_args(mark: MarkLike, where: str) -> None:
+    if mark.args or mark.kwargs:
+        raise MarkerError(f"{where}: the {mark.name} marker takes no arguments")
+
+
+def _parse_backend_names(mark: MarkLike, where: str, known: Sequence[str]) -> tuple[str, ...]:
+    if mark.kwargs:
+        raise MarkerError(f"{where}: lm_backend takes backend names only, got keywords {sorted(mark.kwargs)}")
+    if not mark.args:
+        raise MarkerError(f"{where}: lm_backend needs at least one backend name ({', '.join(known)})")
+    names: list[str] = []
+    for arg in mark.args:
+        if not isinstance(arg, str):
+            raise MarkerError(f"{where}: lm_backend names must be strings, got {arg!r}")
+        if arg not in known:
+            raise MarkerError(f"{where}: lm_backend({arg!r}): unknown backend; known: {', '.join(known)}")
+        if arg not in names:
+            names.append(arg)
+    return tuple(names)
+
+
+def _parse_model(mark: MarkLike, where: str, base_dirs: Sequence[Path]) -> ModelBinding:
+    extra = set(mark.kwargs) - {"synthetic", "source"}
+    if extra:
+        raise MarkerError(f"{where}: lm_model got unknown keyword(s) {sorted(extra)}; "
+                          "takes source, synthetic")
+    args = list(mark.args)
+    if "source" in mark.kwargs:
+        args.insert(0, mark.kwargs["source"])
+    if len(args) != 1:
+        raise MarkerError(f"{where}: lm_model takes exactly one source, got {len(args)}")
+    synthetic = mark.kwargs.get("synthetic", False)
+    if not isinstance(synthetic, bool):
+        raise MarkerError(f"{where}: lm_model(synthetic=...) must be True or False, got {synthetic!r}")
+    source = args[0]
+    if isinstance(source, Mapping):
+        return ModelBinding(MappingProxyType(dict(source)), given="<mapping>", synthetic=synthetic)
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str) or not source:
+        raise MarkerError(f"{where}: lm_model source must be a path, an id or a mapping, got {source!r}")
+    return ModelBinding(resolve_source(source, base_dirs), given=source, synthetic=synthetic)
+
+
+def resolve_source(source: str, base_dirs: Sequence[Path]) -> str:
+    """An absolute path for a relative source found under one of ``base_dirs``, else ``source`` as is."""
+    path = Path(source).expanduser()
+    if path.is_absolute():
+        return str(path)
+    for base in base_dirs:
+        candidate = base / path
+        if candidate.exists():
+            return str(candidate.resolve())
+    return source
+
+
+def _parse_requirement(parser: RequirementParser | None, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       where: str) -> Any:
+    if parser is None:
+        return (args, kwargs)
+    try:
+        return parser(args, kwargs)
+    except MarkerError:
+        raise
+    except (TypeError, ValueError) as exc:
+        text = str(exc)
+        raise MarkerError(text if where in text else f"{where}: {text}") from exc

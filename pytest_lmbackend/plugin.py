@@ -1,0 +1,382 @@
+"""pytest hooks of pytest-lmbackend: options, markers, parametrization, setup-time skips, reports."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from pytest_lmbackend.backends import build_registry
+from pytest_lmbackend.fixtures import (
+    _lm_synthetic_models,
+    lm_backend,
+    lm_backend_config,
+    lm_detection,
+    lm_hardware,
+    lm_model_dir,
+    lm_pipeline,
+    lm_pipeline_cache,
+)
+from pytest_lmbackend.markers import MARKER_HELP, MarkerError, parse_marks
+from pytest_lmbackend.selection import (
+    BackendMode,
+    Verdict,
+    check_backend_names,
+    is_backend_bound,
+    parametrize_ids,
+    parse_backend_option,
+    parse_kinds,
+)
+from pytest_lmbackend.session import (
+    BOUND_KEY,
+    MARKS_KEY,
+    OUTCOME_KEY,
+    PARAM_KEY,
+    SESSION_KEY,
+    SKIP_KIND_PROPERTY,
+    LmSession,
+    Options,
+    SetupError,
+)
+
+__all__ = [
+    "_lm_synthetic_models",
+    "lm_backend",
+    "lm_backend_config",
+    "lm_detection",
+    "lm_hardware",
+    "lm_model_dir",
+    "lm_pipeline",
+    "lm_pipeline_cache",
+]
+
+T = TypeVar("T")
+
+# --lm-require accepts these besides the kinds lm_requires reports.
+PLUGIN_KINDS: frozenset[str] = frozenset({"backend", "model"})
+
+
+def _profiles(text: str) -> tuple[str, ...]:
+    """argparse ``type=`` for ``--lm-hardware``: ``PROFILE|FILE[,...]``."""
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a profile name or file, or several with commas")
+    return names
+
+
+def _release(text: str) -> str:
+    """argparse ``type=`` for ``--lm-lmdeploy``: a version such as ``0.18.0`` (checked at configure)."""
+    value = text.strip()
+    if not value or not all(ch.isalnum() or ch in ".+-" for ch in value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an LMDeploy version such as 0.18.0")
+    return value
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_lmbackend import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lmbackend", "LLM backends and hardware (pytest-lmbackend)")
+    group.addoption(
+        "--lm-backend", type=parse_backend_option, default=None, metavar="auto|all|none|NAME[,NAME]",
+        help="backends for backend-bound tests: auto (LMDeploy's pick per model; best available "
+             "otherwise), all (one item per backend), none, or names. ini: lm_backend (default auto).",
+    )
+    group.addoption(
+        "--lm-lmdeploy", type=_release, default=None, metavar="VERSION",
+        help="LMDeploy release whose detection rules decide auto (default: installed, else newest). "
+             "ini: lm_lmdeploy.",
+    )
+    group.addoption(
+        "--lm-hardware", type=_profiles, default=None, metavar="PROFILE|FILE[,..]",
+        help="fake hardware profile(s) instead of probing; several only with --lm-plan. "
+             "ini: lm_hardware; env: PYTEST_LM_HARDWARE.",
+    )
+    group.addoption(
+        "--lm-plan", action="store_true", default=None,
+        help="print which tests would run or skip, and why, per hardware profile; run nothing. ini: lm_plan.",
+    )
+    group.addoption(
+        "--lm-require", type=parse_kinds, default=None, metavar="KIND[,KIND]",
+        help="unmet requirements of these kinds (e.g. backend,gpus,capability) fail instead of skip. "
+             "ini: lm_require.",
+    )
+    group.addoption(
+        "--lm-strict-fallback", dest="lm_strict_fallback", action="store_true", default=None,
+        help="fail when LMDeploy silently runs another engine than the test's backend "
+             "(default: on with --lm-backend=auto). ini: lm_strict_fallback.",
+    )
+    group.addoption(
+        "--no-lm-strict-fallback", dest="lm_strict_fallback", action="store_false",
+        help="allow LMDeploy's silent fallback to another engine.",
+    )
+    parser.addini("lm_backend", "default for --lm-backend", default="auto")
+    parser.addini("lm_lmdeploy", "default for --lm-lmdeploy", default="")
+    parser.addini("lm_hardware", "default for --lm-hardware", default="")
+    parser.addini("lm_plan", "default for --lm-plan", type="bool", default=False)
+    parser.addini("lm_require", "default for --lm-require", default="")
+    parser.addini("lm_strict_fallback", "default for --lm-strict-fallback (empty: on with auto)", default="")
+    parser.addini("lm_pipeline_cache", "how many pipelines lm_pipeline keeps alive at once", default="1")
+    parser.addini("lm_engine_options", "engine options as key=value lines (Python literals), for "
+                  "lm_backend_config and lm_pipeline", type="linelist", default=[])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for text in MARKER_HELP.values():
+        config.addinivalue_line("markers", text)
+    try:
+        options = _options(config)
+        extra: list[Any] = config.hook.pytest_lmbackend_register_backends(config=config)
+        registry = build_registry(extra)
+        check_backend_names(options.backend, registry)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    state = LmSession(options=options, registry=registry)
+    try:
+        if options.hardware:  # a bad profile is a usage error now, not a failure in every test
+            state.hardware_views()
+        if options.lmdeploy is not None:
+            _ = state.release
+    except SetupError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    config.stash[SESSION_KEY] = state
+
+
+def _option(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | None:
+    """The command-line value, else the ini value parsed with the same ``type=`` function."""
+    value = config.getoption(name)
+    if value is not None:
+        return value  # type: ignore[no-any-return]
+    text = str(config.getini(name)).strip()
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"ini {name}: {exc}") from exc
+
+
+def _options(config: pytest.Config) -> Options:
+    backend = _option(config, "lm_backend", parse_backend_option) or BackendMode("auto")
+    hardware = _option(config, "lm_hardware", _profiles) or ()
+    plan = bool(config.getoption("lm_plan") or config.getini("lm_plan"))
+    if len(hardware) > 1 and not plan:
+        raise ValueError(f"--lm-hardware={','.join(hardware)}: several profiles are for --lm-plan only")
+    require = _option(config, "lm_require", parse_kinds) or frozenset()
+    unknown = sorted(require - PLUGIN_KINDS - _requirement_kinds())
+    if unknown:
+        known = ", ".join(sorted(PLUGIN_KINDS | _requirement_kinds()))
+        raise ValueError(f"--lm-require: unknown kind(s) {', '.join(unknown)}; known: {known}")
+    strict = config.getoption("lm_strict_fallback")
+    if strict is None:
+        ini = str(config.getini("lm_strict_fallback")).strip().lower()
+        if ini in ("1", "true", "yes", "on"):
+            strict = True
+        elif ini in ("0", "false", "no", "off"):
+            strict = False
+        elif ini:
+            raise ValueError(f"ini lm_strict_fallback: {ini!r} is not true or false")
+        else:
+            strict = backend.mode == "auto"
+    return Options(
+        backend=backend,
+        lmdeploy=_option(config, "lm_lmdeploy", _release),
+        hardware=hardware,
+        plan=plan,
+        require=require,
+        strict_fallback=bool(strict),
+        engine_options=_engine_options(config.getini("lm_engine_options")),
+    )
+
+
+def _requirement_kinds() -> frozenset[str]:
+    from pytest_lmbackend import requirements
+
+    return frozenset(getattr(requirements, "KINDS", ()))
+
+
+def _engine_options(lines: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for line in lines:
+        key, sep, raw = line.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"ini lm_engine_options: {line!r} is not key=value")
+        try:
+            out[key.strip()] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = raw.strip()
+    return out
+
+
+def _state(config: pytest.Config) -> LmSession:
+    return config.stash[SESSION_KEY]
+
+
+def _base_dirs(config: pytest.Config, path: Path | None) -> list[Path]:
+    dirs = [path.parent] if path is not None else []
+    return [*dirs, config.rootpath]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    state = _state(metafunc.config)
+    try:
+        marks = parse_marks(
+            metafunc.definition.iter_markers(), where=metafunc.definition.nodeid,
+            backend_names=state.registry.names,
+            base_dirs=_base_dirs(metafunc.config, metafunc.definition.path),
+        )
+    except MarkerError:
+        return  # reported, with every other bad marker, as one usage error after collection
+    if not is_backend_bound(metafunc.fixturenames, marks):
+        return
+    ids = parametrize_ids(state.options.backend, marks, state.registry)
+    if ids is None:
+        return
+    if "lm_backend" not in metafunc.fixturenames:
+        # A test bound only by a marker still gets its backend as a parameter; pytest parametrizes
+        # only names in the fixture closure, so the backend fixture joins it.
+        metafunc.fixturenames.append("lm_backend")
+    metafunc.parametrize("lm_backend", ids, indirect=True, ids=ids)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = _state(config)
+    errors: list[str] = []
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        try:
+            marks = parse_marks(
+                item.iter_markers(), where=item.nodeid, backend_names=state.registry.names,
+                base_dirs=_base_dirs(config, item.path), parse_requirement=_requirement_parser(item.nodeid),
+            )
+        except MarkerError as exc:
+            errors.append(str(exc))
+            continue
+        item.stash[MARKS_KEY] = marks
+        item.stash[BOUND_KEY] = is_backend_bound(item.fixturenames, marks)
+        callspec = getattr(item, "callspec", None)
+        param = callspec.params.get("lm_backend") if callspec is not None else None
+        item.stash[PARAM_KEY] = param if isinstance(param, str) else None
+    if errors:
+        raise pytest.UsageError("bad pytest-lmbackend marker(s):\n  " + "\n  ".join(errors))
+
+
+def _requirement_parser(where: str) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
+    from pytest_lmbackend.requirements import parse_requirement
+
+    def parse(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return parse_requirement(args, kwargs, where=where)
+
+    return parse
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    state = _state(session.config)
+    if not state.options.plan:
+        return None
+    from pytest_lmbackend.summary import plan_table
+
+    items = [i for i in session.items if MARKS_KEY in i.stash]
+    try:
+        views = state.hardware_views()
+        columns = [str(getattr(hw, "name", None) or f"hardware {n}") for n, hw in enumerate(views)]
+        outcomes = [[_evaluate(state, item, view=n) for item in items] for n in range(len(views))]
+    except SetupError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"lm-plan: {len(items)} tests, --lm-backend={state.options.backend}, "
+             f"LMDeploy rules {state.release}; nothing was run", "",
+             *plan_table([i.nodeid for i in items], columns, outcomes, state.options.require)]
+    if reporter is not None:
+        reporter.section("lm-plan", sep="=")
+        for line in lines:
+            reporter.write_line(line)
+    return True
+
+
+def _evaluate(state: LmSession, item: pytest.Item, *, view: int = 0) -> Any:
+    return state.evaluate(item.stash[MARKS_KEY], param=item.stash[PARAM_KEY],
+                          backend_bound=item.stash[BOUND_KEY], view=view)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if MARKS_KEY not in item.stash:
+        return
+    state = _state(item.config)
+    try:
+        outcome = _evaluate(state, item)
+    except SetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    item.stash[OUTCOME_KEY] = outcome
+    verdict: Verdict | None = outcome.verdict
+    if verdict is None:
+        return
+    if verdict.error or verdict.kind in state.options.require:
+        why = "" if verdict.error else f" (--lm-require={verdict.kind})"
+        pytest.fail(f"{verdict.reason}{why}", pytrace=False)
+    item.user_properties.append((SKIP_KIND_PROPERTY, verdict.kind))
+    pytest.skip(verdict.reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    # A skip raised by this plugin points at the test, not at the plugin's hook, as pytest's own
+    # skip markers do.
+    if (call.when == "setup" and report.skipped and isinstance(report.longrepr, tuple)
+            and any(k == SKIP_KIND_PROPERTY for k, _ in item.user_properties)):
+        path, line, _ = item.reportinfo()
+        report.longrepr = (str(path), (line or 0) + 1, report.longrepr[2])
+    return report
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from pytest_lmbackend.summary import backend_lines, fallback_hardware_lines
+
+    state = _state(config)
+    try:
+        hardware = state.hardware
+        facts = state.facts()
+        release: str | None = state.release
+    except SetupError as exc:
+        return [f"lmbackend: {exc}"]
+    lines = _hardware_lines(hardware) or fallback_hardware_lines(facts)
+    return [*lines, *backend_lines(state.registry.availability(facts), facts,
+                                   mode=str(state.options.backend), release=release)]
+
+
+def _hardware_lines(hardware: Any) -> list[str]:
+    import importlib
+
+    try:
+        report = importlib.import_module("pytest_lmbackend.report")
+    except ImportError:
+        return []
+    header = getattr(report, "header_lines", None)
+    return list(header(hardware)) if callable(header) else []
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from pytest_lmbackend.summary import skip_lines
+
+    verdicts: list[Verdict] = []
+    for report in terminalreporter.stats.get("skipped", []):
+        kinds = [v for k, v in getattr(report, "user_properties", ()) if k == SKIP_KIND_PROPERTY]
+        if kinds and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+            verdicts.append(Verdict(str(kinds[-1]), reason))
+    if verdicts:
+        terminalreporter.section("lmbackend skips by kind", sep="-")
+        for line in skip_lines(verdicts):
+            terminalreporter.write_line(line)
+

@@ -1,0 +1,205 @@
+"""The backend axis: parse ``--lm-backend``, choose each item's backend, decide run, skip or fail."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pytest_lmbackend.backends import Registry, RunnerFacts
+from pytest_lmbackend.markers import ItemMarks, ModelBinding
+
+Mode = Literal["auto", "all", "none", "names"]
+KEYWORDS: tuple[str, ...] = ("auto", "all", "none")
+
+# Fixtures whose use makes an item backend-bound: it needs to know which backend it runs on.
+BACKEND_FIXTURES: frozenset[str] = frozenset({"lm_backend", "lm_backend_config", "lm_pipeline"})
+
+
+@dataclass(frozen=True)
+class BackendMode:
+    """The parsed ``--lm-backend`` value."""
+
+    mode: Mode
+    names: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return ",".join(self.names) if self.mode == "names" else self.mode
+
+
+def parse_backend_option(text: str) -> BackendMode:
+    """argparse ``type=`` for ``--lm-backend``: ``auto``, ``all``, ``none`` or ``NAME[,NAME...]``.
+
+    Names are checked for shape here and against the registered backends once plugins have loaded.
+    """
+    value = text.strip()
+    if value in KEYWORDS:
+        return BackendMode(value)  # type: ignore[arg-type]
+    names: list[str] = []
+    for piece in value.split(","):
+        name = piece.strip()
+        if not name or not all(ch.isalnum() or ch in "_-." for ch in name):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected auto, all, none or backend names separated by commas"
+            )
+        if name in KEYWORDS:
+            raise argparse.ArgumentTypeError(f"{text!r}: {name!r} cannot be combined with backend names")
+        if name not in names:
+            names.append(name)
+    return BackendMode("names", tuple(names))
+
+
+def check_backend_names(mode: BackendMode, registry: Registry) -> None:
+    """Raise ValueError naming the unknown backends of ``--lm-backend``."""
+    unknown = [n for n in mode.names if registry.get(n) is None]
+    if unknown:
+        raise ValueError(
+            f"--lm-backend: unknown backend(s) {', '.join(unknown)}; known: {', '.join(registry.names)}"
+        )
+
+
+def is_backend_bound(fixturenames: Iterable[str], marks: ItemMarks) -> bool:
+    """An item is backend-bound when it uses a backend fixture or carries a backend marker."""
+    return marks.backend_marked or not BACKEND_FIXTURES.isdisjoint(fixturenames)
+
+
+def parametrize_ids(mode: BackendMode, marks: ItemMarks, registry: Registry) -> tuple[str, ...] | None:
+    """The backends to parametrize a backend-bound function over, or None for no parametrization.
+
+    Ids depend only on the option, the markers and the registered backends, never on the hardware, so
+    every xdist worker and every runner collects the same node ids: with ``all`` a backend that cannot
+    run here is still generated and skips at setup with its reason. ``auto`` and ``none`` add no ids.
+    """
+    if mode.mode in ("auto", "none"):
+        return None
+    wanted = registry.names if mode.mode == "all" else mode.names
+    permitted = tuple(n for n in wanted if marks.permits(n))
+    # Nothing permitted: keep the asked-for names so the items exist and skip with the reason.
+    return permitted or tuple(wanted)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why an item does not run: ``kind`` groups the summary and feeds ``--lm-require``.
+
+    ``error`` marks bad input (a model that cannot be read): the item fails whatever the options.
+    """
+
+    kind: str
+    reason: str
+    error: bool = False
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What the plugin decided for one item under one hardware view."""
+
+    backend: str | None
+    detection: Any | None
+    verdict: Verdict | None
+
+
+Detector = Callable[[ModelBinding], Any]
+RequirementEvaluator = Callable[[Any], "Verdict | None"]
+
+
+def choose_backend(
+    mode: BackendMode,
+    marks: ItemMarks,
+    param: str | None,
+    detected: str | None,
+    facts: RunnerFacts,
+    registry: Registry,
+) -> str | None:
+    """The backend a backend-bound item runs on; None under ``--lm-backend=none``.
+
+    ``auto``: the backend detection picked for the item's model when the markers permit it; else the
+    best available of the permitted ones; else the first permitted (which then skips with its reason).
+    """
+    if param is not None:
+        return param
+    if mode.mode == "none":
+        return None
+    if mode.mode == "names":
+        permitted_names = [n for n in mode.names if marks.permits(n)]
+        return (registry.best_available(facts, among=permitted_names) or
+                (permitted_names or list(mode.names))[0])
+    if detected is not None and marks.permits(detected):
+        return detected
+    permitted = [n for n in (marks.allowed or registry.names) if marks.permits(n)]
+    return registry.best_available(facts, among=permitted) or (permitted or list(registry.names))[0]
+
+
+def backend_verdict(
+    mode: BackendMode, marks: ItemMarks, backend: str | None, facts: RunnerFacts, registry: Registry
+) -> Verdict | None:
+    if backend is None:
+        return Verdict("backend", "--lm-backend=none: backend-bound tests do not run")
+    if not marks.permits(backend):
+        return Verdict(
+            "backend", f"test is marked for {marks.restriction()}; --lm-backend={mode} gives {backend}"
+        )
+    known = registry.get(backend)
+    if known is None:
+        return Verdict("backend", f"backend {backend} is not registered; known: {', '.join(registry.names)}")
+    reason = known.unavailable_reason(facts)
+    return None if reason is None else Verdict("backend", reason)
+
+
+def evaluate_item(
+    *,
+    mode: BackendMode,
+    marks: ItemMarks,
+    param: str | None,
+    backend_bound: bool,
+    facts: RunnerFacts,
+    registry: Registry,
+    detect: Detector,
+    evaluate_requirement: RequirementEvaluator,
+) -> ItemOutcome:
+    """Decide one item: its backend, its model's detection, and the first reason it cannot run.
+
+    Order: the model must be readable; then the backend must be permitted and available; then every
+    ``lm_requires`` must hold. Detection errors are bad input and fail the item.
+    """
+    detection: Any | None = None
+    if marks.model is not None and backend_bound and mode.mode == "auto" and param is None:
+        try:
+            detection = detect(marks.model)
+        except Exception as exc:  # typed ConfigError and friends; the message names file and field
+            return ItemOutcome(None, None, Verdict("model", f"lm_model({marks.model.given!r}): {exc}", True))
+    backend: str | None = None
+    if backend_bound:
+        detected = getattr(detection, "backend", None)
+        backend = choose_backend(mode, marks, param, detected, facts, registry)
+        verdict = backend_verdict(mode, marks, backend, facts, registry)
+        if verdict is not None:
+            return ItemOutcome(backend, detection, verdict)
+    for requirement in marks.requirements:
+        verdict = evaluate_requirement(requirement)
+        if verdict is not None:
+            return ItemOutcome(backend, detection, verdict)
+    return ItemOutcome(backend, detection, None)
+
+
+def parse_kinds(text: str) -> frozenset[str]:
+    """argparse ``type=`` for ``--lm-require``: ``KIND[,KIND...]``; kinds are checked at configure."""
+    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
+    if not kinds or not all(k.replace("_", "").isalnum() for k in kinds):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected requirement kinds separated by commas")
+    return kinds
+
+
+def group_verdicts(verdicts: Sequence[Verdict]) -> list[tuple[str, int, list[tuple[str, int]]]]:
+    """(kind, count, [(reason, count), ...]) sorted by count, for the terminal summary."""
+    by_kind: dict[str, dict[str, int]] = {}
+    for v in verdicts:
+        reasons = by_kind.setdefault(v.kind, {})
+        reasons[v.reason] = reasons.get(v.reason, 0) + 1
+    out = []
+    for kind, reasons in by_kind.items():
+        ordered = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        out.append((kind, sum(reasons.values()), ordered))
+    out.sort(key=lambda t: (-t[1], t[0]))
+    return out

@@ -1,0 +1,132 @@
+"""Per-session state of the plugin: options, backends, hardware probed once, detections cached."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pytest_lmbackend.backends import Registry, RunnerFacts, facts_from_hardware
+from pytest_lmbackend.markers import ItemMarks, ModelBinding
+from pytest_lmbackend.selection import BackendMode, ItemOutcome, Verdict, evaluate_item
+
+SKIP_KIND_PROPERTY = "lm_skip_kind"  # user property on skipped items; travels with xdist reports
+
+
+class SetupError(Exception):
+    """Options or profiles that cannot be used; the plugin turns it into a usage error."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The plugin's resolved command-line and ini options."""
+
+    backend: BackendMode
+    lmdeploy: str | None = None
+    hardware: tuple[str, ...] = ()
+    plan: bool = False
+    require: frozenset[str] = frozenset()
+    strict_fallback: bool = True
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LmSession:
+    """Everything the hooks and fixtures share in one pytest process; hardware is read lazily, once."""
+
+    options: Options
+    registry: Registry
+    _hardware: list[Any] | None = None
+    _facts: list[RunnerFacts] | None = None
+    _release: str | None = None
+    _detections: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    # -- hardware -------------------------------------------------------------------------------
+    def hardware_views(self) -> list[Any]:
+        """One Hardware per ``--lm-hardware`` profile, else the probe's single answer."""
+        if self._hardware is None:
+            self._hardware = load_hardware(self.options.hardware, several=self.options.plan)
+            self._facts = [facts_from_hardware(hw) for hw in self._hardware]
+        return self._hardware
+
+    @property
+    def hardware(self) -> Any:
+        return self.hardware_views()[0]
+
+    def facts(self, index: int = 0) -> RunnerFacts:
+        self.hardware_views()
+        assert self._facts is not None
+        return self._facts[index]
+
+    # -- detection ------------------------------------------------------------------------------
+    @property
+    def release(self) -> str:
+        if self._release is None:
+            from pytest_lmbackend.rules import resolve_release
+
+            try:
+                self._release = str(resolve_release(self.options.lmdeploy))
+            except Exception as exc:
+                raise SetupError(f"--lm-lmdeploy={self.options.lmdeploy}: {exc}") from exc
+        return self._release
+
+    def detect(self, model: ModelBinding) -> Any:
+        key = (model.key, self.release)
+        if key not in self._detections:
+            from pytest_lmbackend.rules import detect
+
+            try:
+                self._detections[key] = detect(model.source, lmdeploy=self.release)
+            except Exception as exc:
+                self._detections[key] = exc
+        found = self._detections[key]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    # -- decisions ------------------------------------------------------------------------------
+    def evaluate(self, marks: ItemMarks, *, param: str | None, backend_bound: bool, view: int = 0,
+                 gpus: Sequence[int] | None = None) -> ItemOutcome:
+        hardware = self.hardware_views()[view]
+
+        def requirement(req: Any) -> Verdict | None:
+            from pytest_lmbackend.requirements import evaluate
+
+            skip = evaluate(req, hardware, gpus)
+            return None if skip is None else Verdict(str(skip.kind), str(skip.reason))
+
+        return evaluate_item(
+            mode=self.options.backend,
+            marks=marks,
+            param=param,
+            backend_bound=backend_bound,
+            facts=self.facts(view),
+            registry=self.registry,
+            detect=self.detect,
+            evaluate_requirement=requirement,
+        )
+
+
+def load_hardware(specs: Sequence[str], *, several: bool = False) -> list[Any]:
+    """Profiles named on the command line (else ``$PYTEST_LM_HARDWARE``), or one real probe.
+
+    Several profiles are for ``--lm-plan`` only (``several=True``); a session runs on one.
+    """
+    from pytest_lmbackend import hardware as hw
+
+    spec = ",".join(s.strip() for s in specs if s.strip()) or None
+    try:
+        if several:
+            return list(hw.probe_many(profile=spec))
+        return [hw.probe(profile=spec)]
+    except (ValueError, OSError) as exc:  # ProfileError is a ValueError naming profile and field
+        raise SetupError(f"--lm-hardware: {exc}") from exc
+
+
+SESSION_KEY = pytest.StashKey[LmSession]()
+MARKS_KEY = pytest.StashKey[ItemMarks]()
+BOUND_KEY = pytest.StashKey[bool]()
+PARAM_KEY = pytest.StashKey["str | None"]()
+OUTCOME_KEY = pytest.StashKey[ItemOutcome]()
