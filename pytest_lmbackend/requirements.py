@@ -265,10 +265,10 @@ def _package_skip(spec: PackageSpec, hw: Hardware) -> Skip | None:
     if not spec.specifier:
         return None
     from packaging.specifiers import SpecifierSet
-    from packaging.version import InvalidVersion
+    from packaging.version import InvalidVersion, Version
 
     try:
-        ok = SpecifierSet(spec.specifier).contains(version, prereleases=True)
+        ok = SpecifierSet(spec.specifier).contains(Version(version), prereleases=True)
     except InvalidVersion:
         return Skip("packages", f"needs package {spec}; found {spec.name} {version}, not a PEP 440 version")
     return None if ok else Skip("packages", f"needs package {spec}; found {spec.name} {version}{where}")

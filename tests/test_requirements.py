@@ -1,0 +1,215 @@
+"""Tests of ``lm_requires`` parsing and its evaluation against fake hardware."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_lmbackend.hardware import GPU, Hardware, load_profile
+from pytest_lmbackend.requirements import (
+    KINDS,
+    CapabilitySpec,
+    Requirement,
+    RequirementError,
+    Skip,
+    combine,
+    evaluate,
+    gpu_num,
+    parse_capability_spec,
+    parse_kinds,
+    parse_requirement,
+)
+
+WHERE = "tests/test_x.py::test_y"
+GiB = 1024**3
+
+
+def req(**kwargs: object) -> Requirement:
+    return parse_requirement((), kwargs, where=WHERE)
+
+
+def hw(name: str, **packages: str) -> Hardware:
+    return load_profile(name, local_packages=packages)
+
+
+def test_the_reason_names_wanted_found_and_device() -> None:
+    skip = evaluate(req(capability=">=9.0"), hw("a100-40gb"))
+    assert skip == Skip("capability",
+                        "needs compute capability >= 9.0; GPU 0 (NVIDIA A100-SXM4-40GB) has 8.0")
+
+
+@pytest.mark.parametrize(("spec", "cap", "ok"), [
+    (">=8.0", (8, 0), True), (">=8.0", (7, 5), False), ("==9.0", (9, 0), True), ("==9.0", (9, 1), False),
+    ("9.x", (9, 0), True), ("9.x", (10, 0), False), ("8.0", (8, 0), True), ("8.0", (8, 6), False),
+    (">7.5", (8, 0), True), ("<9.0", (9, 0), False), ("!=8.6", (8, 9), True), (">=8.0,<10.0", (12, 0), False),
+    ("  >= 8.9 ", (8, 9), True),
+])
+def test_capability_specs(spec: str, cap: tuple[int, int], ok: bool) -> None:
+    assert all(s.matches(cap) for s in parse_capability_spec(spec)) is ok
+
+
+@given(st.tuples(st.integers(0, 12), st.integers(0, 9)), st.tuples(st.integers(0, 12), st.integers(0, 9)))
+def test_capability_comparisons_agree_with_tuple_order(want: tuple[int, int], have: tuple[int, int]) -> None:
+    (spec,) = parse_capability_spec(f">={want[0]}.{want[1]}")
+    assert spec.matches(have) is (have >= want)
+    assert spec == CapabilitySpec(">=", want)
+
+
+@pytest.mark.parametrize(("kwargs", "key", "fragment"), [
+    ({"gpu": 2}, "gpu", "did you mean 'gpus'"),
+    ({"gpus": -1}, "gpus", "whole number"),
+    ({"gpus": True}, "gpus", "whole number"),
+    ({"gpus": "2"}, "gpus", "whole number"),
+    ({"capability": "sm90"}, "capability", "'sm90'"),
+    ({"capability": 8.0}, "capability", "must be a string"),
+    ({"capability": ">=9.x"}, "capability", "takes no comparison"),
+    ({"vram": "lots"}, "vram", "'lots'"),
+    ({"free_vram": -1}, "free_vram", "negative"),
+    ({"dtype": "int3"}, "dtype", "unknown dtype 'int3'"),
+    ({"dtype": 16}, "dtype", "dtype name"),
+    ({"packages": "flash_attn[cuda]"}, "packages", "only a name and a version range"),
+    ({"packages": "not a name!"}, "packages", "cannot read package"),
+    ({"packages": 3}, "packages", "package name"),
+    ({"turbomind_kernels": "yes"}, "turbomind_kernels", "True"),
+])
+def test_malformed_markers_name_the_test_key_and_value(kwargs: dict[str, object], key: str,
+                                                       fragment: str) -> None:
+    with pytest.raises(RequirementError) as info:
+        parse_requirement((), kwargs, where=WHERE)
+    message = str(info.value)
+    assert message.startswith(WHERE + ": ")
+    assert info.value.key == key and info.value.where == WHERE
+    assert f"lm_requires({key}=" in message and fragment in message
+
+
+def test_positional_arguments_are_refused() -> None:
+    with pytest.raises(RequirementError, match="keywords only"):
+        parse_requirement((2,), {}, where=WHERE)
+    assert isinstance(RequirementError("x", where=WHERE), ValueError)
+
+
+def test_parsed_values() -> None:
+    r = req(gpus=2, capability=[">=8.0", "<10.0"], vram="40GiB", free_vram=10**9, dtype=["bfloat16", "bf16"],
+            packages=["Flash_Attn", "lmdeploy>=0.10", "lmdeploy.turbomind"], turbomind_kernels=True)
+    assert r.gpus == 2 and r.vram == 40 * GiB and r.free_vram == 10**9
+    assert [str(s) for s in r.capability] == [">= 8.0", "< 10.0"]
+    assert r.dtypes == ("bf16",)
+    assert [str(p) for p in r.packages] == ["flash-attn", "lmdeploy>=0.10", "lmdeploy.turbomind"]
+    assert r.where == WHERE
+
+
+def test_gpu_count_defaults() -> None:
+    assert req().gpu_count == 0
+    assert req(packages="torch").gpu_count == 0
+    assert req(dtype="fp8").gpu_count == 1
+    assert req(gpus=0, capability=">=8.0").gpu_count == 0
+    assert evaluate(req(), hw("cpu")) is None
+
+
+@pytest.mark.parametrize(("profile", "kwargs", "kind", "reason"), [
+    ("cpu", {"gpus": 1}, "gpu", "needs 1 GPU; profile 'cpu' has none"),
+    ("h100", {"gpus": 2}, "gpu", "needs 2 GPUs; found 1: GPU 0 (NVIDIA H100 80GB HBM3)"),
+    ("t4", {"vram": "20GiB"}, "vram", "needs 20 GiB of GPU memory; GPU 0 (Tesla T4) has 15 GiB"),
+    ("h100", {"free_vram": "80GiB"}, "free_vram",
+     "needs 80 GiB of free GPU memory; GPU 0 (NVIDIA H100 80GB HBM3) has 79.18 GiB free of 79.65 GiB"),
+    ("v100", {"dtype": "bf16"}, "dtype",
+     "needs native bf16 (compute capability >= 8.0); GPU 0 (Tesla V100-SXM2-32GB) has 7.0"),
+    ("a100-40gb", {"dtype": "fp8"}, "dtype",
+     "needs native fp8 (compute capability >= 8.9); GPU 0 (NVIDIA A100-SXM4-40GB) has 8.0"),
+    ("h100", {"packages": ["flash_attn"]}, "packages",
+     "needs package flash-attn; not installed in profile 'h100'"),
+    ("h200", {"turbomind_kernels": False}, "turbomind_kernels",
+     "needs a GPU without TurboMind kernels; GPU 0 (NVIDIA H200) has 9.0 and CUDA 13.0, "
+     "which TurboMind builds"),
+])
+def test_skips_on_shipped_profiles(profile: str, kwargs: dict[str, object], kind: str, reason: str) -> None:
+    skip = evaluate(req(**kwargs), hw(profile))
+    assert skip is not None and skip.kind == kind and skip.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(("profile", "kwargs"), [
+    ("h100x8", {"gpus": 8, "capability": "9.x", "vram": "80GB", "dtype": ["bf16", "fp8"]}),
+    ("a100-80gbx8", {"gpus": 4, "capability": ">=8.0", "dtype": "bf16", "turbomind_kernels": True}),
+    ("b200x8", {"capability": ">=10.0", "turbomind_kernels": True}),
+    ("v100", {"turbomind_kernels": True, "dtype": "fp16"}),
+    ("rtx5090", {"turbomind_kernels": True}),
+])
+def test_met_requirements_run(profile: str, kwargs: dict[str, object]) -> None:
+    assert evaluate(req(**kwargs), hw(profile)) is None
+
+
+def test_turbomind_kernels_follow_cuda_and_installed_release(tmp_path: object) -> None:
+    v100 = hw("v100", lmdeploy="0.18.0")
+    cuda13 = Hardware(gpus=v100.gpus, cuda="13.0", source="profile", profile="v100-cu13",
+                      packages={"lmdeploy": "0.18.0"})
+    skip = evaluate(req(turbomind_kernels=True), cuda13)
+    assert skip is not None and skip.kind == "turbomind_kernels"
+    assert "GPU 0 (Tesla V100-SXM2-32GB)" in skip.reason and "CUDA < 13.0" in skip.reason
+    b200 = Hardware(gpus=hw("b200x8").gpus, cuda="12.8", source="profile", profile="b",
+                    packages={"lmdeploy": "0.12.3"})
+    skip = evaluate(req(turbomind_kernels=True), b200)
+    assert skip is not None and "LMDeploy 0.12.3" in skip.reason
+
+
+def test_packages_with_versions() -> None:
+    machine = hw("h100", lmdeploy="0.10.2", torch="2.11.0+cu130", **{"lmdeploy.turbomind": "0.10.2"})
+    assert evaluate(req(packages=["lmdeploy>=0.10", "torch>=2.8"]), machine) is None
+    assert evaluate(req(packages="lmdeploy.turbomind"), machine) is None
+    skip = evaluate(req(packages="lmdeploy>=0.14"), machine)
+    assert skip == Skip("packages", "needs package lmdeploy>=0.14; found lmdeploy 0.10.2 in profile 'h100'")
+    odd = hw("h100", lmdeploy="weird-build")
+    skip = evaluate(req(packages="lmdeploy>=0.14"), odd)
+    assert skip is not None and "not a PEP 440 version" in skip.reason
+
+
+def test_evaluated_on_the_gpus_the_test_gets() -> None:
+    mixed = Hardware(gpus=(
+        GPU(0, 0, "GPU-a", "NVIDIA A100-SXM4-40GB", (8, 0), 40 * GiB, 40 * GiB),
+        GPU(1, 3, "GPU-b", "NVIDIA H100 80GB HBM3", (9, 0), 80 * GiB, 80 * GiB),
+    ), cuda="13.0", source="nvml")
+    r = req(capability=">=9.0")
+    assert evaluate(r, mixed, gpus=[1]) is None
+    skip = evaluate(r, mixed, gpus=[0, 1])
+    assert skip is not None and "GPU 0 (NVIDIA A100-SXM4-40GB) has 8.0" in skip.reason
+    skip = evaluate(req(gpus=2, capability=">=9.0"), mixed, gpus=[1, 0])
+    assert skip is not None and "GPU 0" in skip.reason
+    # the physical index is named when it differs from the logical one
+    skip = evaluate(req(capability="==8.0"), mixed, gpus=[1])
+    assert skip is not None and "GPU 1 (physical 3, NVIDIA H100 80GB HBM3) has 9.0" in skip.reason
+    skip = evaluate(req(gpus=2), mixed, gpus=[1])
+    assert skip is not None
+    assert skip.reason == "needs 2 GPUs; this test was given 1: GPU 1 (physical 3, NVIDIA H100 80GB HBM3)"
+    skip = evaluate(req(gpus=1), mixed, gpus=[])
+    assert skip == Skip("gpu", "needs 1 GPU; this test was given none")
+
+
+def test_no_gpu_reasons_say_why() -> None:
+    none = Hardware(source="none", warnings=("nvidia-smi: not found on PATH",))
+    assert evaluate(req(gpus=1), none) == Skip("gpu", "needs 1 GPU; found none (no NVIDIA driver answered)")
+    hidden = Hardware(source="nvml", warnings=("CUDA_VISIBLE_DEVICES is empty: all 8 GPU(s) hidden",))
+    skip = evaluate(req(gpus=1), hidden)
+    assert skip is not None and "CUDA_VISIBLE_DEVICES is empty" in skip.reason
+
+
+def test_unknown_free_memory_is_not_enough() -> None:
+    machine = Hardware(gpus=(GPU(0, 0, "GPU-a", "X", (9, 0), 80 * GiB, None),), source="nvidia-smi")
+    skip = evaluate(req(free_vram="1GiB"), machine)
+    assert skip is not None and "has unknown free" in skip.reason
+
+
+def test_combine_and_gpu_num() -> None:
+    merged = combine([req(gpus=2, capability=">=8.0"), req(gpus=4, vram="10GiB"), req(capability=">=8.0")])
+    assert merged.gpus == 4 and merged.vram == 10 * GiB and len(merged.capability) == 1
+    assert merged.where == WHERE
+    with pytest.raises(RequirementError, match="both True and False"):
+        combine([req(turbomind_kernels=True), req(turbomind_kernels=False)])
+    assert gpu_num("gpu_num_4") == 4 and gpu_num("gpu_num_x") is None and gpu_num("gpus") is None
+    assert combine([]) == Requirement()
+
+
+def test_parse_kinds() -> None:
+    assert parse_kinds("gpu, capability") == {"gpu", "capability"}
+    assert parse_kinds("all") == frozenset(KINDS)
+    with pytest.raises(ValueError, match="unknown requirement kind 'gpus'"):
+        parse_kinds("gpus")
