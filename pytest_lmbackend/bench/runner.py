@@ -1,0 +1,369 @@
+"""Run rounds in fresh interpreters (cold) or repeated in one (warm), with a per-round timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest_lmbackend
+from pytest_lmbackend.bench.phases import Mode, Phase, RoundResult, RoundStatus
+from pytest_lmbackend.bench.scripts import SCRIPTS
+
+CHILD_MODULE = "pytest_lmbackend.bench.child"
+# Offline always: a benchmark that reached for the hub would time the network.
+CHILD_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+LOG_TAIL_CHARS = 3000
+
+Progress = Callable[[RoundResult], None]
+
+
+class BenchError(Exception):
+    """Bad benchmark input (unknown backend, missing model folder); the message says which."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """How to run one backend's rounds.
+
+    :param warmup: rounds run first and reported, never counted. In warm mode the first in-process
+        iteration (the one that pays the imports) is always a warm-up.
+    :param timeout_s: a round still running after this is killed and reported as ``timeout``.
+    :param script_options: handed to the round script (``eager_mode``, ``max_new_tokens``, ...).
+    """
+
+    rounds: int = 2
+    warmup: int = 0
+    timeout_s: float = 600.0
+    mode: Mode = "cold"
+    python: str = sys.executable
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    script_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise BenchError(f"rounds must be at least 1, got {self.rounds}")
+        if self.warmup < 0:
+            raise BenchError(f"warmup must not be negative, got {self.warmup}")
+        if self.timeout_s <= 0:
+            raise BenchError(f"timeout must be positive, got {self.timeout_s}")
+        if self.mode not in ("cold", "warm"):
+            raise BenchError(f"mode must be 'cold' or 'warm', got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """The harness's own cost: an empty round against a bare ``python -c pass``, medians in seconds."""
+
+    bare_s: float
+    empty_round_s: float
+    samples: int
+
+    @property
+    def overhead_s(self) -> float:
+        return max(0.0, self.empty_round_s - self.bare_s)
+
+    def share_of(self, wall_s: float) -> float:
+        return self.overhead_s / wall_s if wall_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bare_interpreter_s": round(self.bare_s, 4),
+            "empty_round_s": round(self.empty_round_s, 4),
+            "overhead_s": round(self.overhead_s, 4),
+            "samples": self.samples,
+        }
+
+
+def resolve_script(backend: str) -> tuple[str, str]:
+    """Backend name or round-script file -> (name, target for the child)."""
+    if backend in SCRIPTS:
+        return backend, SCRIPTS[backend]
+    path = Path(backend.split(":", 1)[0] if not backend.endswith(".py") else backend)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise BenchError(f"round script {path} does not exist")
+        return path.stem, str(path.resolve()) + (backend[len(str(path)) :] if ":" in backend else "")
+    known = ", ".join(sorted(SCRIPTS))
+    raise BenchError(f"unknown backend {backend!r}: expected one of {known}, or a round script FILE.py")
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise BenchError(f"{path}: not a model folder (no config.json)")
+    return path.resolve()
+
+
+def run_backend(
+    model_dir: str | Path, backend: str, options: BenchOptions, progress: Progress | None = None
+) -> list[RoundResult]:
+    """All rounds of one backend. A failed round is reported and the next one still runs, except
+    after ``unavailable`` (nothing would change) or a warm process that died (nothing is left)."""
+    name, target = resolve_script(backend)
+    model = check_model_dir(model_dir)
+    results: list[RoundResult] = []
+    with tempfile.TemporaryDirectory(prefix="lmbench-") as work:
+        if options.mode == "cold":
+            for i in range(options.warmup + options.rounds):
+                warm_up = i < options.warmup
+                index = i - options.warmup if not warm_up else i
+                res = _run_process(options, target, model, Path(work), f"{name}-{i}", iterations=1)
+                r = _cold_round(name, index, warm_up, res)
+                results.append(r)
+                if progress:
+                    progress(r)
+                if r.status == "unavailable":
+                    break
+        else:
+            lead = max(1, options.warmup)
+            res = _run_process(
+                options, target, model, Path(work), f"{name}-warm", iterations=lead + options.rounds,
+                progress=None,
+            )
+            for r in _warm_rounds(name, lead, res):
+                results.append(r)
+                if progress:
+                    progress(r)
+    return results
+
+
+def measure_overhead(python: str = sys.executable, samples: int = 3) -> Overhead:
+    """Median spawn-to-exit time of ``python -c pass`` and of an empty round, alternated."""
+    bare: list[float] = []
+    empty: list[float] = []
+    options = BenchOptions(rounds=1, python=python, timeout_s=60)
+    with tempfile.TemporaryDirectory(prefix="lmbench-") as work:
+        model = Path(work)
+        for i in range(samples):
+            t = time.monotonic()
+            subprocess.run([python, "-c", "pass"], env=_child_env(options), check=True, cwd=work)
+            bare.append(time.monotonic() - t)
+            res = _run_process(options, SCRIPTS["empty"], model, model, f"empty-{i}", iterations=1)
+            if res.rc != 0:
+                raise BenchError(f"the empty round failed (exit {res.rc}): {res.log_tail}")
+            empty.append(res.reaped - res.spawned)
+    return Overhead(bare_s=statistics.median(bare), empty_round_s=statistics.median(empty), samples=samples)
+
+
+# --------------------------------------------------------------------------------------------
+# one measured process
+
+
+@dataclass
+class _Process:
+    spawned: float
+    reaped: float
+    rc: int | None
+    timed_out: bool
+    events: list[dict[str, Any]]
+    log_tail: str
+    timeout_s: float
+
+
+def _child_env(options: BenchOptions) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(CHILD_ENV)
+    env.update(options.env)
+    # the child imports this package from the same place as the parent, installed or not
+    root = str(Path(pytest_lmbackend.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _run_process(
+    options: BenchOptions,
+    target: str,
+    model: Path,
+    work: Path,
+    tag: str,
+    *,
+    iterations: int,
+    progress: Callable[[int], None] | None = None,
+) -> _Process:
+    events_path = work / f"{tag}.jsonl"
+    log_path = work / f"{tag}.log"
+    cmd = [
+        options.python, "-m", CHILD_MODULE, "--script", target, "--model", str(model),
+        "--events", str(events_path), "--iterations", str(iterations),
+        "--options", json.dumps(dict(options.script_options)),
+    ]  # fmt: skip
+    env = _child_env(options)
+    reaped: list[float] = []
+    with open(log_path, "wb") as log:
+        spawned = time.monotonic()
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=work,
+            start_new_session=True,
+        )  # fmt: skip
+        exited = threading.Event()
+
+        def reap() -> None:  # a blocking wait: the exit time is exact, not a polling step late
+            proc.wait()
+            reaped.append(time.monotonic())
+            exited.set()
+
+        threading.Thread(target=reap, daemon=True).start()
+        timed_out = _watch(exited, events_path, options.timeout_s, spawned)
+        if timed_out:
+            _kill_group(proc.pid)
+            exited.wait(10)
+        _kill_group(proc.pid)  # helpers an engine left behind in the child's session
+    end = reaped[0] if reaped else time.monotonic()
+    return _Process(
+        spawned=spawned,
+        reaped=end,
+        rc=proc.returncode,
+        timed_out=timed_out,
+        events=_read_events(events_path),
+        log_tail=log_path.read_text(encoding="utf-8", errors="replace")[-LOG_TAIL_CHARS:],
+        timeout_s=options.timeout_s,
+    )
+
+
+def _watch(exited: threading.Event, events_path: Path, timeout_s: float, spawned: float) -> bool:
+    """Wait for the process; the timeout restarts at each finished iteration (warm mode)."""
+    deadline = spawned + timeout_s
+    seen_ends = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        # one long wait per round in cold mode; in warm mode look for finished iterations now and then
+        if exited.wait(min(remaining, 0.5)):
+            return False
+        ends = [e for e in _read_events(events_path) if e.get("ev") == "end"]
+        if len(ends) > seen_ends:
+            seen_ends = len(ends)
+            deadline = float(ends[-1]["t"]) + timeout_s
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _read_events(path: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:  # the line a killed process was writing
+            continue
+        if isinstance(ev, dict):
+            out.append(ev)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# events -> rounds
+
+
+def _cold_round(backend: str, index: int, warmup: bool, res: _Process) -> RoundResult:
+    t0 = res.spawned
+    start = next((e for e in res.events if e.get("ev") == "start"), None)
+    phases: list[Phase] = []
+    if start is not None:
+        phases.append(Phase("interpreter start", 0.0, float(start["t"]) - t0))
+    phases.extend(_phases(res.events, 0, t0))
+    status, error = _outcome(res, 0)
+    if status == "ok":
+        end = next(e for e in res.events if e.get("ev") == "end")
+        phases.append(Phase("exit", float(end["t"]) - t0, res.reaped - t0))
+    info = _info(res.events, 0, t0)
+    if status != "ok":
+        info["log_tail"] = res.log_tail
+    return RoundResult(backend, index, "cold", status, res.reaped - t0, tuple(phases), warmup, error, info)
+
+
+def _warm_rounds(backend: str, lead: int, res: _Process) -> list[RoundResult]:
+    out: list[RoundResult] = []
+    begins = {int(e["i"]): float(e["t"]) for e in res.events if e.get("ev") == "round"}
+    ends = {int(e["i"]): float(e["t"]) for e in res.events if e.get("ev") == "end"}
+    for i in sorted(begins):
+        t0 = begins[i]
+        status, error = _outcome(res, i)
+        elapsed = (ends[i] if i in ends else res.reaped) - t0
+        info = _info(res.events, i, t0)
+        if status != "ok":
+            info["log_tail"] = res.log_tail
+        index = i if i < lead else i - lead
+        out.append(
+            RoundResult(backend, index, "warm", status, elapsed, tuple(_phases(res.events, i, t0)), i < lead,
+                        error, info)
+        )  # fmt: skip
+    if not begins:  # died before its first iteration
+        status, error = _outcome(res, 0)
+        out.append(RoundResult(backend, 0, "warm", status, res.reaped - res.spawned, (), True, error,
+                               {"log_tail": res.log_tail}))  # fmt: skip
+    return out
+
+
+def _phases(events: Sequence[Mapping[str, Any]], i: int, t0: float) -> list[Phase]:
+    return [
+        Phase(e["name"], float(e["start"]) - t0, float(e["end"]) - t0, e.get("parent"), bool(e["failed"]))
+        for e in events
+        if e.get("ev") == "phase" and e.get("i") == i
+    ]
+
+
+def _info(events: Sequence[Mapping[str, Any]], i: int, t0: float) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    for e in events:
+        if e.get("ev") == "info" and e.get("i") == i and isinstance(e.get("data"), dict):
+            info.update(e["data"])
+    if isinstance(info.get("log"), list):  # absolute monotonic marks -> seconds into the round
+        info["log"] = [[round(float(t) - t0, 3), msg] for t, msg in info["log"]]
+    return info
+
+
+def _outcome(res: _Process, i: int) -> tuple[RoundStatus, str | None]:
+    """Status of iteration ``i``: only a finished iteration of a process that exited cleanly is ok."""
+    mine = [e for e in res.events if e.get("i") == i]
+    for e in mine:
+        if e.get("ev") == "unavailable":
+            return "unavailable", str(e.get("reason"))
+        if e.get("ev") == "error":
+            return "crashed", f"{e.get('type')}: {e.get('message')}"
+    finished = any(e.get("ev") == "end" for e in mine)
+    # warm: an iteration is done once the next one began, whatever happened to the process later
+    went_on = any(e.get("ev") == "round" and int(e.get("i", -1)) > i for e in res.events)
+    if finished and (res.rc == 0 or went_on):
+        return "ok", None
+    if res.timed_out:
+        return "timeout", f"no result within the {res.timeout_s:g} s timeout; the process was killed"
+    return "crashed", _exit_reason(res.rc)
+
+
+def _exit_reason(rc: int | None) -> str:
+    if rc is None:
+        return "the process did not exit"
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit status {rc} before the round finished"
