@@ -266,7 +266,11 @@ def evaluate(cfg: ModelConfig, rules: RuleSet, *, language_model_only: bool = Fa
     # -- backend: autoget_backend / is_supported
     arch: str | None
     if cfg.triton_models and rules.workspace_is_tm:
-        arch = model_arch(cfg, rules) if cfg.data is not None and cfg.get("architectures") else None
+        arch = None
+        if rules.workspace_arch and cfg.workspace_weights:
+            arch = cfg.workspace_arch  # get_model_arch reads the workspace's own config here
+        elif cfg.data is not None and cfg.get("architectures"):
+            arch = model_arch(cfg, rules)
         arch = arch or cfg.workspace_arch
         backend, why = TM, "a triton_models/ folder (TurboMind workspace) runs on TurboMind"
     else:
@@ -280,10 +284,7 @@ def evaluate(cfg: ModelConfig, rules: RuleSet, *, language_model_only: bool = Fa
         backend = TM if supported else PT
     # -- task: get_task / check_vl_llm
     if rules.workspace_task_llm and cfg.workspace_weights:
-        is_vl = False
-        if cfg.data is not None and cfg.get("architectures"):
-            is_vl = check_vl(cfg, backend, rules)[0]
-        return Detection(arch, backend, "llm", is_vl, f"{why}; a workspace is a language model (llm)", rel)
+        return Detection(arch, backend, "llm", False, f"{why}; a workspace is a language model (llm)", rel)
     if cfg.data is None:
         raise LMDeployCrashError(
             cfg.path, "config.json", rel, "RuntimeError", "get_task reads config.json, which this workspace lacks"

@@ -31,6 +31,7 @@ class RuleSet:
     vl_archs: frozenset[str] = frozenset()
     workspace_is_tm: bool = False
     workspace_task_llm: bool = False
+    workspace_arch: bool = False
     smooth_quant_pt: bool = False
     baichuan_40_heads_pt: bool = False
     head_dim_archs: frozenset[str] = frozenset()

@@ -48,6 +48,7 @@ CHATGLM_CG = "ChatGLMForConditionalGeneration"
 # Switch names and their meaning (the values before 0.4.0's entry are the defaults of ``RuleSet``):
 #   workspace_is_tm        a ``triton_models`` folder makes TurboMind's is_supported say yes
 #   workspace_task_llm     get_task answers "llm" when ``triton_models/weights`` exists
+#   workspace_arch         get_model_arch reads the arch from the workspace's own config
 #   smooth_quant_pt        quant_method "smooth_quant" anywhere in the config means PyTorch
 #   baichuan_40_heads_pt   BaichuanForCausalLM with 40 attention heads is not TurboMind's
 #   head_dim_archs         archs whose own head_dim must be in ``head_dims``
@@ -97,7 +98,7 @@ CHANGES: tuple[Change, ...] = (
             "LlavaMistralForCausalLM", "CogVLMForCausalLM", "MiniCPMV", "LlavaForConditionalGeneration",
             "LlavaNextForConditionalGeneration",
         ),
-        switches=_sw(chatglm_archs=frozenset({CHATGLM})),
+        switches=_sw(chatglm_archs=frozenset({CHATGLM}), workspace_arch=True),
         why="#1724",
     ),
     Change(
@@ -182,7 +183,7 @@ CHANGES: tuple[Change, ...] = (
         why="#3839, #3886",
     ),
     Change("0.11.0", vl_add=("Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration")),
-    Change("0.12.0", vl_add=("InternS1ProForConditionalGeneration",)),
+    Change("0.12.0", vl_add=("InternS1ProForConditionalGeneration",), switches=_sw(workspace_arch=False)),
     Change("0.12.1", vl_add=("InternS1_1_ForConditionalGeneration",)),
     Change(
         "0.12.2",

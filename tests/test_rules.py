@@ -1,0 +1,270 @@
+"""The rules per release: answers checked against the real LMDeploy, typed errors, release resolution."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pytest_lmbackend.config import (
+    ConfigError,
+    ConfigTypeError,
+    ConfigValueError,
+    MissingArchitectureError,
+    MissingFieldError,
+    read_config,
+)
+from pytest_lmbackend.rules import (
+    KNOWN_RELEASES,
+    Detection,
+    LMDeployCrashError,
+    UnknownReleaseError,
+    default_release,
+    detect,
+    detect_all,
+    resolve_release,
+    rule_set,
+)
+from pytest_lmbackend.rules import releases as releases_mod
+from pytest_lmbackend.rules.tables import CHANGES
+
+MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+
+# What the real LMDeploy answered (backend, task) for the folders in fixtures/models, release by release,
+# with the transformers each release shipped against (0.7.3: 4.51.3, 0.10.2: 4.57.1, 0.14.0: 5.12.1,
+# 0.18.0: 5.17.0; other releases: the newest transformers their metadata allowed). "-": LMDeploy raised
+# (see test_lmdeploy_raises) or gave an answer not mirrored here (architectures-string).
+LMDEPLOY_ANSWERS = """
+fixture                         0.7.3          0.10.2         0.14.0         0.18.0
+baichuan-40-heads               pytorch/llm    pytorch/llm    pytorch/llm    pytorch/llm
+chatglm-28-layers               pytorch/llm    pytorch/llm    pytorch/llm    pytorch/llm
+chatglm-40-layers               turbomind/llm  turbomind/llm  pytorch/llm    pytorch/llm
+chatglm-vision                  pytorch/vlm    pytorch/vlm    pytorch/vlm    pytorch/vlm
+deepseek-v2-vision-arch         pytorch/llm    pytorch/llm    pytorch/llm    pytorch/llm
+deepseek-vl2-language-auto-map  pytorch/vlm    pytorch/vlm    pytorch/vlm    pytorch/vlm
+glm4-moe-lite-vision            pytorch/llm    pytorch/llm    pytorch/llm    pytorch/llm
+gpt-oss-like                    pytorch/llm    turbomind/llm  turbomind/llm  turbomind/llm
+heads-not-integer               -              -              turbomind/llm  turbomind/llm
+heads-zero                      -              -              turbomind/llm  turbomind/llm
+internvl-chat-internlm2         -              -              turbomind/vlm  turbomind/vlm
+internvl-chat-phi3              -              -              turbomind/vlm  turbomind/vlm
+llama-explicit-head-dim-256     turbomind/llm  pytorch/llm    turbomind/llm  turbomind/llm
+llama-head128                   turbomind/llm  turbomind/llm  turbomind/llm  turbomind/llm
+llama-head64                    turbomind/llm  turbomind/llm  turbomind/llm  turbomind/llm
+llama-head80                    pytorch/llm    pytorch/llm    turbomind/llm  turbomind/llm
+llama-smooth-quant              pytorch/llm    pytorch/llm    pytorch/llm    pytorch/llm
+llava-hf-mistral                turbomind/vlm  turbomind/vlm  pytorch/vlm    pytorch/vlm
+llava-hf-qwen2-head64           turbomind/vlm  turbomind/vlm  pytorch/vlm    pytorch/vlm
+molmo-kv-heads                  turbomind/vlm  turbomind/vlm  pytorch/vlm    pytorch/vlm
+molmo-no-kv-heads               pytorch/vlm    pytorch/vlm    pytorch/vlm    pytorch/vlm
+qwen-vl-visual                  turbomind/vlm  turbomind/vlm  pytorch/vlm    pytorch/llm
+qwen2-head128                   turbomind/llm  turbomind/llm  turbomind/llm  turbomind/llm
+qwen2-head64                    turbomind/llm  turbomind/llm  turbomind/llm  turbomind/llm
+qwen2-vl                        pytorch/vlm    turbomind/vlm  pytorch/vlm    turbomind/vlm
+qwen3-5-vl                      pytorch/llm    pytorch/llm    turbomind/vlm  turbomind/vlm
+tm-workspace                    turbomind/llm  turbomind/llm  -              -
+tm-workspace-with-config        turbomind/llm  turbomind/llm  turbomind/vlm  turbomind/vlm
+xcomposer2-auto-map             turbomind/vlm  turbomind/vlm  pytorch/vlm    turbomind/llm
+"""
+
+
+def _answers(table: str) -> list[tuple[str, str, str]]:
+    header, *rows = (line.split() for line in table.strip().splitlines())
+    return [
+        (row[0], release, cell.replace("/", " "))
+        for row in rows
+        for release, cell in zip(header[1:], row[1:], strict=True)
+        if cell != "-"
+    ]
+
+ANSWERED = _answers(LMDEPLOY_ANSWERS)
+
+
+@pytest.mark.parametrize(("fixture", "release", "answer"), ANSWERED)
+def test_agrees_with_lmdeploy(fixture: str, release: str, answer: str) -> None:
+    found = detect(MODELS / fixture, lmdeploy=release)
+    assert f"{found.backend} {found.task}" == answer, found.rule
+    assert found.release == release
+    assert found.is_vl == (found.task == "vlm")
+
+
+# Cases where that LMDeploy release raised (the exception it raised, as the oracle reported it), and
+# the typed error given here instead.
+FOUR = ("0.7.3", "0.10.2", "0.14.0", "0.18.0")
+LMDEPLOY_RAISES = [
+    ("auto-map-only", FOUR, LMDeployCrashError),  # TypeError
+    ("no-architectures", FOUR, MissingArchitectureError),  # RuntimeError
+    ("empty-architectures", FOUR, MissingArchitectureError),  # RuntimeError
+    ("heads-not-integer", ("0.7.3", "0.10.2"), ConfigTypeError),  # TypeError
+    ("heads-zero", ("0.7.3", "0.10.2"), ConfigValueError),  # ZeroDivisionError
+    ("tm-workspace", ("0.14.0", "0.18.0"), LMDeployCrashError),  # RuntimeError, in get_task
+    ("architectures-string", ("0.14.0", "0.18.0"), ConfigTypeError),  # StrictDataclassFieldValidationError
+]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "release", "error"),
+    [(name, rel, err) for name, rels, err in LMDEPLOY_RAISES for rel in rels],
+)
+def test_lmdeploy_raises(fixture: str, release: str, error: type[ConfigError]) -> None:
+    with pytest.raises(error) as info:
+        detect(MODELS / fixture, lmdeploy=release)
+    assert info.value.field is not None
+    assert fixture in info.value.path
+
+
+def test_crash_error_names_the_release_and_exception() -> None:
+    with pytest.raises(LMDeployCrashError) as info:
+        detect(MODELS / "auto-map-only", lmdeploy="0.18.0")
+    assert info.value.release == "0.18.0"
+    assert info.value.raises == "TypeError"
+    assert "LMDeploy 0.18.0 raises TypeError" in str(info.value)
+
+
+def test_documented_answers_where_config_only_folders_crash() -> None:
+    # LMDeploy < 0.13 loads InternVLChatModel with its remote code; a config-only folder makes it fail
+    # (AttributeError). The answer given is the one a real snapshot gets: llm_config decides.
+    assert detect(MODELS / "internvl-chat-internlm2", lmdeploy="0.10.2").backend == "turbomind"
+    phi3 = detect(MODELS / "internvl-chat-phi3", lmdeploy="0.10.2")
+    assert phi3.backend == "pytorch"
+    assert "Phi3ForCausalLM is not in TurboMind's table" in phi3.rule
+
+
+def test_architectures_string_is_a_typed_error_on_every_release() -> None:
+    # transformers 4.x turns it into arch "L", 5.12-5.17 reject it: no answer is mirrored.
+    for release in ("0.7.3", "0.18.0"):
+        with pytest.raises(ConfigTypeError, match="list of strings"):
+            detect(MODELS / "architectures-string", lmdeploy=release)
+
+
+def test_rule_sentence_names_the_release_range() -> None:
+    found = detect(MODELS / "qwen2-vl", lmdeploy="0.18.0")
+    assert found.rule.startswith("Qwen2VLForConditionalGeneration is in TurboMind's table since 0.16.0")
+    assert "left TurboMind's table in 0.14.0" in detect(MODELS / "qwen2-vl", lmdeploy="0.14.0").rule
+    assert "since 0.9.2" in detect(MODELS / "qwen2-vl", lmdeploy="0.10.2").rule
+    assert "head_dim 80" in detect(MODELS / "llama-head80", lmdeploy="0.7.3").rule
+    assert "smooth_quant" in detect(MODELS / "llama-smooth-quant", lmdeploy="0.7.3").rule
+
+
+def test_language_model_only() -> None:
+    qwen2_vl = MODELS / "qwen2-vl"
+    forced = detect(qwen2_vl, lmdeploy="0.18.0", language_model_only=True)
+    assert (forced.task, forced.is_vl) == ("llm", True)
+    assert "language_model_only" in forced.rule
+    assert "disable_vision_encoder" in detect(qwen2_vl, lmdeploy="0.14.0", language_model_only=True).rule
+    # Before 0.14 LMDeploy has no such switch.
+    assert detect(qwen2_vl, lmdeploy="0.13.0", language_model_only=True).task == "vlm"
+    # get_task returns before check_vl_llm, so a config it would fail on still answers.
+    assert detect(MODELS / "auto-map-only", lmdeploy="0.18.0", language_model_only=True).task == "llm"
+
+
+def test_mapping_and_folder_agree() -> None:
+    cfg = read_config(MODELS / "llava-hf-qwen2-head64")
+    assert cfg.data is not None
+    for release in KNOWN_RELEASES:
+        by_folder = detect(MODELS / "llava-hf-qwen2-head64", lmdeploy=release)
+        assert detect(dict(cfg.data), lmdeploy=release) == by_folder
+
+
+def test_missing_field_without_default() -> None:
+    with pytest.raises(MissingFieldError) as info:
+        detect({"architectures": ["ChatGLMModel"]}, lmdeploy="0.10.2")
+    assert info.value.field == "num_layers"
+    with pytest.raises(MissingFieldError) as info:
+        internvl = {"architectures": ["InternVLChatModel"], "llm_config": {"architectures": [QWEN2]}}
+        detect(internvl, lmdeploy="0.7.3")
+    assert info.value.field == "llm_config.num_attention_heads"
+
+
+QWEN2 = "Qwen2ForCausalLM"
+
+
+def test_transformers_defaults_fill_known_model_types() -> None:
+    # transformers' Qwen2Config defaults: hidden_size 4096, 32 heads -> head_dim 128.
+    assert detect({"architectures": [QWEN2], "model_type": "qwen2"}, lmdeploy="0.7.3").backend == "turbomind"
+
+
+def test_nested_architecture_missing_is_lmdeploy_crash() -> None:
+    cfg = {"architectures": ["LlavaForConditionalGeneration"], "text_config": {"hidden_size": 4096}}
+    with pytest.raises(LMDeployCrashError) as info:
+        detect(cfg, lmdeploy="0.10.2")
+    assert info.value.field == "text_config.architectures"
+    assert detect(cfg, lmdeploy="0.18.0").backend == "pytorch"  # 0.14+ has no Llava rule
+
+
+def test_detect_all_reads_once_and_covers_every_release() -> None:
+    results = detect_all(MODELS / "qwen2-vl")
+    assert list(results) == list(KNOWN_RELEASES)
+    assert all(isinstance(r, Detection) for r in results.values())
+    backends = {r.backend for r in results.values() if isinstance(r, Detection)}
+    assert backends == {"turbomind", "pytorch"}
+
+
+# -- the release tables
+
+
+def test_known_releases_span_0_4_to_0_18_in_order() -> None:
+    assert KNOWN_RELEASES[0] == "0.4.0" and KNOWN_RELEASES[-1] == "0.18.0"
+    keys = [releases_mod._key(r) for r in KNOWN_RELEASES]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert {c.release for c in CHANGES} <= set(KNOWN_RELEASES)
+
+
+def test_turbomind_table_of_0_14_was_cut_down() -> None:
+    assert rule_set("0.14.0").tm_archs == {
+        "Qwen2ForCausalLM", "Qwen2MoeForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM",
+        "Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration",
+        "InternS2PreviewForConditionalGeneration", "InternVLChatModel", "InternVLForConditionalGeneration",
+        "InternS1ForConditionalGeneration", "LlamaForCausalLM", "InternLM2ForCausalLM",
+        "InternLM3ForCausalLM", "Glm4MoeLiteForCausalLM", "GptOssForCausalLM", "MixtralForCausalLM",
+    }  # fmt: skip
+    assert rule_set("0.16.0").tm_archs - rule_set("0.15.0").tm_archs == {
+        "Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
+        "InternS2MobiusForConditionalGeneration",
+    }  # fmt: skip
+    assert replace(rule_set("0.18.0"), release="0.17.0") == rule_set("0.17.0")
+
+
+def test_workspace_rule_is_missing_in_0_13_only() -> None:
+    assert [r for r in KNOWN_RELEASES if not rule_set(r).workspace_is_tm] == ["0.13.0"]
+    with pytest.raises(LMDeployCrashError):
+        detect(MODELS / "tm-workspace", lmdeploy="0.13.0")
+    found = detect(MODELS / "tm-workspace-with-config", lmdeploy="0.13.0")
+    assert found.rule.startswith("MiniCPMV is in TurboMind's table")  # config.json decides, not the folder
+    assert found.task == "llm"  # get_task of 0.13 still short-cuts triton_models/weights
+
+
+@pytest.mark.parametrize(
+    ("spec", "release"),
+    [
+        ("0.7.3", "0.7.3"), ("v0.10.2", "0.10.2"), ("0.7.4", "0.7.3"), ("0.10", "0.10.0"),
+        ("0.7.0.post2", "0.7.0.post2"), ("0.7.2post1", "0.7.2.post1"), ("0.14.0a1", "0.13.0"),
+        ("0.7.3+cu118", "0.7.3"), ("0.10.0rc1", "0.9.2.post1"), ("1.2.0", "0.18.0"),
+    ],
+)  # fmt: skip
+def test_resolve_release(spec: str, release: str) -> None:
+    assert resolve_release(spec) == release
+
+
+@pytest.mark.parametrize("spec", ["0.3.0", "latest", "", "0.x", "1"])
+def test_unknown_release_is_typed_and_lists_releases(spec: str) -> None:
+    with pytest.raises(UnknownReleaseError) as info:
+        resolve_release(spec)
+    assert isinstance(info.value, ValueError)
+    assert "0.4.0, 0.4.1" in str(info.value) and "0.18.0" in str(info.value)
+    with pytest.raises(UnknownReleaseError):
+        detect(MODELS / "llama-head128", lmdeploy=spec)
+
+
+def test_default_release_reads_installed_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    for installed, expected in (("0.10.1", "0.10.1"), ("0.12.9", "0.12.3"), (None, KNOWN_RELEASES[-1])):
+        monkeypatch.setattr(releases_mod, "installed_lmdeploy", lambda v=installed: v)
+        releases_mod.default_release.cache_clear()
+        releases_mod.resolve_release.cache_clear()
+        try:
+            assert default_release() == expected
+            assert detect(MODELS / "llama-head128").release == expected
+        finally:
+            releases_mod.default_release.cache_clear()
+            releases_mod.resolve_release.cache_clear()
