@@ -1,4 +1,4 @@
-"""Drop-ins for ``lmdeploy.archs`` functions, same names and arguments, answered from the rules (no LMDeploy)."""
+"""Drop-ins for ``lmdeploy.archs`` functions: same names and arguments, answered without LMDeploy."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def get_model_arch(
     return model_arch(cfg, rule_set(resolve_release(lmdeploy))), cfg.data
 
 
-def is_supported(model_path: PathLike, trust_remote_code: bool = False, *, lmdeploy: str | None = None) -> bool:
+def is_supported(
+    model_path: PathLike, trust_remote_code: bool = False, *, lmdeploy: str | None = None
+) -> bool:
     """``lmdeploy.turbomind.supported_models.is_supported``: would TurboMind take this model."""
     del trust_remote_code
     return detect(model_path, lmdeploy=lmdeploy).backend == "turbomind"

@@ -287,7 +287,8 @@ def evaluate(cfg: ModelConfig, rules: RuleSet, *, language_model_only: bool = Fa
         return Detection(arch, backend, "llm", False, f"{why}; a workspace is a language model (llm)", rel)
     if cfg.data is None:
         raise LMDeployCrashError(
-            cfg.path, "config.json", rel, "RuntimeError", "get_task reads config.json, which this workspace lacks"
+            cfg.path, "config.json", rel, "RuntimeError",
+            "get_task reads config.json, which this workspace lacks",
         )
     if language_model_only and rules.llm_only_switch is not None:
         # get_task returns before check_vl_llm here, so a config it would fail on still gets "llm".
