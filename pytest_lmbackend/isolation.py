@@ -1,0 +1,278 @@
+"""``@pytest.mark.lm_isolated``: run a test in a freshly spawned interpreter pinned to its GPUs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from _pytest.reports import TestReport
+
+from pytest_lmbackend.xdist import (
+    MASK_ENV,
+    SLICE_ENV,
+    device_id,
+    item_devices,
+    item_gpu_count,
+    session_hardware,
+)
+
+# Set in the spawned interpreter: where it writes its reports; also tells it not to isolate again.
+CHILD_ENV = "PYTEST_LM_ISOLATED_REPORTS"
+DEFAULT_TIMEOUT = 900.0
+OUTPUT_TAIL = 4000
+
+# Options that shape how the test itself runs, forwarded to the spawned pytest; everything else
+# (selection, xdist, reports, cache) belongs to the outer run.
+_VALUE_OPTIONS = frozenset({
+    "-p", "-o", "--override-ini", "-c", "--config-file", "--rootdir", "--confcutdir", "--import-mode",
+    "-W", "--pythonwarnings", "--tb", "--capture",
+})
+_FLAG_OPTIONS = frozenset({
+    "--noconftest", "--strict-markers", "--strict-config", "--runxfail", "-l", "--showlocals",
+    "--full-trace", "-s",
+})
+# The spawned run gets its own temporary root: sharing the outer one would let it wipe the outer run's.
+_DROPPED_WITH_VALUE = frozenset({"--basetemp"})
+
+
+# --- pure functions -------------------------------------------------------------------------------
+
+
+def parse_timeout(text: str) -> float:
+    """argparse ``type=`` for ``--lm-isolated-timeout``: seconds > 0, or 0 for none."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"--lm-isolated-timeout must be seconds >= 0, got {text!r}")
+    return value
+
+
+def forwarded_args(args: Sequence[str], lm_takes_value: Callable[[str], bool]) -> list[str]:
+    """The parts of the outer command line the spawned pytest needs: ``--lm-*`` options, plugins,
+    ini overrides, rootdir/config, warning filters and traceback style; no paths, selection or xdist.
+
+    :param lm_takes_value: whether a ``--lm-*`` option (without ``=value``) consumes the next argument.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, _ = arg.partition("=")
+        if arg.startswith("--lm-"):
+            out.append(arg)
+            if not eq and lm_takes_value(name) and i + 1 < len(args):
+                out.append(args[i + 1])
+                i += 1
+        elif name in _VALUE_OPTIONS:
+            out.append(arg)
+            if not eq and i + 1 < len(args):
+                out.append(args[i + 1])
+                i += 1
+        elif name in _DROPPED_WITH_VALUE:
+            if not eq:
+                i += 1
+        elif arg in _FLAG_OPTIONS:
+            out.append(arg)
+        elif arg[:2] in ("-p", "-o", "-W", "-c") and len(arg) > 2 and not arg.startswith("--"):
+            out.append(arg)  # the attached form, -pNAME
+        i += 1
+    return out
+
+
+def node_arg(path: Path, nodeid: str) -> str:
+    """The command-line argument that selects exactly this item from any working directory."""
+    _, sep, rest = nodeid.partition("::")
+    return f"{path}::{rest}" if sep else str(path)
+
+
+def child_env(environ: Mapping[str, str], reports: str, mask: str | None) -> dict[str, str]:
+    env = dict(environ)
+    env[CHILD_ENV] = reports
+    if mask is not None:
+        env[MASK_ENV] = mask
+        env[SLICE_ENV] = mask
+    return env
+
+
+def tail(text: str, limit: int = OUTPUT_TAIL) -> str:
+    return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
+# --- the spawned side -----------------------------------------------------------------------------
+
+
+class ReportWriter:
+    """In the spawned interpreter: each test report, serialised as pytest-xdist does, one JSON line."""
+
+    def __init__(self, config: pytest.Config, path: str) -> None:
+        self.config = config
+        self.path = path
+
+    def pytest_runtest_logreport(self, report: TestReport) -> None:
+        data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        with open(self.path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(data) + "\n")
+
+
+# --- the outer side -------------------------------------------------------------------------------
+
+
+def _lm_takes_value(config: pytest.Config) -> Callable[[str], bool]:
+    def takes_value(name: str) -> bool:
+        dest = name[2:].replace("-", "_")
+        return not isinstance(config.getoption(dest, None), bool)
+    return takes_value
+
+
+def child_command(config: pytest.Config, item: pytest.Item) -> list[str]:
+    args = forwarded_args([str(a) for a in config.invocation_params.args], _lm_takes_value(config))
+    if not any(a == "--rootdir" or a.startswith("--rootdir=") for a in args):
+        args.append(f"--rootdir={config.rootpath}")
+    if config.inipath is not None and not any(a in ("-c", "--config-file") or a.startswith(
+            ("--config-file=", "-c")) for a in args):
+        args += ["-c", str(config.inipath)]
+    if config.pluginmanager.hasplugin("xdist"):
+        args.append("-n0")  # an addopts -n must not spread one test over workers
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args,
+            node_arg(item.path, item.nodeid)]
+
+
+def _timeout(config: pytest.Config, item: pytest.Item) -> float:
+    marker = item.get_closest_marker("lm_isolated")
+    if marker is not None and "timeout" in marker.kwargs:
+        try:
+            return parse_timeout(str(marker.kwargs["timeout"]))
+        except argparse.ArgumentTypeError as exc:
+            pytest.fail(f"{item.nodeid}: lm_isolated(timeout=...): {exc}", pytrace=False)
+    value = config.getoption("lm_isolated_timeout", None)
+    if value is not None:
+        return float(value)
+    text = str(config.getini("lm_isolated_timeout") or "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        return parse_timeout(text)
+    except argparse.ArgumentTypeError as exc:
+        raise pytest.UsageError(f"ini lm_isolated_timeout: {exc}") from None
+
+
+def _synthetic(item: pytest.Item, when: Literal["setup", "call", "teardown"],
+               outcome: Literal["passed", "failed", "skipped"], longrepr: str | None,
+               duration: float = 0.0) -> TestReport:
+    now = time.time()
+    return TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, outcome,
+                      longrepr, when, duration=duration, start=now - duration, stop=now)
+
+
+def run_isolated(item: pytest.Item) -> list[TestReport]:
+    """Run one item in a new interpreter; its reports, completed with failures for a timeout or crash."""
+    config = item.config
+    hardware = session_hardware(config)
+    gpus = item_devices(hardware, item_gpu_count(item.iter_markers()))
+    mask = ",".join(device_id(g) for g in gpus) if hardware.gpus else None
+    timeout = _timeout(config, item)
+    with tempfile.TemporaryDirectory(prefix="lm-isolated-") as folder:
+        reports_path = os.path.join(folder, "reports.jsonl")
+        output_path = os.path.join(folder, "output.txt")
+        command = child_command(config, item)
+        start = time.monotonic()
+        with open(output_path, "wb") as output:
+            process = subprocess.Popen(
+                command, cwd=config.invocation_params.dir, stdin=subprocess.DEVNULL, stdout=output,
+                stderr=subprocess.STDOUT, env=child_env(os.environ, reports_path, mask),
+                start_new_session=True,  # so a timeout ends whatever the test started too
+            )
+            timed_out = False
+            try:
+                process.wait(timeout=timeout or None)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill(process)
+        duration = time.monotonic() - start
+        text = Path(output_path).read_text(encoding="utf-8", errors="replace")
+        reports: list[TestReport] = []
+        if os.path.exists(reports_path):
+            for line in Path(reports_path).read_text(encoding="utf-8").splitlines():
+                report = config.hook.pytest_report_from_serializable(config=config, data=json.loads(line))
+                if isinstance(report, TestReport) and report.nodeid == item.nodeid:
+                    if isinstance(report.longrepr, list):
+                        # a skip's (path, line, reason) is a tuple to pytest; JSON made it a list
+                        report.longrepr = tuple(report.longrepr)
+                    reports.append(report)
+    where = f"isolated process (pid {process.pid}, CUDA_VISIBLE_DEVICES={mask!r})"
+    problem = None
+    if timed_out:
+        problem = f"{item.nodeid}: timed out after {timeout:g} s in an {where}; killed it"
+    elif not reports or reports[-1].when != "teardown":
+        problem = (f"{item.nodeid}: the {where} ended with exit code {process.returncode} before "
+                   "reporting every phase")
+    if problem is not None:
+        output = f"\n--- its output ---\n{tail(text)}" if text.strip() else " (it wrote no output)"
+        reports = _complete(item, reports, problem + output, duration)
+    return reports
+
+
+def _complete(item: pytest.Item, reports: list[TestReport], message: str,
+              duration: float) -> list[TestReport]:
+    """Reports for the phases a killed or crashed process never reported: the phase it was in fails
+    (the test itself when setup had not finished: no setup report is invented), the rest are absent."""
+    done = {r.when for r in reports}
+    if "call" not in done and all(r.passed for r in reports):
+        reports.append(_synthetic(item, "call", "failed", message, duration))
+    elif "teardown" not in done:
+        reports.append(_synthetic(item, "teardown", "failed", message, duration))
+    if "teardown" not in {r.when for r in reports}:
+        reports.append(_synthetic(item, "teardown", "passed", None))
+    return reports
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, AttributeError):
+        process.kill()
+    process.wait()
+
+
+# --- hooks ----------------------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lmbackend")
+    group.addoption("--lm-isolated-timeout", dest="lm_isolated_timeout", type=parse_timeout, default=None,
+                    metavar="SECONDS",
+                    help="limit for each lm_isolated test's process; 0 for none "
+                         f"(default {DEFAULT_TIMEOUT:g}).")
+    parser.addini("lm_isolated_timeout", "seconds an lm_isolated test may run (default 900; 0: no limit).",
+                  default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    reports = os.environ.get(CHILD_ENV)
+    if reports:
+        config.pluginmanager.register(ReportWriter(config, reports), "lmbackend_isolated_reports")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    if os.environ.get(CHILD_ENV) or item.get_closest_marker("lm_isolated") is None:
+        return None
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for report in run_isolated(item):
+        ihook.pytest_runtest_logreport(report=report)
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
