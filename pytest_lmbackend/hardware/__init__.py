@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pytest_lmbackend.hardware.capability import (
     DTYPE_ALIASES,
     DTYPE_MIN_CAPABILITY,
@@ -14,11 +17,39 @@ from pytest_lmbackend.hardware.capability import (
     turbomind_kernels_missing,
 )
 from pytest_lmbackend.hardware.model import GPU, SOURCES, Hardware, ProfileError, Source
-from pytest_lmbackend.hardware.packages import TURBOMIND_KEY, detect_ascend, normalize, notable_packages
-from pytest_lmbackend.hardware.probe import DEFAULT_TIMEOUT, ENV_PROFILE, probe, probe_many, profile_spec
-from pytest_lmbackend.hardware.profiles import load_profile, load_profiles, shipped_profiles
 from pytest_lmbackend.hardware.units import format_capability, format_memory, parse_capability, parse_memory
-from pytest_lmbackend.hardware.visibility import apply_visibility
+
+if TYPE_CHECKING:
+    from pytest_lmbackend.hardware.packages import (
+        TURBOMIND_KEY,
+        detect_ascend,
+        normalize,
+        notable_packages,
+    )
+    from pytest_lmbackend.hardware.probe import DEFAULT_TIMEOUT, ENV_PROFILE, probe, probe_many, profile_spec
+    from pytest_lmbackend.hardware.profiles import load_profile, load_profiles, shipped_profiles
+    from pytest_lmbackend.hardware.visibility import apply_visibility
+
+# Loaded on first use: importing this package (as the plugin does at start-up) must stay cheap, and
+# profiles (tomllib), nvidia-smi (subprocess) and package scanning are needed only once a session probes.
+_LAZY: dict[str, str] = {
+    "TURBOMIND_KEY": "packages", "detect_ascend": "packages", "normalize": "packages",
+    "notable_packages": "packages",
+    "DEFAULT_TIMEOUT": "probe", "ENV_PROFILE": "probe", "probe": "probe", "probe_many": "probe",
+    "profile_spec": "probe",
+    "load_profile": "profiles", "load_profiles": "profiles", "shipped_profiles": "profiles",
+    "apply_visibility": "visibility",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tomllib
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,9 @@ def shipped_profiles() -> list[str]:
 
 
 def _fake_uuid(profile: str, index: int) -> str:
-    digest = hashlib.md5(f"{profile}:{index}".encode(), usedforsecurity=False).hexdigest()
-    return f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+    # stable per (profile, index) and shaped like a real UUID; crc32 avoids loading hashlib's OpenSSL
+    a, b = zlib.crc32(f"{profile}:{index}".encode()), zlib.crc32(f"{index}:{profile}".encode())
+    return f"GPU-{a:08x}-{b >> 16:04x}-{b & 0xFFFF:04x}-{len(profile) & 0xFFFF:04x}-{index:012x}"
 
 
 def _looks_like_file(spec: str) -> bool:
