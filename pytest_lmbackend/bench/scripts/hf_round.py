@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 from typing import Any
 
 from pytest_lmbackend.bench.child import RoundContext
@@ -10,6 +11,9 @@ from pytest_lmbackend.bench.child import RoundContext
 
 def run(ctx: RoundContext) -> None:
     opts = ctx.options
+    for name in ("torch", "transformers"):  # metadata only, before paying for any import
+        if importlib.util.find_spec(name) is None:
+            raise ctx.unavailable(f"backend unavailable: {name} is not installed")
     with ctx.phase("import torch"):
         try:
             import torch

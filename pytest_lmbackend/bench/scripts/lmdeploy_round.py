@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 import time
 from typing import Any
@@ -42,6 +43,10 @@ def run_turbomind(ctx: RoundContext) -> None:
 
 def _run(ctx: RoundContext, backend: str) -> None:
     opts = ctx.options
+    # metadata only: an absent package is reported before paying for torch's import
+    for name in ("torch", "transformers", "lmdeploy"):
+        if importlib.util.find_spec(name) is None:
+            raise ctx.unavailable(f"backend unavailable: {name} is not installed")
     with ctx.phase("import torch"):
         try:
             import torch

@@ -1,0 +1,1 @@
+"""Start-up benchmarks per backend."""

@@ -1,0 +1,145 @@
+"""``python -m pytest_lmbackend bench MODEL_DIR --backend NAME|all``: start-up time per backend, by phase."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pytest_lmbackend.bench.phases import RoundResult
+from pytest_lmbackend.bench.report import BenchReport, format_table, machine_facts
+from pytest_lmbackend.bench.runner import BenchError, BenchOptions, measure_overhead, run_backend
+from pytest_lmbackend.bench.scripts import ALL_BACKENDS, SCRIPTS
+
+EXIT_OK, EXIT_FAILED_ROUND, EXIT_USAGE = 0, 1, 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    if text == "0":
+        return 0
+    return _positive_int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _options(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _plot_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in (".png", ".svg"):
+        raise argparse.ArgumentTypeError(f"{text}: the plot must be a .png or .svg file")
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    names = ", ".join(sorted(n for n in SCRIPTS if n != "empty"))
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder with config.json")
+    parser.add_argument(
+        "--backend", action="append", metavar="NAME",
+        help=f"{names}, all, or a round script FILE.py; repeat or comma-separate (default: all)",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=_positive_int, default=2, help="counted rounds (default 2)")
+    parser.add_argument("--warmup", type=_non_negative_int, default=0, help="uncounted rounds first")
+    parser.add_argument(
+        "--timeout", type=_seconds, default=600.0, metavar="S",
+        help="a round running longer is killed and reported as timed out (default 600)",
+    )  # fmt: skip
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--cold", dest="mode", action="store_const", const="cold",
+                      help="a fresh interpreter per round (default)")  # fmt: skip
+    mode.add_argument("--warm", dest="mode", action="store_const", const="warm",
+                      help="rounds repeated inside one interpreter")  # fmt: skip
+    parser.set_defaults(mode="cold")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--plot", type=_plot_path, metavar="FILE", help="stacked phase bars (.png or .svg)")
+    parser.add_argument(
+        "--options", type=_options, default={}, metavar="JSON",
+        help='handed to the round scripts, e.g. \'{"eager_mode": true, "max_new_tokens": 8}\'',
+    )  # fmt: skip
+    parser.add_argument("--no-overhead", dest="overhead", action="store_false",
+                        help="skip measuring the harness overhead")  # fmt: skip
+    parser.add_argument("--python", default=sys.executable, help="interpreter the rounds run in")
+
+
+def backends_of(values: list[str] | None) -> list[str]:
+    """``--backend`` values -> backend names in order, ``all`` expanded, duplicates dropped."""
+    out: list[str] = []
+    for value in values or ["all"]:
+        for name in filter(None, (v.strip() for v in value.split(","))):
+            for n in ALL_BACKENDS if name == "all" else (name,):
+                if n not in out:
+                    out.append(n)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = BenchOptions(
+            rounds=args.rounds, warmup=args.warmup, timeout_s=args.timeout, mode=args.mode,
+            python=args.python, script_options=args.options,
+        )  # fmt: skip
+        backends = backends_of(args.backend)
+        results: dict[str, tuple[RoundResult, ...]] = {}
+        for backend in backends:
+            rounds = run_backend(args.model_dir, backend, options, progress=_progress(len(backends)))
+            if rounds:
+                results[rounds[0].backend] = tuple(rounds)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    overhead = measure_overhead(args.python) if args.overhead and args.mode == "cold" else None
+    report = BenchReport(str(Path(args.model_dir)), options, results, overhead, machine_facts())
+    if args.plot is not None:
+        from pytest_lmbackend.bench.plot import plot
+
+        try:
+            written = plot(report, args.plot)
+        except Exception as exc:  # a missing picture must not cost the numbers
+            print(f"bench: plot not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+        else:
+            print(f"bench: plot written to {written}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        print(format_table(report))
+    return EXIT_FAILED_ROUND if report.failed() else EXIT_OK
+
+
+def _progress(n_backends: int) -> Any:
+    def show(r: RoundResult) -> None:
+        kind = "warm-up" if r.warmup else "round"
+        what = f"{r.elapsed_s:.2f} s" if r.ok else f"{r.status}: {r.error}"
+        slow = max(r.phases, key=lambda p: p.seconds, default=None) if r.ok else None
+        detail = f" (longest: {slow.name} {slow.seconds:.2f} s)" if slow else ""
+        line = f"bench: {r.backend} {r.mode} {kind} {r.index + 1}: {what}{detail}"
+        print(line, file=sys.stderr, flush=True)
+
+    return show
