@@ -1,0 +1,166 @@
+"""Markers: folding an item's marks into ItemMarks, and bad marker arguments as usage errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_lmbackend.markers import MARKER_HELP, ItemMarks, MarkerError, parse_marks
+
+NAMES = ("turbomind", "pytorch", "transformers")
+
+
+def marks(*items: Any, base: Path | None = None, requirement: Any = None) -> ItemMarks:
+    return parse_marks(items, where="t.py::test_x", backend_names=NAMES,
+                       base_dirs=[base] if base else [], parse_requirement=requirement)
+
+
+def test_no_marks_mean_unrestricted() -> None:
+    got = marks()
+    assert got == ItemMarks()
+    assert all(got.permits(n) for n in NAMES)
+
+
+def test_lmdeploy_aliases_restrict_and_exclude() -> None:
+    got = marks(pytest.mark.pytorch.mark, pytest.mark.turbomind.mark)
+    assert got.allowed == ("pytorch", "turbomind") and got.backend_marked
+    got = marks(pytest.mark.not_turbomind.mark)
+    assert got.allowed is None and got.excluded == {"turbomind"}
+    assert not got.permits("turbomind") and got.permits("transformers")
+
+
+def test_closest_lm_backend_wins_and_meets_aliases() -> None:
+    got = marks(pytest.mark.lm_backend("pytorch", "transformers").mark, pytest.mark.lm_backend("turbomind").mark)
+    assert got.allowed == ("pytorch", "transformers")
+    got = marks(pytest.mark.lm_backend("pytorch", "transformers").mark, pytest.mark.pytorch.mark)
+    assert got.allowed == ("pytorch",)
+
+
+def test_gpu_num_and_lm_requires_go_through_the_requirement_parser() -> None:
+    seen: list[tuple[Any, Any]] = []
+
+    def parse(args: Any, kwargs: Any) -> str:
+        seen.append((args, kwargs))
+        return f"req{len(seen)}"
+
+    got = marks(pytest.mark.gpu_num_4.mark, pytest.mark.lm_requires(capability=">=8.0").mark, requirement=parse)
+    assert got.requirements == ("req1", "req2")
+    assert seen == [((), {"gpus": 4}), ((), {"capability": ">=8.0"})]
+
+
+def test_requirement_errors_name_the_test() -> None:
+    def parse(args: Any, kwargs: Any) -> Any:
+        raise ValueError("lm_requires: unknown key 'gpuz'")
+
+    with pytest.raises(MarkerError, match=r"t.py::test_x: lm_requires: unknown key 'gpuz'"):
+        marks(pytest.mark.lm_requires(gpuz=2).mark, requirement=parse)
+
+
+def test_lm_model_resolves_relative_to_base_dirs(tmp_path: Path) -> None:
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    got = marks(pytest.mark.lm_model("models/m", synthetic=True).mark, base=tmp_path)
+    assert got.model is not None
+    assert got.model.source == str((tmp_path / "models" / "m").resolve())
+    assert got.model.given == "models/m" and got.model.synthetic
+    # not found anywhere: left as given (a local cache id, or an error at detection)
+    assert marks(pytest.mark.lm_model("org/name").mark).model.source == "org/name"  # type: ignore[union-attr]
+
+
+def test_lm_engine_options_closest_first() -> None:
+    got = marks(pytest.mark.lm_engine(tp=2).mark, pytest.mark.lm_engine(tp=1, session_len=64).mark)
+    assert dict(got.engine_options) == {"tp": 2, "session_len": 64}
+
+
+@pytest.mark.parametrize(
+    ("mark", "message"),
+    [
+        (pytest.mark.lm_backend(), "needs at least one backend name"),
+        (pytest.mark.lm_backend("vllm"), "unknown backend; known: turbomind, pytorch, transformers"),
+        (pytest.mark.lm_backend(3), "must be strings"),
+        (pytest.mark.lm_backend("pytorch", tp=2), "takes backend names only"),
+        (pytest.mark.pytorch("x"), "the pytorch marker takes no arguments"),
+        (pytest.mark.gpu_num_2(1), "the gpu_num_2 marker takes no arguments"),
+        (pytest.mark.lm_model(), "takes exactly one source"),
+        (pytest.mark.lm_model("a", "b"), "takes exactly one source"),
+        (pytest.mark.lm_model(42), "must be a path, an id or a mapping"),
+        (pytest.mark.lm_model("a", synthetic="yes"), "must be True or False"),
+        (pytest.mark.lm_model("a", revision="main"), "unknown keyword"),
+        (pytest.mark.lm_engine(2), "keyword options only"),
+    ],
+)
+def test_bad_marker_arguments(mark: Any, message: str) -> None:
+    with pytest.raises(MarkerError, match=r"^t.py::test_x: ") as info:
+        marks(mark.mark)
+    assert message in str(info.value)
+
+
+def test_contradicting_backend_markers() -> None:
+    with pytest.raises(MarkerError, match="leave no backend"):
+        marks(pytest.mark.lm_backend("turbomind").mark, pytest.mark.pytorch.mark)
+    with pytest.raises(MarkerError, match="leave no backend"):
+        marks(pytest.mark.turbomind.mark, pytest.mark.not_turbomind.mark)
+
+
+def test_every_marker_has_signature_style_help() -> None:
+    for name, text in MARKER_HELP.items():
+        assert text.startswith(name), name
+    assert {"lm_requires", "lm_backend", "lm_model", "lm_isolated", "turbomind", "not_pytorch",
+            "gpu_num_1", "gpu_num_16"} <= set(MARKER_HELP)
+
+
+def test_strict_markers_accepts_every_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.turbomind
+        @pytest.mark.not_pytorch
+        @pytest.mark.gpu_num_16
+        @pytest.mark.lm_isolated
+        @pytest.mark.lm_engine(tp=1)
+        @pytest.mark.lm_model("m")
+        @pytest.mark.lm_requires(gpus=1)
+        def test_a():
+            pass
+
+        @pytest.mark.pytorch
+        @pytest.mark.not_turbomind
+        @pytest.mark.lm_backend("pytorch")
+        def test_b():
+            pass
+        """
+    )
+    result = pytester.runpytest("--strict-markers", "--collect-only", "-q")
+    result.assert_outcomes()
+    assert result.ret == 0
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.lm_requires(*, gpus=N, capability=*", "@pytest.mark.gpu_num_8: *"])
+
+
+def test_bad_markers_are_one_usage_error_naming_each_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.lm_requires(gpuz=2)
+        def test_typo():
+            pass
+
+        @pytest.mark.lm_backend("vllm")
+        def test_unknown_backend(lm_backend):
+            pass
+
+        def test_fine():
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: bad pytest-lmbackend marker(s):",
+        "*test_bad_markers_are_one_usage_error_naming_each_test.py::test_typo: *gpuz*",
+        "*::test_unknown_backend: lm_backend('vllm'): unknown backend*",
+    ])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()

@@ -1,0 +1,162 @@
+"""The backend axis as pure decisions: option parsing, ids, the chosen backend, verdicts."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from pytest_lmbackend.backends import Device, RunnerFacts, build_registry
+from pytest_lmbackend.markers import ItemMarks, ModelBinding
+from pytest_lmbackend.selection import (
+    BackendMode,
+    Verdict,
+    choose_backend,
+    evaluate_item,
+    group_verdicts,
+    is_backend_bound,
+    parametrize_ids,
+    parse_backend_option,
+    parse_kinds,
+)
+
+REGISTRY = build_registry()
+FULL = {"lmdeploy": "0.18.0", "torch": "2.11.0", "transformers": "5.17.0"}
+H100 = RunnerFacts(devices=(Device(0, "NVIDIA H100", (9, 0)),), cuda="13.0", packages=FULL,
+                   turbomind_extension=True)
+PT_ONLY = RunnerFacts(devices=(Device(0, "NVIDIA H200", (9, 0)),), cuda="13.0", packages=FULL)
+CPU = RunnerFacts(packages={"lmdeploy": None, "torch": "2.13.0", "transformers": "5.17.0"})
+AUTO, ALL, NONE = BackendMode("auto"), BackendMode("all"), BackendMode("none")
+MODEL = ModelBinding("/models/x", given="x")
+
+
+class FakeDetection:
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("auto", BackendMode("auto")),
+        (" all ", BackendMode("all")),
+        ("none", BackendMode("none")),
+        ("pytorch", BackendMode("names", ("pytorch",))),
+        ("turbomind,pytorch,turbomind", BackendMode("names", ("turbomind", "pytorch"))),
+    ],
+)
+def test_parse_backend_option(text: str, expected: BackendMode) -> None:
+    assert parse_backend_option(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "pytorch,", "auto,pytorch", "py torch", "tm;pt"])
+def test_parse_backend_option_refuses(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_backend_option(text)
+
+
+def test_parse_kinds() -> None:
+    assert parse_kinds("gpu, capability") == frozenset({"gpu", "capability"})
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_kinds(",")
+
+
+def test_backend_bound_by_fixture_or_marker() -> None:
+    assert is_backend_bound(["request", "lm_pipeline"], ItemMarks())
+    assert is_backend_bound(["request"], ItemMarks(backend_marked=True))
+    assert not is_backend_bound(["lm_detection", "lm_hardware"], ItemMarks(model=MODEL))
+
+
+def test_ids_never_depend_on_hardware() -> None:
+    assert parametrize_ids(AUTO, ItemMarks(), REGISTRY) is None
+    assert parametrize_ids(NONE, ItemMarks(), REGISTRY) is None
+    assert parametrize_ids(ALL, ItemMarks(), REGISTRY) == ("turbomind", "pytorch", "transformers")
+    only_pt = ItemMarks(allowed=("pytorch",), backend_marked=True)
+    assert parametrize_ids(ALL, only_pt, REGISTRY) == ("pytorch",)
+    not_tm = ItemMarks(excluded=frozenset({"turbomind"}), backend_marked=True)
+    assert parametrize_ids(ALL, not_tm, REGISTRY) == ("pytorch", "transformers")
+    names = BackendMode("names", ("transformers", "turbomind"))
+    assert parametrize_ids(names, not_tm, REGISTRY) == ("transformers",)
+    # nothing permitted: the asked-for ids remain, and skip at setup with the reason
+    assert parametrize_ids(BackendMode("names", ("turbomind",)), not_tm, REGISTRY) == ("turbomind",)
+
+
+def test_auto_takes_detection_then_best_available() -> None:
+    model = ItemMarks(model=MODEL)
+    assert choose_backend(AUTO, model, None, "pytorch", H100, REGISTRY) == "pytorch"
+    assert choose_backend(AUTO, model, None, "turbomind", CPU, REGISTRY) == "turbomind"  # skips, with reason
+    assert choose_backend(AUTO, ItemMarks(), None, None, H100, REGISTRY) == "turbomind"
+    assert choose_backend(AUTO, ItemMarks(), None, None, PT_ONLY, REGISTRY) == "pytorch"
+    assert choose_backend(AUTO, ItemMarks(), None, None, CPU, REGISTRY) == "transformers"
+    # markers win over detection: a test marked pytorch of a TurboMind model runs on pytorch
+    pt = ItemMarks(model=MODEL, allowed=("pytorch",), backend_marked=True)
+    assert choose_backend(AUTO, pt, None, "turbomind", H100, REGISTRY) == "pytorch"
+    # nothing permitted is available: the first permitted, so the skip names it
+    assert choose_backend(AUTO, ItemMarks(allowed=("turbomind",)), None, None, CPU, REGISTRY) == "turbomind"
+    assert choose_backend(NONE, ItemMarks(), None, None, H100, REGISTRY) is None
+    assert choose_backend(ALL, ItemMarks(), "pytorch", "turbomind", H100, REGISTRY) == "pytorch"
+
+
+def evaluate(mode: BackendMode, marks: ItemMarks, facts: RunnerFacts, *, param: str | None = None,
+             bound: bool = True, detect: Any = None, requirement: Any = None) -> Any:
+    return evaluate_item(
+        mode=mode, marks=marks, param=param, backend_bound=bound, facts=facts, registry=REGISTRY,
+        detect=detect or (lambda model: FakeDetection("turbomind")),
+        evaluate_requirement=requirement or (lambda req: None),
+    )
+
+
+def test_evaluate_runs_where_the_backend_is_available() -> None:
+    out = evaluate(AUTO, ItemMarks(model=MODEL), H100)
+    assert (out.backend, out.verdict) == ("turbomind", None)
+    assert out.detection.backend == "turbomind"
+
+
+def test_evaluate_skips_with_the_backend_reason() -> None:
+    out = evaluate(AUTO, ItemMarks(model=MODEL), PT_ONLY)
+    assert out.backend == "turbomind"
+    assert out.verdict is not None and out.verdict.kind == "backend"
+    assert "installed without it" in out.verdict.reason
+
+
+def test_evaluate_none_mode_skips_backend_bound_only() -> None:
+    out = evaluate(NONE, ItemMarks(), H100)
+    assert out.verdict == Verdict("backend", "--lm-backend=none: backend-bound tests do not run")
+    assert evaluate(NONE, ItemMarks(), H100, bound=False).verdict is None
+
+
+def test_evaluate_param_outside_markers_skips_with_the_restriction() -> None:
+    marks = ItemMarks(allowed=("pytorch",), backend_marked=True)
+    out = evaluate(BackendMode("names", ("turbomind",)), marks, H100, param="turbomind")
+    assert out.verdict is not None
+    assert out.verdict.reason == "test is marked for only pytorch; --lm-backend=turbomind gives turbomind"
+
+
+def test_evaluate_detection_error_fails_the_item() -> None:
+    def broken(model: ModelBinding) -> Any:
+        raise ValueError("config.json: field 'architectures': missing")
+
+    out = evaluate(AUTO, ItemMarks(model=MODEL), H100, detect=broken)
+    assert out.verdict is not None and out.verdict.error and out.verdict.kind == "model"
+    assert "lm_model('x')" in out.verdict.reason and "architectures" in out.verdict.reason
+
+
+def test_evaluate_requirements_after_the_backend() -> None:
+    marks = ItemMarks(requirements=("two gpus",))
+    seen: list[Any] = []
+
+    def requirement(req: Any) -> Verdict:
+        seen.append(req)
+        return Verdict("gpu", "needs 2 GPUs; found 1")
+
+    out = evaluate(AUTO, marks, H100, bound=False, requirement=requirement)
+    assert out.verdict == Verdict("gpu", "needs 2 GPUs; found 1") and seen == ["two gpus"]
+    seen.clear()
+    out = evaluate(AUTO, marks, CPU, param="turbomind", requirement=requirement)
+    assert out.verdict is not None and out.verdict.kind == "backend" and seen == []
+
+
+def test_group_verdicts_counts_kinds_and_reasons() -> None:
+    verdicts = [Verdict("gpu", "a"), Verdict("backend", "b"), Verdict("gpu", "a"), Verdict("gpu", "c")]
+    assert group_verdicts(verdicts) == [("gpu", 3, [("a", 2), ("c", 1)]), ("backend", 1, [("b", 1)])]
