@@ -6,8 +6,10 @@ import errno
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -88,7 +90,8 @@ class HubModelNotCachedError(ConfigNotFoundError):
     """A hub id that is not in the local Hugging Face cache (nothing is ever downloaded)."""
 
 
-@dataclass(frozen=True)
+# eq=False: identity hashing lets callers memoise per parsed file (the view is never mutated).
+@dataclass(frozen=True, eq=False)
 class ModelConfig:
     """A parsed config.json as LMDeploy sees it, plus the folder facts its rules look at."""
 
@@ -105,8 +108,19 @@ class ModelConfig:
     """``<folder>/triton_models/weights`` exists."""
     workspace_arch: str | None = None
     """``model_arch`` written by ``lmdeploy convert`` into the workspace, if readable."""
-    quant_method: Any = field(default=None)
-    """First ``quant_method`` found by a depth-first search, in file order (as LMDeploy searches)."""
+
+    @cached_property
+    def quant_method(self) -> Any:
+        """First ``quant_method`` found by a depth-first search, in file order (as LMDeploy searches).
+
+        Computed on first use: most answers never need it, and the walk costs more than the rules.
+        """
+        if self.data is None:
+            return None
+        found = _search_quant(self.data, self.path, 1)
+        if found is not None:
+            _deep_exhaust(self.data, self.path, 1)
+        return found
 
     def get(self, key: str, default: Any = None) -> Any:
         return default if self.data is None else self.data.get(key, default)
@@ -120,24 +134,34 @@ class ModelConfig:
         return value if isinstance(value, Mapping) else None
 
 
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+def _is_node(value: Any) -> bool:
+    kind = type(value)
+    return kind is dict or kind is list or (kind not in _LEAVES and isinstance(value, (Mapping, list)))
+
+
 def _search_quant(node: Any, path: str, depth: int) -> Any:
     # One pass does both jobs: LMDeploy's first-match ``quant_method`` search and the depth cap.
+    # Exact-type checks first: parsed JSON holds only dict, list and scalars, and ABC checks cost 10x more.
     if depth > MAX_DEPTH:
         raise ConfigDepthError(path, None, f"nesting deeper than {MAX_DEPTH} levels")
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            if key == "quant_method":
-                return value
-            if isinstance(value, (Mapping, list)):
-                found = _search_quant(value, path, depth + 1)
-                if found is not None:
-                    return found
-    elif isinstance(node, list):
+    leaves = _LEAVES
+    if type(node) is list:
         for item in node:
-            if isinstance(item, (Mapping, list)):
+            if type(item) not in leaves and _is_node(item):
                 found = _search_quant(item, path, depth + 1)
                 if found is not None:
                     return found
+        return None
+    for key, value in node.items():
+        if key == "quant_method":
+            return value
+        if type(value) not in leaves and _is_node(value):
+            found = _search_quant(value, path, depth + 1)
+            if found is not None:
+                return found
     return None
 
 
@@ -151,26 +175,22 @@ def _deep_exhaust(node: Any, path: str, depth: int) -> None:
             _deep_exhaust(child, path, depth + 1)
 
 
-def _validate(data: Mapping[str, Any], path: str) -> Any:
+def _validate(data: Mapping[str, Any], path: str) -> None:
     archs = data.get("architectures")
     if archs is not None and not (
-        isinstance(archs, list) and all(isinstance(a, str) for a in archs)
+        type(archs) is list and all(type(a) is str for a in archs)
     ):
         raise ConfigTypeError(
             path, "architectures", f"must be a list of strings, got {type(archs).__name__} {archs!r:.80}"
         )
-    quant = _search_quant(data, path, 1)
-    if quant is not None:
-        _deep_exhaust(data, path, 1)
-    return quant
 
 
 def from_mapping(data: Mapping[str, Any], label: str = MAPPING_LABEL) -> ModelConfig:
     """A ModelConfig over an already-parsed config (no copy: the caller keeps it unchanged)."""
     if not isinstance(data, Mapping):
         raise ConfigTypeError(label, None, f"a config must be a JSON object, got {type(data).__name__}")
-    quant = _validate(data, label)
-    return ModelConfig(source=label, path=label, data=data, quant_method=quant)
+    _validate(data, label)
+    return ModelConfig(source=label, path=label, data=data)
 
 
 def _parse(raw: bytes, path: str) -> Mapping[str, Any]:
@@ -216,22 +236,19 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _stat_key(path: str, label: str) -> tuple[int, int, int] | None:
+def _stat_key(path: str) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise SymlinkLoopError(label, None, "symlink loop") from None
-        if exc.errno == errno.ENOTDIR:
-            return None
-        raise ConfigNotFoundError(label, None, f"cannot stat: {exc.strerror}") from None
+            raise SymlinkLoopError(path, None, "symlink loop") from None
+        raise ConfigNotFoundError(path, None, f"cannot stat: {exc.strerror}") from None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _read_folder(folder: str, source: str, config_path: str) -> ModelConfig:
-    key = _stat_key(config_path, config_path)
+def _read_folder(folder: str, source: str, config_path: str, key: tuple[int, int, int] | None) -> ModelConfig:
     triton = os.path.exists(os.path.join(folder, "triton_models"))
     weights = triton and os.path.exists(os.path.join(folder, "triton_models", "weights"))
     cached = _CACHE.get(config_path)
@@ -252,19 +269,14 @@ def _read_folder(folder: str, source: str, config_path: str) -> ModelConfig:
                 raise SymlinkLoopError(config_path, None, "symlink loop") from None
             raise ConfigNotFoundError(config_path, None, f"cannot read: {exc.strerror}") from None
         data = _parse(raw, config_path)
-        quant = _validate(data, config_path)
-        cfg = ModelConfig(
-            source, config_path, MappingProxyType(data), folder, triton, weights, arch, quant
-        )
+        _validate(data, config_path)
+        cfg = ModelConfig(source, config_path, MappingProxyType(data), folder, triton, weights, arch)
     _CACHE[config_path] = (key, triton, weights, cfg)
     return cfg
 
 
 def _with_source(cfg: ModelConfig, source: str) -> ModelConfig:
-    return ModelConfig(
-        source, cfg.path, cfg.data, cfg.folder, cfg.triton_models, cfg.workspace_weights,
-        cfg.workspace_arch, cfg.quant_method,
-    )
+    return replace(cfg, source=source)
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -321,13 +333,18 @@ def read_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> ModelConf
     """Read a model source: a folder, a config.json path, a parsed mapping, a TurboMind workspace
     folder, or a hub id found in the local Hugging Face cache (never the network).
 
-    Files are cached by (path, mtime_ns, size, inode): a warm read costs three ``stat`` calls.
+    Files are cached by (path, mtime_ns, size, inode): a warm read of a folder costs two ``stat`` calls.
     """
     if isinstance(source, Mapping):
         return from_mapping(source)
     text = os.fspath(source)
     if not isinstance(text, str):
         raise ConfigTypeError(repr(text), None, "a path must be text, not bytes")
+    # The common case first: a folder holding config.json.
+    config_path = os.path.join(text, "config.json")
+    key = _stat_key(config_path)
+    if key is not None:
+        return _read_folder(text, text, config_path, key)
     try:
         st = os.stat(text)
     except OSError as exc:
@@ -335,10 +352,9 @@ def read_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> ModelConf
             raise SymlinkLoopError(text, None, "symlink loop") from None
         if _HUB_ID.match(text) and not text.startswith((".", "/")):
             snapshot = _resolve_hub_id(text)
-            return _read_folder(snapshot, text, os.path.join(snapshot, "config.json"))
+            config_path = os.path.join(snapshot, "config.json")
+            return _read_folder(snapshot, text, config_path, _stat_key(config_path))
         raise ConfigNotFoundError(text, None, "no such file or folder") from None
-    if os.path.isdir(text):
-        return _read_folder(text, text, os.path.join(text, "config.json"))
-    del st
-    folder = os.path.dirname(text) or "."
-    return _read_folder(folder, text, text)
+    if stat.S_ISDIR(st.st_mode):
+        return _read_folder(text, text, config_path, None)
+    return _read_folder(os.path.dirname(text) or ".", text, text, _stat_key(text))

@@ -34,6 +34,10 @@ __all__ = [
 Source = str | os.PathLike[str] | Mapping[str, Any] | ModelConfig
 
 
+_ANSWERS: dict[tuple[ModelConfig, str, bool], Detection] = {}
+_ANSWERS_MAX = 4096
+
+
 def _config(source: Source) -> ModelConfig:
     if isinstance(source, ModelConfig):
         return source
@@ -52,7 +56,18 @@ def detect(source: Source, *, lmdeploy: str | None = None, language_model_only: 
     :raises UnknownReleaseError: ``lmdeploy`` names no known release.
     """
     rules = rule_set(resolve_release(lmdeploy))
-    return evaluate(_config(source), rules, language_model_only=language_model_only)
+    if isinstance(source, Mapping):
+        return evaluate(from_mapping(source), rules, language_model_only=language_model_only)
+    cfg = _config(source)
+    # A warm file read returns the same ModelConfig object: its answers are memoised per release.
+    key = (cfg, rules.release, language_model_only)
+    found = _ANSWERS.get(key)
+    if found is None:
+        found = evaluate(cfg, rules, language_model_only=language_model_only)
+        if len(_ANSWERS) >= _ANSWERS_MAX:
+            _ANSWERS.clear()
+        _ANSWERS[key] = found
+    return found
 
 
 def detect_all(

@@ -158,13 +158,15 @@ def _sub_arch(cfg: ModelConfig, name: str, sub: Mapping[str, Any], rules: RuleSe
 def turbomind_rule(cfg: ModelConfig, arch: str, rules: RuleSet) -> tuple[bool, str]:
     """TurboMind's ``is_supported`` for a config (workspace already handled): (supported, why)."""
     rel = rules.release
-    if rules.smooth_quant_pt and cfg.quant_method == "smooth_quant":
-        return False, "quant_method smooth_quant is PyTorch-only since 0.6.5"
+    # LMDeploy looks for smooth_quant before the table; both say "not TurboMind", and the table is
+    # far cheaper than the nested search, so it goes first here.
     if arch not in rules.tm_archs:
         dropped = left_in(rel, arch)
         if dropped is not None:
             return False, f"{arch} left TurboMind's table in {dropped}"
         return False, f"{arch} is not in TurboMind's table in {rel}"
+    if rules.smooth_quant_pt and cfg.quant_method == "smooth_quant":
+        return False, "quant_method smooth_quant is PyTorch-only since 0.6.5"
     first = since(rel, arch)
     base = f"{arch} is in TurboMind's table since {first}"
     path = cfg.path
