@@ -32,7 +32,8 @@ def test_lmdeploy_aliases_restrict_and_exclude() -> None:
 
 
 def test_closest_lm_backend_wins_and_meets_aliases() -> None:
-    got = marks(pytest.mark.lm_backend("pytorch", "transformers").mark, pytest.mark.lm_backend("turbomind").mark)
+    pt_tf = pytest.mark.lm_backend("pytorch", "transformers").mark
+    got = marks(pt_tf, pytest.mark.lm_backend("turbomind").mark)
     assert got.allowed == ("pytorch", "transformers")
     got = marks(pytest.mark.lm_backend("pytorch", "transformers").mark, pytest.mark.pytorch.mark)
     assert got.allowed == ("pytorch",)
@@ -45,7 +46,8 @@ def test_gpu_num_and_lm_requires_go_through_the_requirement_parser() -> None:
         seen.append((args, kwargs))
         return f"req{len(seen)}"
 
-    got = marks(pytest.mark.gpu_num_4.mark, pytest.mark.lm_requires(capability=">=8.0").mark, requirement=parse)
+    got = marks(pytest.mark.gpu_num_4.mark, pytest.mark.lm_requires(capability=">=8.0").mark,
+                requirement=parse)
     assert got.requirements == ("req1", "req2")
     assert seen == [((), {"gpus": 4}), ((), {"capability": ">=8.0"})]
 
@@ -136,7 +138,9 @@ def test_strict_markers_accepts_every_marker(pytester: pytest.Pytester) -> None:
     result.assert_outcomes()
     assert result.ret == 0
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.lm_requires(*, gpus=N, capability=*", "@pytest.mark.gpu_num_8: *"])
+    result.stdout.fnmatch_lines(
+        ["@pytest.mark.lm_requires(*, gpus=N, capability=*", "@pytest.mark.gpu_num_8: *"]
+    )
 
 
 def test_bad_markers_are_one_usage_error_naming_each_test(pytester: pytest.Pytester) -> None:

@@ -1,0 +1,269 @@
+"""--lm-backend modes through pytester: ids, setup-time skips, --lm-require, plan, header, summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+MODELS = """
+import pytest
+
+@pytest.mark.lm_model("pt_model")
+def test_pt_model(lm_backend):
+    assert lm_backend == "pytorch"
+
+@pytest.mark.lm_model("tm_model")
+def test_tm_model(lm_backend):
+    assert lm_backend == "turbomind"
+
+def test_unbound(lm_backend):
+    assert lm_backend
+
+@pytest.mark.lm_model("tm_model")
+def test_detection_only(lm_detection):
+    assert lm_detection.backend == "turbomind"
+
+def test_plain():
+    pass
+"""
+
+
+def write_models(pytester: pytest.Pytester) -> None:
+    for name, arch in (("pt_model", "MistralForCausalLM"), ("tm_model", "LlamaForCausalLM")):
+        folder = pytester.path / name
+        folder.mkdir()
+        config = {"architectures": [arch], "model_type": arch[:-11].lower(), "hidden_size": 128,
+                  "num_attention_heads": 2, "num_hidden_layers": 2, "vocab_size": 1024}
+        (folder / "config.json").write_text(json.dumps(config))
+
+
+def write_profile(pytester: pytest.Pytester, name: str, *, turbomind: bool, gpus: int = 1,
+                  capability: str = "9.0") -> str:
+    packages = {"lmdeploy": "0.18.0", "torch": "2.11.0", "transformers": "5.17.0"}
+    if turbomind:
+        packages["lmdeploy.turbomind"] = "0.18.0"
+    data = {"name": name, "cuda": "13.0", "driver": "580.159.04", "packages": packages,
+            "gpus": [{"name": "NVIDIA H100 80GB HBM3", "capability": capability, "memory_total": "80GiB",
+                      "count": gpus}] if gpus else []}
+    path = pytester.path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    write_models(pytester)
+    pytester.makepyfile(test_suite=MODELS)
+    return pytester
+
+
+def test_auto_gives_each_model_detections_backend(suite: pytest.Pytester) -> None:
+    profile = write_profile(suite, "h100-tm", turbomind=True)
+    result = suite.runpytest("--lm-backend=auto", f"--lm-hardware={profile}", "--lm-lmdeploy=0.18.0", "-v")
+    result.assert_outcomes(passed=5)
+    # auto adds no ids: the same node ids on every runner
+    result.stdout.fnmatch_lines(
+        ["*test_suite.py::test_pt_model PASSED*", "*test_suite.py::test_unbound PASSED*"]
+    )
+
+
+def test_auto_skips_at_setup_with_wanted_and_found(suite: pytest.Pytester) -> None:
+    profile = write_profile(suite, "h200-pt", turbomind=False)
+    result = suite.runpytest(f"--lm-hardware={profile}", "--lm-lmdeploy=0.18.0", "-rs")
+    result.assert_outcomes(passed=4, skipped=1)
+    result.stdout.fnmatch_lines([
+        "SKIPPED [[]1[]] test_suite.py:*: backend turbomind needs LMDeploy's TurboMind extension; "
+        "lmdeploy 0.18.0 is installed without it",
+    ])
+
+
+def test_release_decides_auto(suite: pytest.Pytester) -> None:
+    # Mistral was on TurboMind until 0.14.0: under 0.10.2 test_pt_model gets turbomind and fails
+    profile = write_profile(suite, "h100-tm", turbomind=True)
+    result = suite.runpytest(f"--lm-hardware={profile}", "--lm-lmdeploy=0.10.2", "-q")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["*assert 'turbomind' == 'pytorch'*"])
+
+
+def test_all_parametrizes_over_every_registered_backend(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_all="""
+        import pytest
+
+        def test_x(lm_backend):
+            pass
+
+        @pytest.mark.not_turbomind
+        def test_y():
+            pass
+    """)
+    profile = write_profile(suite, "h200-pt", turbomind=False)
+    result = suite.runpytest("test_all.py", "--lm-backend=all", f"--lm-hardware={profile}", "-v", "-rs")
+    result.stdout.fnmatch_lines([
+        "*test_all.py::test_x[[]turbomind[]] SKIPPED*",
+        "*test_all.py::test_x[[]pytorch[]] PASSED*",
+        "*test_all.py::test_x[[]transformers[]] PASSED*",
+        "*test_all.py::test_y[[]pytorch[]] PASSED*",
+        "*test_all.py::test_y[[]transformers[]] PASSED*",
+    ])
+    result.assert_outcomes(passed=4, skipped=1)
+
+
+def test_ids_are_the_same_whatever_the_hardware(suite: pytest.Pytester) -> None:
+    def ids(*args: str) -> list[str]:
+        result = suite.runpytest("--collect-only", "-q", *args)
+        return [line for line in result.outlines if "::" in line]
+
+    for mode in ("auto", "all", "pytorch,transformers"):
+        with_tm = ids(f"--lm-backend={mode}", f"--lm-hardware={write_profile(suite, 'a', turbomind=True)}")
+        cpu = ids(f"--lm-backend={mode}", "--lm-hardware=cpu")
+        assert with_tm == cpu and with_tm, mode
+
+
+def test_names_mode_and_markers(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_names="""
+        import pytest
+
+        @pytest.mark.pytorch
+        def test_pt_only():
+            pass
+
+        def test_any(lm_backend):
+            pass
+    """)
+    result = suite.runpytest("test_names.py", "--lm-backend=turbomind", "--lm-hardware=cpu", "-v", "-rs")
+    result.stdout.fnmatch_lines([
+        "*test_pt_only[[]turbomind[]] SKIPPED*",
+        "*test_any[[]turbomind[]] SKIPPED*",
+        "SKIPPED*test is marked for only pytorch; --lm-backend=turbomind gives turbomind",
+    ])
+
+
+def test_none_skips_backend_bound_only(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--lm-backend=none", "--lm-hardware=cpu", "-rs")
+    result.assert_outcomes(passed=2, skipped=3)
+    result.stdout.fnmatch_lines(["*--lm-backend=none: backend-bound tests do not run*"])
+
+
+def test_lm_require_turns_skips_into_failures(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_req="""
+        import pytest
+
+        @pytest.mark.gpu_num_2
+        def test_two():
+            pass
+    """)
+    result = suite.runpytest("test_req.py", "--lm-hardware=h100", "--lm-require=gpu")
+    result.assert_outcomes(errors=1)  # failed at setup, as pytest reports any setup failure
+    result.stdout.fnmatch_lines(["*needs 2 GPUs; found 1*(--lm-require=gpu)*"])
+    result = suite.runpytest("test_req.py", "--lm-hardware=h100x2", "--lm-require=gpu")
+    result.assert_outcomes(passed=1)
+
+
+def test_bad_options_are_usage_errors(suite: pytest.Pytester) -> None:
+    for args, message in [
+        (["--lm-backend=vllm"], "*unknown backend(s) vllm; known: turbomind, pytorch, transformers*"),
+        (["--lm-backend=auto,pytorch"], "*cannot be combined*"),
+        (["--lm-require=gpus_typo"], "*unknown kind(s) gpus_typo*"),
+        (["--lm-hardware=nosuch"], "*hardware profile 'nosuch': no such profile*"),
+        (["--lm-hardware=h100,a10"], "*several profiles are for --lm-plan only*"),
+        (["--lm-lmdeploy=0.0.1"], "*--lm-lmdeploy=0.0.1*"),
+    ]:
+        result = suite.runpytest(*args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, args
+        result.stderr.fnmatch_lines([message])
+        assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_ini_keys_set_the_defaults(suite: pytest.Pytester) -> None:
+    suite.makeini("""
+        [pytest]
+        lm_backend = none
+        lm_hardware = cpu
+    """)
+    result = suite.runpytest("-rs")
+    result.assert_outcomes(passed=2, skipped=3)
+    suite.makeini("""
+        [pytest]
+        lm_backend = auto,all
+    """)
+    result = suite.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini lm_backend*cannot be combined*"])
+
+
+def test_plan_prints_columns_and_runs_nothing(suite: pytest.Pytester) -> None:
+    tm = write_profile(suite, "h100-tm", turbomind=True)
+    pt = write_profile(suite, "h200-pt", turbomind=False)
+    result = suite.runpytest("--lm-plan", f"--lm-hardware={tm},{pt},cpu", "--lm-lmdeploy=0.18.0")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "*lm-plan: 5 tests, --lm-backend=auto, LMDeploy rules 0.18.0; nothing was run",
+        "test * h100-tm * h200-pt * cpu",
+        "test_suite.py::test_pt_model * run[[]pytorch[]] * run[[]pytorch[]] * skip:backend[[]pytorch[]]",
+        "test_suite.py::test_tm_model * run[[]turbomind[]] * skip:backend[[]turbomind[]] * skip:backend*",
+        "test_suite.py::test_unbound * run[[]turbomind[]] * run[[]pytorch[]] * run[[]transformers[]]",
+        "h100-tm: 5 would run, 0 would not",
+        "h200-pt: 4 would run, 1 would not",
+    ])
+    assert "passed" not in result.stdout.str()
+
+
+def test_plan_shows_required_kinds_as_failures(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--lm-plan", "--lm-hardware=cpu", "--lm-require=backend")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["test_suite.py::test_pt_model * FAIL:backend"])
+
+
+def test_header_and_summary(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--lm-hardware=cpu", "--lm-lmdeploy=0.18.0")
+    result.stdout.fnmatch_lines([
+        "lmbackend: --lm-backend=auto; LMDeploy rules 0.18.0; backends available: transformers",
+        "lmbackend:   turbomind: *",
+        "*lmbackend skips by kind*",
+        "backend: 2",
+        "    1 x backend pytorch needs lmdeploy installed*",
+    ])
+
+
+def test_summary_counts_survive_xdist(suite: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    result = suite.runpytest("-n", "2", "--lm-hardware=cpu", "-p", "xdist")
+    result.assert_outcomes(passed=3, skipped=2)
+    result.stdout.fnmatch_lines(["*lmbackend skips by kind*", "backend: 2"])
+
+
+def test_models_relative_to_the_test_file(pytester: pytest.Pytester) -> None:
+    sub = pytester.mkpydir("pkg")
+    (sub / "m").mkdir()
+    (sub / "m" / "config.json").write_text(json.dumps({"architectures": ["ChatGLMModel"]}))
+    (sub / "test_rel.py").write_text(
+        "import pytest\n\n@pytest.mark.lm_model('m')\n"
+        "def test_m(lm_detection):\n    assert lm_detection.backend == 'pytorch'\n"
+    )
+    pytester.runpytest("--lm-lmdeploy=0.18.0").assert_outcomes(passed=1)
+
+
+def test_unreadable_model_fails_the_test_not_the_session(pytester: pytest.Pytester) -> None:
+    (pytester.path / "broken").mkdir()
+    (pytester.path / "broken" / "config.json").write_text("{not json")
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.lm_model("broken")
+        def test_a(lm_backend):
+            pass
+
+        def test_b():
+            pass
+    """)
+    result = pytester.runpytest("--lm-hardware=cpu")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*lm_model('broken'): *config.json*"])
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
+def test_profile_from_environment(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTEST_LM_HARDWARE", write_profile(suite, "h100-tm", turbomind=True))
+    result = suite.runpytest("--lm-lmdeploy=0.18.0")
+    result.assert_outcomes(passed=5)
