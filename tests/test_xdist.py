@@ -1,0 +1,288 @@
+"""GPU slices per pytest-xdist worker: pure slicing, a 1,000-case simulation, and real ``-n`` runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_lmbackend import xdist
+from pytest_lmbackend.hardware.model import GPU
+from pytest_lmbackend.hardware.visibility import Device, apply_visibility
+
+pytest.importorskip("xdist")
+
+
+def gpu(i: int, uuid: str | None = None, parent: int | None = None) -> GPU:
+    return GPU(index=i, physical_index=i if parent is None else parent,
+               uuid=uuid or f"GPU-{i:08x}-0000-0000-0000-{i:012x}", name="Fake GPU",
+               capability=(9, 0), memory_total=80 << 30)
+
+
+# --- pure functions -------------------------------------------------------------------------------
+
+
+def test_slices_are_consecutive_and_disjoint() -> None:
+    assert xdist.slice_devices(["a", "b", "c", "d", "e"], 2, 2) == (("a", "b"), ("c", "d"))
+
+
+def test_more_workers_than_slices_is_a_clear_error() -> None:
+    with pytest.raises(xdist.SliceError) as info:
+        xdist.slice_devices(["a", "b", "c"], 2, 2)
+    text = str(info.value)
+    assert "2 xdist worker(s) x 2 GPU(s) each need 4 GPU(s), but 3 are visible" in text
+    assert "enough for 1 worker(s)" in text and "-n 1" in text
+
+
+def test_a_repeated_device_is_refused() -> None:
+    with pytest.raises(xdist.SliceError, match="repeat"):
+        xdist.slice_devices(["a", "a"], 2, 1)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5", ""])
+def test_gpus_per_worker_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="--lm-gpus-per-worker"):
+        xdist.parse_gpus_per_worker(text)
+
+
+def test_auto_workers_is_gpus_divided_by_per_worker() -> None:
+    assert xdist.auto_num_workers(8, 1) == 8
+    assert xdist.auto_num_workers(8, 3) == 2
+    assert xdist.auto_num_workers(2, 4) == 1  # the one worker then holds fewer: multi-GPU tests skip
+    assert xdist.auto_num_workers(0, 1) is None  # no GPU: xdist counts CPUs
+
+
+def test_tx_expansion_ids_and_hosts() -> None:
+    specs = [xdist.spec_fields(s) for s in xdist.expand_tx(["2*popen", "ssh=box//id=far", "popen//env:X=1"])]
+    assert xdist.worker_ids(specs) == ["gw0", "gw1", "far", "gw2"]
+    assert [xdist.spec_host(f) for f in specs] == ["local", "local", "ssh=box", "local"]
+
+
+def test_plan_mixes_local_slices_and_remote_ranks() -> None:
+    gpus = [gpu(i) for i in range(4)]
+    plan = xdist.plan_workers([("gw0", "local"), ("gw1", "ssh=a"), ("gw2", "local"), ("gw3", "ssh=a")],
+                              gpus, 2)
+    assert plan[0].gpus == (gpus[0].uuid, gpus[1].uuid)
+    assert plan[2].gpus == (gpus[2].uuid, gpus[3].uuid)
+    assert (plan[1].gpus, plan[1].rank, plan[3].rank) == (None, 0, 1)
+    assert plan[3].describe() == "gw3 -> GPUs 2..3 of ssh=a"
+
+
+def test_remote_slice_uses_the_remote_hosts_gpus() -> None:
+    remote = [gpu(i) for i in range(3)]
+    assert xdist.remote_slice(remote, 1, 1, "gw1") == (remote[1].uuid,)
+    with pytest.raises(xdist.SliceError, match=r"xdist worker gw3 \(worker 4 on its host\)"):
+        xdist.remote_slice(remote, 3, 1, "gw3")
+
+
+def test_gpu_count_from_markers() -> None:
+    mark = pytest.mark
+    assert xdist.item_gpu_count([mark.lm_requires(gpus=2).mark, mark.gpu_num_4.mark]) == 4
+    assert xdist.item_gpu_count([mark.lm_requires(capability=">=8.0").mark]) == 0
+
+
+def test_a_worker_whose_cuda_started_before_pinning_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_initialized=lambda: True))
+    monkeypatch.setitem(__import__("sys").modules, "torch", fake_torch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    config: Any = types.SimpleNamespace()
+    with pytest.raises(pytest.UsageError, match="CUDA was initialised before its GPUs were set"):
+        xdist._pin_worker(config, {"workerid": "gw1",
+                                   xdist.WORKERINPUT_KEY: {"gpus": ["1"], "host": "local"}})
+
+
+# --- simulation: no GPU to two workers, no masked-out GPU used ------------------------------------
+
+
+def _devices(count: int, migs: int) -> list[Device]:
+    devices = [Device(gpu(i)) for i in range(count)]
+    for j in range(min(migs, count)):  # some GPUs in MIG mode show up as MIG devices instead
+        parent = devices[j].gpu
+        devices[j] = Device(gpu(j, uuid=f"MIG-{j:08x}-1111-2222-3333-{j:012x}", parent=parent.index),
+                            mig_parent_uuid=parent.uuid, gpu_instance=1, compute_instance=0)
+    return devices
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list[Device], str | None, int, int]:
+    count = draw(st.integers(0, 12))
+    devices = _devices(count, draw(st.integers(0, 2)))
+    kind = draw(st.sampled_from(["unset", "empty", "entries"]))
+    mask: str | None = None
+    if kind == "empty":
+        mask = ""
+    elif kind == "entries":
+        order = draw(st.permutations(range(count)))[: draw(st.integers(0, count))]
+        entries = []
+        for i in order:
+            how = draw(st.sampled_from(["index", "uuid", "prefix"]))
+            uuid = devices[i].gpu.uuid
+            entries.append(str(i) if how == "index" else uuid if how == "uuid" else uuid[:16])
+        if draw(st.booleans()):  # an entry CUDA does not know ends the list there
+            entries.insert(draw(st.integers(0, len(entries))), draw(st.sampled_from(["99", "GPU-nope"])))
+        mask = ",".join(entries)
+    return devices, mask, draw(st.integers(1, 10)), draw(st.integers(1, 4))
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_simulated_runs_never_share_or_leak_a_gpu(case: tuple[list[Device], str | None, int, int]) -> None:
+    devices, outer_mask, workers, per_worker = case
+    visible, _ = apply_visibility(devices, outer_mask)
+    allowed = {g.uuid for g in visible}
+    local = [(f"gw{i}", xdist.LOCAL) for i in range(workers)]
+    if visible and workers * per_worker > len(visible):
+        with pytest.raises(xdist.SliceError):
+            xdist.plan_workers(local, visible, per_worker)
+        return
+    plan = xdist.plan_workers(local, visible, per_worker)
+    assert len(plan) == workers
+    if not visible:  # nothing to hand out: workers keep the outer mask, which shows them nothing
+        assert all(p.mask is None for p in plan)
+        return
+    taken: set[str] = set()
+    for share in plan:
+        assert share.mask is not None and len(share.gpus or ()) == per_worker
+        # what CUDA in that worker would show, given only the worker's own mask
+        seen, notes = apply_visibility(devices, share.mask)
+        seen_ids = {g.uuid for g in seen}
+        assert not notes and len(seen) == per_worker
+        assert seen_ids <= allowed, "a GPU outside the outer CUDA_VISIBLE_DEVICES was used"
+        assert not seen_ids & taken, "a GPU was given to two workers"
+        taken |= seen_ids
+
+
+# --- real pytest-xdist runs -----------------------------------------------------------------------
+
+RECORDER = """
+import json, os, pathlib, pytest
+
+@pytest.mark.parametrize("i", range({count}))
+def test_record(i):
+    out = pathlib.Path({out!r}) / f"{{os.environ['PYTEST_XDIST_WORKER']}}-{{i}}.json"
+    out.write_text(json.dumps({{
+        "worker": os.environ["PYTEST_XDIST_WORKER"],
+        "mask": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slice": os.environ.get("PYTEST_LM_WORKER_GPUS"),
+    }}))
+"""
+
+
+def _profile_uuids(name: str) -> list[str]:
+    from pytest_lmbackend import hardware
+
+    return [g.uuid for g in hardware.load_profile(name).gpus]
+
+
+def _run_recorded(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str,
+                  outer: str | None = None, count: int = 8) -> tuple[pytest.RunResult, dict[str, str | None]]:
+    monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
+    monkeypatch.delenv("PYTEST_LM_HARDWARE", raising=False)
+    if outer is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", outer)
+    out = pytester.mkdir("records")
+    pytester.makepyfile(test_rec=RECORDER.format(count=count, out=str(out)))
+    result = pytester.runpytest(*args)
+    masks: dict[str, str | None] = {}
+    for path in sorted(Path(out).glob("*.json")):
+        record = json.loads(path.read_text())
+        assert record["mask"] == record["slice"]
+        # one worker, one mask, however many tests it ran
+        assert masks.setdefault(record["worker"], record["mask"]) == record["mask"]
+    return result, masks
+
+
+def test_two_workers_each_get_their_own_gpu(pytester: pytest.Pytester,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    uuids = _profile_uuids("h100x8")
+    result, masks = _run_recorded(pytester, monkeypatch, "-n", "2", "--lm-hardware=h100x8")
+    result.assert_outcomes(passed=8)
+    assert masks == {"gw0": uuids[0], "gw1": uuids[1]}
+    result.stdout.fnmatch_lines(["lmbackend xdist GPUs: gw0 -> GPU 0 (*); gw1 -> GPU 1 (*)"])
+
+
+def test_four_workers_under_an_outer_mask(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    uuids = _profile_uuids("h100x8")
+    # the runner itself was given GPUs 6, 1, 3, 4, 7 (by index and by UUID) in that order
+    outer = f"6,{uuids[1]},3,4,{uuids[7]}"
+    result, masks = _run_recorded(pytester, monkeypatch, "-n", "4", "--lm-hardware=h100x8", outer=outer)
+    result.assert_outcomes(passed=8)
+    assert masks == {"gw0": uuids[6], "gw1": uuids[1], "gw2": uuids[3], "gw3": uuids[4]}
+
+
+def test_auto_gives_one_worker_per_slice(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    uuids = _profile_uuids("h100x8")
+    result, masks = _run_recorded(pytester, monkeypatch, "-n", "auto", "--lm-gpus-per-worker=3",
+                                  "--lm-hardware=h100x8")
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(["created: 2/2 workers"])
+    assert masks == {"gw0": ",".join(uuids[0:3]), "gw1": ",".join(uuids[3:6])}
+
+
+def test_ini_key_sets_gpus_per_worker(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    uuids = _profile_uuids("h100x4")
+    pytester.makeini("[pytest]\nlm_gpus_per_worker = 2\n")
+    result, masks = _run_recorded(pytester, monkeypatch, "-n", "2", "--lm-hardware=h100x4", count=4)
+    result.assert_outcomes(passed=4)
+    assert masks == {"gw0": ",".join(uuids[0:2]), "gw1": ",".join(uuids[2:4])}
+
+
+def test_double_booking_fails_before_any_test_runs(pytester: pytest.Pytester,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    result, masks = _run_recorded(pytester, monkeypatch, "-n", "4", "--lm-gpus-per-worker=2",
+                                  "--lm-hardware=h100x8", outer="0,1,2,3,4")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*4 xdist worker(s) x 2 GPU(s) each need 8 GPU(s), but 5 are visible*"])
+    assert masks == {}
+
+
+def test_a_test_that_changes_its_workers_mask_fails_loudly(pytester: pytest.Pytester,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pytester.makepyfile(
+        """
+        import os
+
+        def test_grabs_every_gpu():
+            os.environ["CUDA_VISIBLE_DEVICES"] = "0,1,2,3"
+
+        def test_polite(monkeypatch):
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+        """
+    )
+    result = pytester.runpytest("-n", "1", "--lm-hardware=h100x4")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines([
+        "*ERROR at teardown of test_grabs_every_gpu*",
+        "*test_grabs_every_gpu left CUDA_VISIBLE_DEVICES='0,1,2,3' on xdist worker gw0, which holds only*",
+    ])
+
+
+def test_an_explicit_tx_mask_is_refused(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, _ = _run_recorded(pytester, monkeypatch, "--tx", "popen//env:CUDA_VISIBLE_DEVICES=0",
+                              "--dist=load", "--lm-hardware=h100x2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--tx sets env:CUDA_VISIBLE_DEVICES itself*"])
+
+
+def test_without_gpus_workers_are_left_alone(pytester: pytest.Pytester,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    result, masks = _run_recorded(pytester, monkeypatch, "-n", "2", "--lm-hardware=cpu", count=2)
+    result.assert_outcomes(passed=2)
+    assert set(masks.values()) == {None}
+    result.stdout.fnmatch_lines(["lmbackend xdist: no GPU visible; workers are not pinned"])
+
+
+def test_works_with_xdist_disabled(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest("-p", "no:xdist", "--lm-gpus-per-worker=2", "--lm-hardware=h100x2")
+    result.assert_outcomes(passed=1)
