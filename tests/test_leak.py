@@ -1,0 +1,190 @@
+"""GPU memory left by a test: parsing, the comparison, and warn/fail runs against a fake NVML reading."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from pytest_lmbackend import leak
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize(("text", "expected"), [("64MiB", 64 * MiB), ("1GB", 10**9), ("100", 100),
+                                                ("1.5 GiB", 3 * 512 * MiB)])
+def test_threshold_sizes(text: str, expected: int) -> None:
+    assert leak.parse_threshold(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "-5MiB", "12 parsecs"])
+def test_bad_threshold_names_the_option(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="--lm-leak-threshold"):
+        leak.parse_threshold(text)
+
+
+def test_modes() -> None:
+    assert [leak.parse_mode(m) for m in ("OFF", "warn", " fail ")] == ["off", "warn", "fail"]
+    with pytest.raises(argparse.ArgumentTypeError, match="off, warn, fail"):
+        leak.parse_mode("loud")
+
+
+def test_only_growth_above_the_threshold_counts() -> None:
+    before = {"a": 1000 * MiB, "b": 1000 * MiB, "c": 0}
+    after = {"a": 1064 * MiB, "b": 1065 * MiB, "c": 5 * MiB}
+    found = leak.leftovers(before, after, 64 * MiB, {"b": "GPU 1 (Fake)"})
+    assert found == (leak.Leftover("GPU 1 (Fake)", 1000 * MiB, 1065 * MiB),)
+    message = leak.leak_message("t.py::test_x", found, 64 * MiB, 0.25)
+    assert message.splitlines() == [
+        "t.py::test_x left GPU memory in use (threshold 64 MiB, measured 0.25 s after teardown):",
+        "  GPU 1 (Fake): 65 MiB more in use (1000 MiB before, 1.04 GiB after)",
+    ]
+
+
+def test_importing_never_imports_torch() -> None:
+    code = "import sys, pytest_lmbackend.leak, pytest_lmbackend.isolation, pytest_lmbackend.xdist; " \
+           "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+FAKE_NVML = """
+import pytest
+
+BASE = 10 << 30
+USED = {}  # GPU index -> bytes the tests put there
+
+
+class FakeReader:
+    def used(self, gpus):
+        return {g.uuid: BASE + USED.get(g.index, 0) for g in gpus}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    checker = config.pluginmanager.get_plugin("lmbackend_leak_checker")
+    if checker is not None:
+        checker.reader = FakeReader()
+"""
+
+SUITE = """
+import threading
+import pytest
+from conftest import USED
+
+MiB = 1 << 20
+
+
+def grow(index, amount):
+    USED[index] = USED.get(index, 0) + amount
+
+
+@pytest.mark.lm_requires(gpus=1)
+def test_leaky():
+    grow(0, 256 * MiB)
+
+
+@pytest.mark.gpu_num_2
+def test_leaks_on_second():
+    grow(1, 100 * MiB)
+
+
+@pytest.mark.lm_requires(gpus=1)
+def test_clean():
+    grow(0, 512 * MiB)
+    grow(0, -512 * MiB)
+
+
+@pytest.mark.lm_requires(gpus=1)
+def test_released_late():
+    grow(0, 300 * MiB)
+    threading.Timer(0.2, grow, (0, -300 * MiB)).start()
+
+
+def test_not_a_gpu_test():
+    grow(0, 1024 * MiB)
+
+
+@pytest.mark.lm_requires(gpus=1)
+def test_small():
+    grow(0, 10 * MiB)
+"""
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    pytester.makeconftest(FAKE_NVML)
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.syspathinsert()
+    return pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100x2", *args)
+
+
+def test_warn_names_the_test_and_the_amounts(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "--lm-leak=warn")
+    result.assert_outcomes(passed=6, warnings=2)
+    result.stdout.fnmatch_lines([
+        "*lmbackend leak check: warn when a GPU test leaves more than 64 MiB in use (NVML)*",
+        "*GPUMemoryLeakWarning: test_suite.py::test_leaky left GPU memory in use (threshold 64 MiB*",
+        "*GPU 0 (NVIDIA H100*): 256 MiB more in use (10 GiB before, 10.25 GiB after)*",
+        "*test_suite.py::test_leaks_on_second left GPU memory in use*",
+        "*GPU 1 (NVIDIA H100*): 100 MiB more in use*",
+    ])
+    for quiet in ("test_clean", "test_released_late", "test_not_a_gpu_test", "test_small"):
+        assert f"{quiet} left" not in result.stdout.str()
+
+
+def test_fail_turns_a_leak_into_a_teardown_error(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "--lm-leak=fail")
+    result.assert_outcomes(passed=6, errors=2)
+    result.stdout.fnmatch_lines([
+        "*ERROR at teardown of test_leaky*",
+        "test_suite.py::test_leaky left GPU memory in use*",
+        "  GPU 0 (*): 256 MiB more in use*",
+    ])
+
+
+def test_without_waiting_late_release_counts(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "--lm-leak=fail", "--lm-leak-wait=0", "--lm-leak-threshold=200MiB")
+    result.assert_outcomes(passed=6, errors=2)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaky*", "*ERROR at teardown of test_released_late*"])
+
+
+def test_threshold_from_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nlm_leak = fail\nlm_leak_threshold = 1GiB\n")
+    _run(pytester).assert_outcomes(passed=6)
+
+
+def test_off_registers_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        def pytest_sessionstart(session):
+            assert session.config.pluginmanager.get_plugin("lmbackend_leak_checker") is None
+        """
+    )
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100x2")
+    result.assert_outcomes(passed=1)
+    assert "leak check" not in result.stdout.str()
+
+
+def test_a_profile_is_not_read_through_nvml(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.lm_requires(gpus=1)
+        def test_gpu():
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100", "--lm-leak=fail")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*leak check did not run: GPU memory could not be read (the hardware is "
+                                 "the profile 'h100'*"])
+
+
+def test_bad_mode_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("-p", "no:xdist", "--lm-leak=loud")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--lm-leak must be one of off, warn, fail*"])
