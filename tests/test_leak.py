@@ -147,7 +147,8 @@ def test_fail_turns_a_leak_into_a_teardown_error(pytester: pytest.Pytester) -> N
 def test_without_waiting_late_release_counts(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "--lm-leak=fail", "--lm-leak-wait=0", "--lm-leak-threshold=200MiB")
     result.assert_outcomes(passed=6, errors=2)
-    result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaky*", "*ERROR at teardown of test_released_late*"])
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaky*",
+                                 "*ERROR at teardown of test_released_late*"])
 
 
 def test_threshold_from_ini(pytester: pytest.Pytester) -> None:
