@@ -1,0 +1,126 @@
+"""``python -m pytest_lmbackend detect``: table, ``--lmdeploy all``, ``--json`` records, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_lmbackend.rules import KNOWN_RELEASES
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "fixtures" / "models"
+KEYS = ["path", "lmdeploy", "arch", "backend", "task", "rule", "error"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_lmbackend", "detect", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_json_records_have_exactly_the_documented_keys() -> None:
+    paths = [str(MODELS / "qwen2-vl"), str(MODELS / "malformed-json"), str(MODELS / "auto-map-only")]
+    result = cli("--lmdeploy", "0.18.0", "--json", *paths)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [list(r) for r in records] == [KEYS] * 3
+    ok, malformed, crash = records
+    assert ok == {
+        "path": paths[0], "lmdeploy": "0.18.0", "arch": "Qwen2VLForConditionalGeneration",
+        "backend": "turbomind", "task": "vlm", "rule": ok["rule"], "error": None,
+    }  # fmt: skip
+    assert "since 0.16.0" in ok["rule"]
+    assert malformed["error"]["type"] == "ConfigJSONError"
+    assert "malformed JSON" in malformed["error"]["message"]
+    assert malformed["backend"] is None and malformed["task"] is None and malformed["rule"] is None
+    assert crash["error"]["type"] == "LMDeployCrashError"
+
+
+def test_version_between_releases_resolves_to_the_one_below() -> None:
+    result = cli("--lmdeploy", "0.10.3", "--json", str(MODELS / "qwen2-vl"))
+    assert json.loads(result.stdout)["lmdeploy"] == "0.10.2"
+
+
+def test_all_gives_one_record_per_release() -> None:
+    result = cli("--lmdeploy", "all", "--json", str(MODELS / "qwen2-vl"))
+    assert result.returncode == 0
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["lmdeploy"] for r in records] == list(KNOWN_RELEASES)
+    backends = {r["lmdeploy"]: r["backend"] for r in records}
+    assert (backends["0.9.1"], backends["0.9.2"], backends["0.14.0"], backends["0.16.0"]) == (
+        "pytorch", "turbomind", "pytorch", "turbomind",
+    )  # fmt: skip
+
+
+def test_table_for_one_release() -> None:
+    result = cli("--lmdeploy", "0.14.0", str(MODELS / "llama-head80"), str(MODELS / "no-config"))
+    assert result.returncode == 0
+    header, first, second = result.stdout.splitlines()
+    assert header.split()[:4] == ["PATH", "ARCH", "BACKEND", "TASK"] and "0.14.0" in header
+    assert first.split()[1:4] == ["LlamaForCausalLM", "turbomind", "llm"]
+    assert "ConfigNotFoundError" in second
+
+
+def test_table_for_all_releases_has_a_column_each() -> None:
+    result = cli("--lmdeploy", "all", str(MODELS / "qwen2-vl"))
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split()[2:] == list(KNOWN_RELEASES)
+    cells = row.split()[2:]
+    assert len(cells) == 2 * len(KNOWN_RELEASES)
+    by_release = dict(zip(KNOWN_RELEASES, zip(cells[0::2], cells[1::2], strict=True), strict=True))
+    assert by_release["0.4.0"] == ("PT", "llm")  # not yet a VL arch
+    assert by_release["0.14.0"] == ("PT", "vlm")
+    assert by_release["0.18.0"] == ("TM", "vlm")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--lmdeploy", "0.3.0", "x"],
+        ["--lmdeploy", "latest", "x"],
+        [],
+        ["--bogus", "x"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    result = cli(*args)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+    if "--lmdeploy" in args:
+        assert "known releases: 0.4.0" in result.stderr
+
+
+def test_typed_errors_still_exit_0() -> None:
+    paths = [str(MODELS / name) for name in ("not-utf8", "no-config", "empty-architectures")]
+    result = cli("--json", *paths)
+    assert result.returncode == 0
+    types = [json.loads(line)["error"]["type"] for line in result.stdout.splitlines()]
+    assert types == ["ConfigEncodingError", "ConfigNotFoundError", "MissingArchitectureError"]
+
+
+def test_language_model_only_flag() -> None:
+    result = cli("--lmdeploy", "0.18.0", "--json", "--language-model-only", str(MODELS / "qwen2-vl"))
+    assert json.loads(result.stdout)["task"] == "llm"
+
+
+def test_hub_id_not_cached(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_lmbackend", "detect", "--json", "nobody/nothing"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"HF_HUB_CACHE": str(tmp_path / "hub"), "PATH": "", "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "HubModelNotCachedError"
+    assert "not in the local Hugging Face cache" in error["message"]
