@@ -40,10 +40,20 @@ class Events:
         self._file.flush()
 
 
+class MemoryEvents:
+    """The same events kept in a list, for a round run inside the calling process."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def emit(self, ev: str, **data: Any) -> None:
+        self.items.append({"ev": ev, **data})
+
+
 class RoundContext:
     """What a round script sees: the model folder, options, and ways to record phases and facts."""
 
-    def __init__(self, events: Events, model_dir: str, options: dict[str, Any]) -> None:
+    def __init__(self, events: Events | MemoryEvents, model_dir: str, options: dict[str, Any]) -> None:
         self.events = events
         self.model_dir = model_dir
         self.options = options

@@ -118,9 +118,7 @@ def format_table(report: BenchReport) -> str:
     rows.append(["rounds", *(_counts(summaries[n]) for n in names)])
     if report.overhead is not None:
         ov = report.overhead
-        rows.append(
-            ["harness overhead", *(_overhead(ov, summaries[n], report.options.mode) for n in names)]
-        )
+        rows.append(["harness overhead", *(_overhead(ov, summaries[n], report.options.mode) for n in names)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for j, row in enumerate(rows):

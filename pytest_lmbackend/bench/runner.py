@@ -120,29 +120,71 @@ def run_backend(
     name, target = resolve_script(backend)
     model = check_model_dir(model_dir)
     results: list[RoundResult] = []
+    if options.mode == "cold":
+        for i in range(options.warmup + options.rounds):
+            warm_up = i < options.warmup
+            r = run_cold_round(options, name, target, model, index=i if warm_up else i - options.warmup,
+                               warmup=warm_up)  # fmt: skip
+            results.append(r)
+            if progress:
+                progress(r)
+            if r.status == "unavailable":
+                break
+        return results
+    lead = max(1, options.warmup)
     with tempfile.TemporaryDirectory(prefix="lmbench-") as work:
-        if options.mode == "cold":
-            for i in range(options.warmup + options.rounds):
-                warm_up = i < options.warmup
-                index = i - options.warmup if not warm_up else i
-                res = _run_process(options, target, model, Path(work), f"{name}-{i}", iterations=1)
-                r = _cold_round(name, index, warm_up, res)
-                results.append(r)
-                if progress:
-                    progress(r)
-                if r.status == "unavailable":
-                    break
-        else:
-            lead = max(1, options.warmup)
-            res = _run_process(
-                options, target, model, Path(work), f"{name}-warm", iterations=lead + options.rounds,
-                progress=None,
-            )
-            for r in _warm_rounds(name, lead, res):
-                results.append(r)
-                if progress:
-                    progress(r)
+        res = _run_process(
+            options, target, model, Path(work), f"{name}-warm", iterations=lead + options.rounds
+        )
+    for r in _warm_rounds(name, lead, res):
+        results.append(r)
+        if progress:
+            progress(r)
     return results
+
+
+def run_cold_round(
+    options: BenchOptions, name: str, target: str, model: Path, *, index: int = 0, warmup: bool = False
+) -> RoundResult:
+    """One round in a fresh interpreter: spawn, run the round script once, exit."""
+    with tempfile.TemporaryDirectory(prefix="lmbench-") as work:
+        res = _run_process(options, target, model, Path(work), f"{name}-{index}", iterations=1)
+    return _cold_round(name, index, warmup, res)
+
+
+_contexts: dict[tuple[str, str], Any] = {}
+
+
+def run_in_process(
+    name: str, target: str, model: Path, options: BenchOptions, *, index: int = 0
+) -> RoundResult:
+    """One warm round inside this process (no timeout can apply: nothing here could stop it).
+
+    The round script and its state are kept per (script, model), so hooks are installed once.
+    """
+    from pytest_lmbackend.bench.child import MemoryEvents, RoundContext, Unavailable, load_target
+
+    key = (target, str(model))
+    if key not in _contexts:
+        _contexts[key] = (
+            load_target(target),
+            RoundContext(MemoryEvents(), str(model), dict(options.script_options)),
+        )
+    run, ctx = _contexts[key]
+    events = MemoryEvents()
+    ctx.events = events
+    status: RoundStatus = "ok"
+    error: str | None = None
+    t0 = time.monotonic()
+    try:
+        run(ctx)
+    except Unavailable as exc:
+        status, error = "unavailable", str(exc)
+    except Exception as exc:  # the measured code failed: reported as a crashed round
+        status, error = "crashed", f"{type(exc).__name__}: {exc}"
+    elapsed = time.monotonic() - t0
+    phases = tuple(_phases(events.items, 0, t0))
+    return RoundResult(name, index, "warm", status, elapsed, phases, False, error, _info(events.items, 0, t0))
 
 
 def measure_overhead(python: str = sys.executable, samples: int = 3) -> Overhead:
@@ -196,7 +238,6 @@ def _run_process(
     tag: str,
     *,
     iterations: int,
-    progress: Callable[[int], None] | None = None,
 ) -> _Process:
     events_path = work / f"{tag}.jsonl"
     log_path = work / f"{tag}.log"
