@@ -8,8 +8,6 @@ from collections.abc import Callable, Mapping
 from pytest_lmbackend.hardware.model import Hardware, ProfileError, Source
 from pytest_lmbackend.hardware.nvml import DriverView, ProbeFailed, read_nvml
 from pytest_lmbackend.hardware.packages import detect_ascend, read_packages
-from pytest_lmbackend.hardware.profiles import load_profile, load_profiles
-from pytest_lmbackend.hardware.smi import read_smi
 from pytest_lmbackend.hardware.visibility import apply_visibility, order_warning
 
 ENV_PROFILE = "PYTEST_LM_HARDWARE"
@@ -22,6 +20,13 @@ def profile_spec(profile: str | None, environ: Mapping[str, str]) -> str | None:
     if spec is None:
         return None
     return spec.strip() or None
+
+
+def _read_smi(environ: Mapping[str, str], timeout: float) -> DriverView:
+    # imported only when NVML could not answer: subprocess is not needed otherwise
+    from pytest_lmbackend.hardware.smi import read_smi
+
+    return read_smi(environ, timeout)
 
 
 def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = None,
@@ -40,11 +45,13 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
         if "," in spec:
             raise ProfileError(f"hardware profile {spec!r}: several profiles are for --lm-plan only "
                                "(load_profiles); a session runs on one", path=spec)
+        from pytest_lmbackend.hardware.profiles import load_profile
+
         return load_profile(spec)
     notes: list[str] = []
     ways: tuple[tuple[Source, Callable[[], DriverView]], ...] = (
         ("nvml", read_nvml),
-        ("nvidia-smi", lambda: read_smi(env, timeout)),
+        ("nvidia-smi", lambda: _read_smi(env, timeout)),
     )
     view: DriverView | None = None
     source: Source = "none"
@@ -81,5 +88,7 @@ def probe_many(*, profile: str | None = None, environ: Mapping[str, str] | None 
     env = os.environ if environ is None else environ
     spec = profile_spec(profile, env)
     if spec is not None and "," in spec:
+        from pytest_lmbackend.hardware.profiles import load_profiles
+
         return load_profiles(spec)
     return [probe(profile=spec, environ=env, timeout=timeout)]
