@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from dataclasses import dataclass, replace
 from functools import cache
 
@@ -114,13 +116,21 @@ def resolve_release(spec: str | None) -> str:
 
 
 def installed_lmdeploy() -> str | None:
-    """The installed LMDeploy's version, read from package metadata (LMDeploy is never imported)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("lmdeploy")
-    except metadata.PackageNotFoundError:
-        return None
+    """The installed LMDeploy's version, read from its metadata folder on ``sys.path`` (first match, as
+    ``importlib.metadata`` finds it). Neither LMDeploy nor ``importlib.metadata`` is imported: the
+    latter alone would double the start-up of ``detect``."""
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            stem, dot, kind = name.rpartition(".")
+            if dot and kind in ("dist-info", "egg-info"):
+                project, _, rest = stem.partition("-")
+                if project.lower().replace("_", "-") == "lmdeploy" and rest:
+                    return rest.split("-")[0]
+    return None
 
 
 @cache
