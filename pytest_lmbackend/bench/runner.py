@@ -47,6 +47,8 @@ class BenchOptions:
         iteration (the one that pays the imports) is always a warm-up.
     :param timeout_s: a round still running after this is killed and reported as ``timeout``.
     :param script_options: handed to the round script (``eager_mode``, ``max_new_tokens``, ...).
+    :param keep_going: run the remaining cold rounds after one crashed or hung; by default they are
+        skipped, since a broken or hanging engine would only spend the time budget again.
     """
 
     rounds: int = 2
@@ -56,6 +58,7 @@ class BenchOptions:
     python: str = sys.executable
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     script_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    keep_going: bool = False
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -128,7 +131,7 @@ def run_backend(
             results.append(r)
             if progress:
                 progress(r)
-            if r.status == "unavailable":
+            if r.status == "unavailable" or (not r.ok and not options.keep_going):
                 break
         return results
     lead = max(1, options.warmup)

@@ -10,7 +10,14 @@ from typing import Any
 
 from pytest_lmbackend.bench.phases import RoundResult
 from pytest_lmbackend.bench.report import BenchReport, format_table, machine_facts
-from pytest_lmbackend.bench.runner import BenchError, BenchOptions, measure_overhead, run_backend
+from pytest_lmbackend.bench.runner import (
+    BenchError,
+    BenchOptions,
+    check_model_dir,
+    measure_overhead,
+    resolve_script,
+    run_backend,
+)
 from pytest_lmbackend.bench.scripts import ALL_BACKENDS, SCRIPTS
 
 EXIT_OK, EXIT_FAILED_ROUND, EXIT_USAGE = 0, 1, 2
@@ -81,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--plot", type=_plot_path, metavar="FILE", help="stacked phase bars (.png or .svg)")
     parser.add_argument(
+        "--save", type=Path, metavar="FILE",
+        help="write the JSON report here, rewritten after every round (a killed run keeps what it measured)",
+    )  # fmt: skip
+    parser.add_argument("--keep-going", action="store_true",
+                        help="run a backend's remaining rounds after one crashed or hung")  # fmt: skip
+    parser.add_argument(
         "--options", type=_options, default={}, metavar="JSON",
         help='handed to the round scripts, e.g. \'{"eager_mode": true, "max_new_tokens": 8}\'',
     )  # fmt: skip
@@ -101,22 +114,33 @@ def backends_of(values: list[str] | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    results: dict[str, tuple[RoundResult, ...]] = {}
+    machine = machine_facts()
     try:
         options = BenchOptions(
             rounds=args.rounds, warmup=args.warmup, timeout_s=args.timeout, mode=args.mode,
-            python=args.python, script_options=args.options,
+            python=args.python, script_options=args.options, keep_going=args.keep_going,
         )  # fmt: skip
+        check_model_dir(args.model_dir)
         backends = backends_of(args.backend)
-        results: dict[str, tuple[RoundResult, ...]] = {}
+        for backend in backends:  # an unknown name fails before any round runs
+            resolve_script(backend)
+
+        def progress(r: RoundResult) -> None:
+            _show(r)
+            results[r.backend] = (*results.get(r.backend, ()), r)
+            if args.save is not None:
+                _save(args.save, BenchReport(str(args.model_dir), options, results, None, machine))
+
         for backend in backends:
-            rounds = run_backend(args.model_dir, backend, options, progress=_progress(len(backends)))
-            if rounds:
-                results[rounds[0].backend] = tuple(rounds)
+            run_backend(args.model_dir, backend, options, progress=progress)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     overhead = measure_overhead(args.python) if args.overhead and args.mode == "cold" else None
-    report = BenchReport(str(Path(args.model_dir)), options, results, overhead, machine_facts())
+    report = BenchReport(str(args.model_dir), options, results, overhead, machine)
+    if args.save is not None:
+        _save(args.save, report)
     if args.plot is not None:
         from pytest_lmbackend.bench.plot import plot
 
@@ -133,13 +157,16 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED_ROUND if report.failed() else EXIT_OK
 
 
-def _progress(n_backends: int) -> Any:
-    def show(r: RoundResult) -> None:
-        kind = "warm-up" if r.warmup else "round"
-        what = f"{r.elapsed_s:.2f} s" if r.ok else f"{r.status}: {r.error}"
-        slow = max(r.phases, key=lambda p: p.seconds, default=None) if r.ok else None
-        detail = f" (longest: {slow.name} {slow.seconds:.2f} s)" if slow else ""
-        line = f"bench: {r.backend} {r.mode} {kind} {r.index + 1}: {what}{detail}"
-        print(line, file=sys.stderr, flush=True)
+def _show(r: RoundResult) -> None:
+    """The progress line of one round, on stderr."""
+    kind = "warm-up" if r.warmup else "round"
+    what = f"{r.elapsed_s:.2f} s" if r.ok else f"{r.status}: {r.error}"
+    slow = max(r.phases, key=lambda p: p.seconds, default=None) if r.ok else None
+    detail = f" (longest: {slow.name} {slow.seconds:.2f} s)" if slow else ""
+    print(f"bench: {r.backend} {r.mode} {kind} {r.index + 1}: {what}{detail}", file=sys.stderr, flush=True)
 
-    return show
+
+def _save(path: Path, report: BenchReport) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
