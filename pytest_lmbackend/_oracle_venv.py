@@ -1,0 +1,185 @@
+"""Build and find the per-release virtual environments in which real LMDeploy answers questions."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "LMBACKEND_ORACLE_HOME"
+TORCH_SPEC = "torch==2.13.0"
+
+#: transformers per LMDeploy release: the newest release meeting LMDeploy's own requirement on
+#: the day that LMDeploy release came out.
+TRANSFORMERS_PINS: dict[str, str] = {
+    "0.7.3": "4.51.3",
+    "0.10.2": "4.57.1",
+    "0.14.0": "5.12.1",
+    "0.18.0": "5.17.0",
+}
+
+# What `import lmdeploy.archs` and the TurboMind rule modules import besides torch and
+# transformers (LMDeploy itself is installed without its dependencies).
+_COMMON_DEPS = ("pydantic", "mmengine-lite", "psutil", "pillow", "requests", "pybase64", "pyyaml")
+
+
+def _extra_deps(release: str) -> tuple[str, ...]:
+    # 0.7.x declares numpy<2 and breaks at import with numpy 2
+    return ("numpy<2",) if release.startswith("0.7.") else ()
+
+
+class VenvError(RuntimeError):
+    """Building or checking an LMDeploy virtual environment failed."""
+
+
+@dataclass(frozen=True)
+class VenvSpec:
+    """What one environment holds: an LMDeploy release and the transformers it runs with."""
+
+    release: str
+    transformers: str
+
+    @property
+    def name(self) -> str:
+        default = TRANSFORMERS_PINS.get(self.release)
+        suffix = "" if self.transformers == default else f"-tf{self.transformers}"
+        return f"lmdeploy-{self.release}{suffix}"
+
+    def requirements(self) -> list[str]:
+        return [f"transformers=={self.transformers}", TORCH_SPEC, *_COMMON_DEPS, *_extra_deps(self.release)]
+
+    def stamp(self) -> str:
+        return json.dumps({"lmdeploy": self.release, "requirements": self.requirements()}, sort_keys=True)
+
+
+def oracle_home() -> Path:
+    """Where the environments live: ``$LMBACKEND_ORACLE_HOME``, else the user's cache folder."""
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "pytest-lmbackend" / "oracle"
+
+
+def spec_for(release: str, transformers: str | None = None) -> VenvSpec:
+    """The environment spec of `release`; releases without a pin need an explicit transformers."""
+    chosen = transformers or TRANSFORMERS_PINS.get(release)
+    if chosen is None:
+        raise VenvError(
+            f"no transformers pin for lmdeploy {release}: pass one "
+            f"(known pins: {', '.join(f'{k}->{v}' for k, v in TRANSFORMERS_PINS.items())})"
+        )
+    return VenvSpec(release, chosen)
+
+
+def venv_dir(spec: VenvSpec, home: Path | None = None) -> Path:
+    return (home or oracle_home()) / "venvs" / spec.name
+
+
+def venv_python(spec: VenvSpec, home: Path | None = None) -> Path:
+    return venv_dir(spec, home) / "bin" / "python"
+
+
+def installed_versions(python: Path) -> dict[str, str]:
+    """Versions of lmdeploy, transformers and torch in an environment, from metadata only."""
+    code = (
+        "import importlib.metadata as m, json\n"
+        "out = {}\n"
+        "for name in ('lmdeploy', 'transformers', 'torch'):\n"
+        "    try: out[name] = m.version(name)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print(json.dumps(out))"
+    )
+    try:
+        proc = subprocess.run([str(python), "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if proc.returncode != 0:
+        return {}
+    try:
+        found = json.loads(proc.stdout)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def is_ready(spec: VenvSpec, home: Path | None = None) -> bool:
+    """Whether the environment exists and holds exactly the spec's lmdeploy, transformers and torch."""
+    python = venv_python(spec, home)
+    if not python.exists():
+        return False
+    found = installed_versions(python)
+    torch_version = TORCH_SPEC.split("==", 1)[1]
+    return (
+        found.get("lmdeploy") == spec.release
+        and found.get("transformers") == spec.transformers
+        and found.get("torch", "").split("+")[0] == torch_version
+    )
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # several pytest-xdist workers may ask for the same environment at once: one builds it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pip(python: Path, args: list[str], log: Path) -> None:
+    cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args]
+    with open(log, "a") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise VenvError(f"pip install {' '.join(args)} failed (log {log}):\n{tail}")
+
+
+def build(
+    release: str,
+    *,
+    transformers: str | None = None,
+    home: Path | None = None,
+    force: bool = False,
+    python: str | None = None,
+) -> Path:
+    """Build (or reuse) the environment for `release`; returns its interpreter.
+
+    LMDeploy goes in without its dependencies (its GPU stack is not needed to read configs),
+    then the pinned transformers, the CPU torch wheel and the few small packages its detection
+    path imports, in one resolve so that pip cannot pick another torch.
+    """
+    spec = spec_for(release, transformers)
+    folder = venv_dir(spec, home)
+    with _locked(folder.parent / f".{spec.name}.lock"):
+        if not force and is_ready(spec, home):
+            return venv_python(spec, home)
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        base = python or sys.executable
+        subprocess.run([base, "-m", "venv", str(folder)], check=True, capture_output=True)
+        interpreter = venv_python(spec, home)
+        log = folder / "build.log"
+        _pip(interpreter, ["--no-deps", f"lmdeploy=={spec.release}"], log)
+        _pip(interpreter, spec.requirements(), log)
+        if not is_ready(spec, home):
+            raise VenvError(
+                f"{folder}: built, but it does not hold {spec.requirements()} "
+                f"(found {installed_versions(interpreter)}); log {log}"
+            )
+        (folder / ".lmbackend-spec").write_text(spec.stamp())
+        return interpreter

@@ -1,0 +1,31 @@
+"""Hypothesis strategies for Hugging Face model configs, model folders and hostile config files."""
+
+from __future__ import annotations
+
+from .. import hypothesis_profiles as _profiles
+from ._configs import IRRELEVANT_KEYS, hf_configs, irrelevant_keys
+from ._families import FAMILIES, FAMILY_TABLE, KNOWN_ARCHS, Family, named_by, release_key
+from ._files import MALFORMED_KINDS, MalformedConfig, malformed_configs, model_dirs, write_model_dir
+from ._invalid import BREAKAGES
+from ._quant import QUANTIZATIONS
+
+_profiles.register_profiles()
+
+__all__ = [
+    "BREAKAGES",
+    "FAMILIES",
+    "FAMILY_TABLE",
+    "IRRELEVANT_KEYS",
+    "KNOWN_ARCHS",
+    "MALFORMED_KINDS",
+    "QUANTIZATIONS",
+    "Family",
+    "MalformedConfig",
+    "hf_configs",
+    "irrelevant_keys",
+    "malformed_configs",
+    "model_dirs",
+    "named_by",
+    "release_key",
+    "write_model_dir",
+]
