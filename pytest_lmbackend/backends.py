@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from pytest_lmbackend.hardware.capability import turbomind_kernels_missing
-
 # Packages whose presence decides availability. Read from metadata and ``find_spec`` only: importing
 # any of them costs seconds and may initialise CUDA.
 WATCHED_PACKAGES: tuple[str, ...] = ("lmdeploy", "torch", "transformers")
@@ -87,6 +85,8 @@ def _check_turbomind(facts: RunnerFacts) -> str | None:
     if not facts.devices:
         return ("backend turbomind needs a CUDA GPU in TurboMind's kernel build matrix; "
                 f"{facts.found_devices()}")
+    from pytest_lmbackend.hardware.capability import turbomind_kernels_missing
+
     missing = [turbomind_kernels_missing(d.capability, facts.cuda, lmdeploy=version) for d in facts.devices]
     if all(m is not None for m in missing):
         found = "; ".join(f"{d.describe()}: {m}" for d, m in zip(facts.devices, missing, strict=True))

@@ -5,22 +5,27 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_lmbackend.markers import ItemMarks, ModelBinding
-from pytest_lmbackend.selection import ItemOutcome
-from pytest_lmbackend.session import MARKS_KEY, OUTCOME_KEY, SESSION_KEY, LmSession
+if TYPE_CHECKING:  # imported in the fixtures' bodies: loading the plugin stays cheap
+    from pytest_lmbackend.markers import ItemMarks, ModelBinding
+    from pytest_lmbackend.selection import ItemOutcome
+    from pytest_lmbackend.session import LmSession
 
 ModelDirFactory = Callable[..., Path]
 
 
 def _state(request: pytest.FixtureRequest) -> LmSession:
+    from pytest_lmbackend.session import SESSION_KEY
+
     return request.config.stash[SESSION_KEY]
 
 
 def _item_marks(request: pytest.FixtureRequest, fixture: str) -> ItemMarks:
+    from pytest_lmbackend.session import MARKS_KEY
+
     marks: ItemMarks | None = request.node.stash.get(MARKS_KEY, None)
     if marks is None:
         pytest.fail(f"{fixture} is for test functions collected by pytest-lmbackend", pytrace=False)
@@ -28,6 +33,8 @@ def _item_marks(request: pytest.FixtureRequest, fixture: str) -> ItemMarks:
 
 
 def _outcome(request: pytest.FixtureRequest, fixture: str) -> ItemOutcome:
+    from pytest_lmbackend.session import OUTCOME_KEY
+
     outcome: ItemOutcome | None = request.node.stash.get(OUTCOME_KEY, None)
     if outcome is None:
         pytest.fail(f"{fixture}: this item was not evaluated by pytest-lmbackend at setup", pytrace=False)
@@ -46,6 +53,8 @@ def lm_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def lm_detection(request: pytest.FixtureRequest) -> Any:
     """The ``Detection`` of the item's ``lm_model`` under the active LMDeploy release."""
+    from pytest_lmbackend.session import OUTCOME_KEY
+
     marks = _item_marks(request, "lm_detection")
     if marks.model is None:
         pytest.fail(f"{request.node.nodeid}: lm_detection needs @pytest.mark.lm_model(source)", pytrace=False)

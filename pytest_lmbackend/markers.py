@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
 # LMDeploy's own autotest markers, understood unchanged.
 BACKEND_ALIASES: Mapping[str, str] = MappingProxyType({"turbomind": "turbomind", "pytorch": "pytorch"})
@@ -54,13 +54,9 @@ class MarkerError(ValueError):
     """A marker with arguments that cannot be used; the message names the test and the marker."""
 
 
-class MarkLike(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def args(self) -> tuple[Any, ...]: ...
-    @property
-    def kwargs(self) -> Mapping[str, Any]: ...
+# A ``pytest.Mark`` or anything with ``name``, ``args`` and ``kwargs``; typing.Protocol would cost
+# import time for nothing here.
+MarkLike = Any
 
 
 @dataclass(frozen=True)

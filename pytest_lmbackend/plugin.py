@@ -6,11 +6,12 @@ import argparse
 import ast
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from pytest_lmbackend.backends import build_registry
+# Fixtures must be attributes of the plugin module; fixtures.py itself imports nothing heavy. Every
+# other module of the package is imported inside the hooks, so loading the plugin costs next to nothing.
 from pytest_lmbackend.fixtures import (
     _lm_synthetic_models,
     lm_backend,
@@ -21,27 +22,10 @@ from pytest_lmbackend.fixtures import (
     lm_pipeline,
     lm_pipeline_cache,
 )
-from pytest_lmbackend.markers import MARKER_HELP, MarkerError, parse_marks
-from pytest_lmbackend.selection import (
-    BackendMode,
-    Verdict,
-    check_backend_names,
-    is_backend_bound,
-    parametrize_ids,
-    parse_backend_option,
-    parse_kinds,
-)
-from pytest_lmbackend.session import (
-    BOUND_KEY,
-    MARKS_KEY,
-    OUTCOME_KEY,
-    PARAM_KEY,
-    SESSION_KEY,
-    SKIP_KIND_PROPERTY,
-    LmSession,
-    Options,
-    SetupError,
-)
+
+if TYPE_CHECKING:
+    from pytest_lmbackend.selection import BackendMode
+    from pytest_lmbackend.session import LmSession, Options
 
 __all__ = [
     "_lm_synthetic_models",
@@ -58,6 +42,20 @@ T = TypeVar("T")
 
 # --lm-require accepts these besides the kinds lm_requires reports.
 PLUGIN_KINDS: frozenset[str] = frozenset({"backend", "model"})
+
+
+def _backend_option(text: str) -> BackendMode:
+    """argparse ``type=`` for ``--lm-backend`` (see ``selection.parse_backend_option``)."""
+    from pytest_lmbackend.selection import parse_backend_option
+
+    return parse_backend_option(text)
+
+
+def _kinds(text: str) -> frozenset[str]:
+    """argparse ``type=`` for ``--lm-require`` (see ``selection.parse_kinds``)."""
+    from pytest_lmbackend.selection import parse_kinds
+
+    return parse_kinds(text)
 
 
 def _profiles(text: str) -> tuple[str, ...]:
@@ -85,7 +83,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lmbackend", "LLM backends and hardware (pytest-lmbackend)")
     group.addoption(
-        "--lm-backend", type=parse_backend_option, default=None, metavar="auto|all|none|NAME[,NAME]",
+        "--lm-backend", type=_backend_option, default=None, metavar="auto|all|none|NAME[,NAME]",
         help="backends for backend-bound tests: auto (LMDeploy's pick per model; best available "
              "otherwise), all (one item per backend), none, or names. ini: lm_backend (default auto).",
     )
@@ -104,7 +102,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="print which tests would run or skip, and why, per hardware profile; run nothing. ini: lm_plan.",
     )
     group.addoption(
-        "--lm-require", type=parse_kinds, default=None, metavar="KIND[,KIND]",
+        "--lm-require", type=_kinds, default=None, metavar="KIND[,KIND]",
         help="unmet requirements of these kinds (e.g. backend,gpus,capability) fail instead of skip. "
              "ini: lm_require.",
     )
@@ -129,6 +127,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from pytest_lmbackend.backends import build_registry
+    from pytest_lmbackend.markers import MARKER_HELP
+    from pytest_lmbackend.selection import check_backend_names
+    from pytest_lmbackend.session import SESSION_KEY, LmSession, SetupError
+
     for text in MARKER_HELP.values():
         config.addinivalue_line("markers", text)
     try:
@@ -164,6 +167,9 @@ def _option(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | 
 
 
 def _options(config: pytest.Config) -> Options:
+    from pytest_lmbackend.selection import BackendMode, parse_backend_option, parse_kinds
+    from pytest_lmbackend.session import Options
+
     backend = _option(config, "lm_backend", parse_backend_option) or BackendMode("auto")
     hardware = _option(config, "lm_hardware", _profiles) or ()
     plan = bool(config.getoption("lm_plan") or config.getini("lm_plan"))
@@ -216,6 +222,8 @@ def _engine_options(lines: list[str]) -> dict[str, Any]:
 
 
 def _state(config: pytest.Config) -> LmSession:
+    from pytest_lmbackend.session import SESSION_KEY
+
     return config.stash[SESSION_KEY]
 
 
@@ -225,6 +233,9 @@ def _base_dirs(config: pytest.Config, path: Path | None) -> list[Path]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    from pytest_lmbackend.markers import MarkerError, parse_marks
+    from pytest_lmbackend.selection import is_backend_bound, parametrize_ids
+
     state = _state(metafunc.config)
     try:
         marks = parse_marks(
@@ -247,6 +258,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from pytest_lmbackend.markers import MarkerError, parse_marks
+    from pytest_lmbackend.selection import is_backend_bound
+    from pytest_lmbackend.session import BOUND_KEY, MARKS_KEY, PARAM_KEY
+
     state = _state(config)
     errors: list[str] = []
     for item in items:
@@ -283,6 +298,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     state = _state(session.config)
     if not state.options.plan:
         return None
+    from pytest_lmbackend.session import MARKS_KEY, SetupError
     from pytest_lmbackend.summary import plan_table
 
     items = [i for i in session.items if MARKS_KEY in i.stash]
@@ -304,12 +320,16 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
 
 
 def _evaluate(state: LmSession, item: pytest.Item, *, view: int = 0) -> Any:
+    from pytest_lmbackend.session import BOUND_KEY, MARKS_KEY, PARAM_KEY
+
     return state.evaluate(item.stash[MARKS_KEY], param=item.stash[PARAM_KEY],
                           backend_bound=item.stash[BOUND_KEY], view=view)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    from pytest_lmbackend.session import MARKS_KEY, OUTCOME_KEY, SKIP_KIND_PROPERTY, SetupError
+
     if MARKS_KEY not in item.stash:
         return
     state = _state(item.config)
@@ -318,7 +338,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     except SetupError as exc:
         pytest.fail(str(exc), pytrace=False)
     item.stash[OUTCOME_KEY] = outcome
-    verdict: Verdict | None = outcome.verdict
+    verdict = outcome.verdict
     if verdict is None:
         return
     if verdict.error or verdict.kind in state.options.require:
@@ -330,6 +350,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    from pytest_lmbackend.session import SKIP_KIND_PROPERTY
+
     report = yield
     # A skip raised by this plugin points at the test, not at the plugin's hook, as pytest's own
     # skip markers do.
@@ -341,6 +363,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    from pytest_lmbackend.session import SetupError
     from pytest_lmbackend.summary import backend_lines, fallback_hardware_lines
 
     state = _state(config)
@@ -367,6 +390,8 @@ def _hardware_lines(hardware: Any) -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from pytest_lmbackend.selection import Verdict
+    from pytest_lmbackend.session import SKIP_KIND_PROPERTY
     from pytest_lmbackend.summary import skip_lines
 
     verdicts: list[Verdict] = []

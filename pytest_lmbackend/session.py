@@ -125,8 +125,8 @@ def load_hardware(specs: Sequence[str], *, several: bool = False) -> list[Any]:
         raise SetupError(f"--lm-hardware: {exc}") from exc
 
 
-SESSION_KEY = pytest.StashKey[LmSession]()
-MARKS_KEY = pytest.StashKey[ItemMarks]()
-BOUND_KEY = pytest.StashKey[bool]()
-PARAM_KEY = pytest.StashKey["str | None"]()
-OUTCOME_KEY = pytest.StashKey[ItemOutcome]()
+SESSION_KEY: pytest.StashKey[LmSession] = pytest.StashKey()
+MARKS_KEY: pytest.StashKey[ItemMarks] = pytest.StashKey()
+BOUND_KEY: pytest.StashKey[bool] = pytest.StashKey()
+PARAM_KEY: pytest.StashKey[str | None] = pytest.StashKey()
+OUTCOME_KEY: pytest.StashKey[ItemOutcome] = pytest.StashKey()
