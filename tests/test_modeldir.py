@@ -1,0 +1,168 @@
+"""Synthetic model folders: config, tiny random weights, a local tokenizer of the exact size."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_lmbackend.modeldir import (
+    BOS_ID,
+    EOS_ID,
+    MIN_VOCAB_SIZE,
+    ModelDirError,
+    tiny_llama,
+    tiny_llama_config,
+    weight_shapes,
+    write_model_dir,
+    write_tokenizer,
+)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_config_only_writes_just_config_json(tmp_path: Path) -> None:
+    cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64}
+    out = write_model_dir(tmp_path / "m", cfg)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    assert json.loads((out / "config.json").read_text()) == cfg
+
+
+def test_tiny_llama_config_matches_its_arguments() -> None:
+    cfg = tiny_llama_config(vocab_size=512, hidden_size=256, num_heads=4, num_kv_heads=2, num_layers=3)
+    assert cfg["architectures"] == ["LlamaForCausalLM"]
+    assert (cfg["head_dim"], cfg["num_key_value_heads"], cfg["num_hidden_layers"]) == (64, 2, 3)
+    assert (cfg["bos_token_id"], cfg["eos_token_id"]) == (BOS_ID, EOS_ID)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"hidden_size": 100, "num_heads": 3}, "hidden_size"),
+        ({"num_heads": 4, "num_kv_heads": 3, "hidden_size": 128}, "num_kv_heads"),
+        ({"dtype": "int8"}, "dtype"),
+    ],
+)
+def test_tiny_llama_config_rejects_inconsistent_sizes(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ModelDirError) as info:
+        tiny_llama_config(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_weight_shapes_follow_the_architecture() -> None:
+    base = tiny_llama_config(vocab_size=300, hidden_size=128, num_heads=2, num_layers=1)
+    llama = weight_shapes(base)
+    assert llama["model.embed_tokens.weight"] == (300, 128)
+    assert llama["lm_head.weight"] == (300, 128)
+    assert llama["model.layers.0.mlp.down_proj.weight"] == (128, 256)
+    assert not any(k.endswith(".bias") for k in llama)
+    qwen2 = weight_shapes({**base, "architectures": ["Qwen2ForCausalLM"]})
+    assert qwen2["model.layers.0.self_attn.k_proj.bias"] == (128,)
+    qwen3 = weight_shapes({**base, "architectures": ["Qwen3ForCausalLM"]})
+    assert qwen3["model.layers.0.self_attn.q_norm.weight"] == (64,)
+    tied = weight_shapes({**base, "tie_word_embeddings": True})
+    assert "lm_head.weight" not in tied
+    gqa = weight_shapes({**base, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32})
+    assert gqa["model.layers.0.self_attn.k_proj.weight"] == (32, 128)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"architectures": ["BertModel"]}, "architectures"),
+        ({"architectures": "LlamaForCausalLM"}, "architectures"),
+        ({"hidden_size": 0}, "hidden_size"),
+        ({"num_hidden_layers": True}, "num_hidden_layers"),
+        ({"vocab_size": "1024"}, "vocab_size"),
+    ],
+)
+def test_weight_shapes_name_the_bad_field(change: dict[str, object], field: str) -> None:
+    with pytest.raises(ModelDirError) as info:
+        weight_shapes({**tiny_llama_config(), **change}, path=Path("m/config.json"))
+    assert info.value.field == field
+    assert "m/config.json" in str(info.value)
+
+
+def test_tokenizer_has_exactly_the_asked_size_and_decodes_every_id(tmp_path: Path) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    info = write_tokenizer(tmp_path, vocab_size=700)
+    tok = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert tok.get_vocab_size() == info.vocab_size == 700
+    assert tok.id_to_token(BOS_ID) == "<s>" and tok.id_to_token(EOS_ID) == "</s>"
+    assert all(tok.id_to_token(i) is not None for i in range(700))
+    ids = tok.encode("hello world").ids
+    assert ids[0] == BOS_ID  # the post-processor adds <s>
+    assert tok.decode(ids, skip_special_tokens=True) == "hello world"
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert "add_generation_prompt" in cfg["chat_template"]
+
+
+def test_tokenizer_pads_when_the_corpus_cannot_fill_the_vocabulary(tmp_path: Path) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    info = write_tokenizer(tmp_path, vocab_size=20000)
+    tok = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert tok.get_vocab_size() == 20000
+    assert info.trained_tokens <= 20000
+    if info.trained_tokens < 20000:
+        assert tok.id_to_token(19999).startswith("<extra_")
+
+
+def test_tokenizer_rejects_a_vocabulary_below_the_byte_alphabet(tmp_path: Path) -> None:
+    with pytest.raises(ModelDirError, match="vocab_size"):
+        write_tokenizer(tmp_path, vocab_size=MIN_VOCAB_SIZE - 1)
+
+
+def test_tokenizer_needs_a_vocab_size_in_the_config(tmp_path: Path) -> None:
+    with pytest.raises(ModelDirError, match="vocab_size"):
+        write_model_dir(tmp_path, {"architectures": ["LlamaForCausalLM"]}, tokenizer=True)
+
+
+def test_tokenizer_reads_a_nested_text_config(tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers")
+    write_model_dir(tmp_path, {"architectures": ["X"], "text_config": {"vocab_size": 400}}, tokenizer=True)
+    assert len(json.loads((tmp_path / "tokenizer.json").read_text())["model"]["vocab"]) <= 400
+    gen = json.loads((tmp_path / "generation_config.json").read_text())
+    assert (gen["bos_token_id"], gen["eos_token_id"]) == (BOS_ID, EOS_ID)
+
+
+def test_tiny_llama_is_complete_and_deterministic(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    a = tiny_llama(tmp_path / "a", vocab_size=512, seed=3)
+    b = tiny_llama(tmp_path / "b", vocab_size=512, seed=3)
+    c = tiny_llama(tmp_path / "c", vocab_size=512, seed=4)
+    names = {p.name for p in a.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert {"generation_config.json"} <= names
+    cfg = json.loads((a / "config.json").read_text())
+    tensors = safetensors_torch.load_file(str(a / "model.safetensors"))
+    assert {k: tuple(v.shape) for k, v in tensors.items()} == weight_shapes(cfg)
+    assert all(v.dtype == torch.bfloat16 for v in tensors.values())
+    assert torch.all(tensors["model.norm.weight"] == 1)
+    assert _digest(a / "model.safetensors") == _digest(b / "model.safetensors")
+    assert _digest(a / "tokenizer.json") == _digest(b / "tokenizer.json")
+    assert _digest(a / "model.safetensors") != _digest(c / "model.safetensors")
+
+
+def test_tiny_llama_loads_offline_in_transformers(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    path = tiny_llama(tmp_path / "m", vocab_size=400, hidden_size=64, intermediate_size=128, num_heads=1)
+    tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    assert len(tok) == model.config.vocab_size == 400
+    assert type(model).__name__ == "LlamaForCausalLM"
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert prompt.startswith("<s>") and prompt.endswith("<|assistant|>\n")
+    enc = tok(["hi there"], return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=EOS_ID)
+    assert out.shape[1] == enc["input_ids"].shape[1] + 3
+    assert isinstance(tok.decode(out[0]), str)
