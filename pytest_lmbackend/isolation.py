@@ -207,9 +207,10 @@ def run_isolated(item: pytest.Item) -> list[TestReport]:
             for line in Path(reports_path).read_text(encoding="utf-8").splitlines():
                 report = config.hook.pytest_report_from_serializable(config=config, data=json.loads(line))
                 if isinstance(report, TestReport) and report.nodeid == item.nodeid:
-                    if isinstance(report.longrepr, list):
+                    longrepr: object = report.longrepr
+                    if isinstance(longrepr, list):
                         # a skip's (path, line, reason) is a tuple to pytest; JSON made it a list
-                        report.longrepr = tuple(report.longrepr)
+                        report.longrepr = (str(longrepr[0]), int(longrepr[1]), str(longrepr[2]))
                     reports.append(report)
     where = f"isolated process (pid {process.pid}, CUDA_VISIBLE_DEVICES={mask!r})"
     problem = None
@@ -219,8 +220,8 @@ def run_isolated(item: pytest.Item) -> list[TestReport]:
         problem = (f"{item.nodeid}: the {where} ended with exit code {process.returncode} before "
                    "reporting every phase")
     if problem is not None:
-        output = f"\n--- its output ---\n{tail(text)}" if text.strip() else " (it wrote no output)"
-        reports = _complete(item, reports, problem + output, duration)
+        shown = f"\n--- its output ---\n{tail(text)}" if text.strip() else " (it wrote no output)"
+        reports = _complete(item, reports, problem + shown, duration)
     return reports
 
 

@@ -1,0 +1,176 @@
+"""``lm_isolated``: the spawned command line, and native reports for every way a test can end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_lmbackend import isolation, xdist
+
+
+def test_forwarded_args_keep_what_shapes_the_test() -> None:
+    args = ["tests/x.py", "-k", "slow", "--lm-hardware", "h100x2", "--lm-plan", "-p", "no:foo", "-pbar",
+            "-o", "a=b", "--override-ini=c=d", "-n", "4", "--junitxml=out.xml", "--basetemp", "/t",
+            "-W", "error", "--tb=short", "--runxfail", "-x", "--lm-backend=pytorch"]
+    takes_value = {"--lm-hardware": True, "--lm-plan": False}
+    assert isolation.forwarded_args(args, lambda name: takes_value.get(name, True)) == [
+        "--lm-hardware", "h100x2", "--lm-plan", "-p", "no:foo", "-pbar", "-o", "a=b", "--override-ini=c=d",
+        "-W", "error", "--tb=short", "--runxfail", "--lm-backend=pytorch",
+    ]
+
+
+def test_node_arg_selects_the_item_by_its_path() -> None:
+    path = Path("/r/tests/test_a.py")
+    assert (isolation.node_arg(path, "tests/test_a.py::TestK::test_b[1-x]")
+            == "/r/tests/test_a.py::TestK::test_b[1-x]")
+    assert isolation.node_arg(path, "tests/test_a.py") == "/r/tests/test_a.py"
+
+
+def test_child_env_pins_the_mask() -> None:
+    env = isolation.child_env({"A": "1", "CUDA_VISIBLE_DEVICES": "0,1,2"}, "/r.jsonl", "GPU-a")
+    assert env["CUDA_VISIBLE_DEVICES"] == env[xdist.SLICE_ENV] == "GPU-a"
+    assert env[isolation.CHILD_ENV] == "/r.jsonl" and env["A"] == "1"
+    assert isolation.child_env({"CUDA_VISIBLE_DEVICES": "3"}, "/r", None)["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+@pytest.mark.parametrize("text", ["-1", "soon"])
+def test_bad_timeout(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="--lm-isolated-timeout"):
+        isolation.parse_timeout(text)
+
+
+SUITE = """
+import json, os, pathlib, time
+import pytest
+
+RECORD = pathlib.Path({record!r})
+
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("fixture went wrong")
+
+
+@pytest.mark.lm_isolated
+def test_passes():
+    assert os.getpid() != int(os.environ["OUTER_PID"])
+
+
+@pytest.mark.lm_isolated
+def test_fails():
+    value = 1
+    assert value == 2, "the real traceback"
+
+
+@pytest.mark.lm_isolated
+def test_skips():
+    pytest.skip("not on this box")
+
+
+@pytest.mark.lm_isolated
+@pytest.mark.xfail(reason="known bug", strict=True)
+def test_xfails():
+    assert False
+
+
+@pytest.mark.lm_isolated
+def test_setup_error(broken):
+    pass
+
+
+@pytest.mark.lm_isolated(timeout={timeout})
+def test_hangs():
+    time.sleep(600)
+
+
+@pytest.mark.lm_isolated
+def test_crashes():
+    print("about to go")
+    os._exit(7)
+
+
+@pytest.mark.lm_isolated
+@pytest.mark.lm_requires(gpus=2)
+def test_pinned():
+    RECORD.write_text(json.dumps([os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                  os.environ.get("PYTEST_LM_WORKER_GPUS"), os.getpid()]))
+"""
+
+
+def test_every_outcome_comes_back_as_a_native_report(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_lmbackend import hardware
+
+    monkeypatch.setenv("OUTER_PID", str(os.getpid()))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
+    record = pytester.path / "record.json"
+    pytester.makepyfile(test_iso=SUITE.format(record=str(record), timeout=15))
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100x4", "-rA")
+    result.assert_outcomes(passed=2, failed=3, skipped=1, xfailed=1, errors=1)
+    text = result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*ERROR at setup of test_setup_error*",
+        "*RuntimeError: fixture went wrong*",
+    ])
+    result.stdout.fnmatch_lines([
+        "*_ test_fails _*",
+        ">       assert value == 2, \"the real traceback\"",
+        "E       AssertionError: the real traceback",
+    ])
+    result.stdout.fnmatch_lines(["*test_iso.py::test_hangs: timed out after 15 s in an isolated process*"])
+    result.stdout.fnmatch_lines(["*test_iso.py::test_crashes: the isolated process * ended with exit code 7 "
+                                 "before reporting every phase*"])
+    result.stdout.fnmatch_lines(["SKIPPED ?1? test_iso.py:*: not on this box",
+                                 "XFAIL test_iso.py::test_xfails - known bug"])
+    assert "INTERNALERROR" not in text
+    mask, slice_env, pid = json.loads(record.read_text())
+    uuids = [g.uuid for g in hardware.load_profile("h100x4").gpus]
+    assert mask == slice_env == ",".join(uuids[:2])
+    assert pid != os.getpid()
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_timeout_from_the_command_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import time, pytest
+
+        @pytest.mark.lm_isolated
+        def test_hangs():
+            time.sleep(600)
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--lm-isolated-timeout=12")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*test_hangs: timed out after 12 s in an isolated process*"])
+
+
+def test_under_xdist_the_child_gets_the_items_gpus_of_its_worker(pytester: pytest.Pytester,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("xdist")
+    from pytest_lmbackend import hardware
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
+    out = pytester.mkdir("out")
+    pytester.makepyfile(
+        f"""
+        import os, pathlib, pytest
+
+        @pytest.mark.lm_isolated
+        @pytest.mark.parametrize("i", range(2))
+        def test_where(i):
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            pathlib.Path({str(out)!r}, worker).write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+        """
+    )
+    result = pytester.runpytest("-n", "2", "--lm-gpus-per-worker=2", "--lm-hardware=h100x4")
+    result.assert_outcomes(passed=2)
+    uuids = [g.uuid for g in hardware.load_profile("h100x4").gpus]
+    seen = {p.name: p.read_text() for p in out.iterdir()}
+    assert seen == {"gw0": ",".join(uuids[0:2]), "gw1": ",".join(uuids[2:4])}
