@@ -9,6 +9,7 @@ It compares ``probe()`` with ``torch.cuda`` (count, names, capability, memory, U
 time in fresh processes (target: 150 ms or less over bare Python); and, through pytest, that
 collection leaves torch, transformers and lmdeploy unimported and a test run leaves CUDA uninitialised.
 Every check records its error instead of stopping the script; it exits 0 unless it cannot write.
+Checks that would start after ``$HARDWARE_CHECK_BUDGET_S`` seconds (default 420) are skipped.
 On a machine without a GPU it still runs and says so.
 """
 
@@ -236,11 +237,24 @@ def main() -> int:
         ("pytest", check_pytest),
     ]
     try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,pci.bus_id,name,compute_cap,memory.total,"
+                              "memory.free,driver_version,mig.mode.current", "--format=csv"],
+                             capture_output=True, text=True, timeout=30)
+        results["nvidia_smi_raw"] = {"exit": smi.returncode, "out": smi.stdout[-4000:],
+                                     "err": smi.stderr[-2000:]}
+    except Exception as exc:
+        results["errors"]["nvidia_smi_raw"] = f"{type(exc).__name__}: {exc}"
+    try:
         results["torch_unmasked"] = sub(TORCH_CODE, {"CUDA_VISIBLE_DEVICES": None})
     except Exception as exc:
         results["errors"]["torch"] = f"{type(exc).__name__}: {exc}"
+    budget = float(os.environ.get("HARDWARE_CHECK_BUDGET_S", "420"))
+    began = time.perf_counter()
     for name, check in checks:
         start = time.perf_counter()
+        if start - began > budget:
+            results["errors"][name] = f"skipped: the {budget:g} s budget was spent before it"
+            continue
         try:
             check(results)
         except Exception:
