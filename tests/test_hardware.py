@@ -551,6 +551,15 @@ def test_bad_profile_files_name_the_file_and_field(tmp_path: Path, text: str, fi
     assert str(path) in str(info.value) and field in str(info.value) and message in str(info.value)
 
 
+def test_shipped_names_win_over_files_of_the_same_name(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "h100").write_text("gpus = []")
+    (tmp_path / "myrunner").write_text("gpus = [{name = 'X', capability = '8.0', memory_total = 1}]")
+    assert len(load_profile("h100", local_packages={}).gpus) == 1
+    assert load_profile("myrunner", local_packages={}).gpus[0].name == "X"
+
+
 def test_unreadable_profile_files(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text("gpus = [")

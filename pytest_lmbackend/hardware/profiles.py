@@ -35,7 +35,7 @@ def _fake_uuid(profile: str, index: int) -> str:
 
 
 def _looks_like_file(spec: str) -> bool:
-    return spec.endswith((".toml", ".json")) or "/" in spec or "\\" in spec or Path(spec).is_file()
+    return spec.endswith((".toml", ".json")) or "/" in spec or "\\" in spec
 
 
 def _read_file(path: Path, shown: str) -> dict[str, Any]:
@@ -167,6 +167,14 @@ def _repeat(data: dict[str, Any], count: int, shown: str) -> dict[str, Any]:
     return {**data, "gpus": [{**gpu, "count": count}]}
 
 
+def _load_file(spec: str, local_packages: Mapping[str, str] | None) -> Hardware:
+    path = Path(spec)
+    data = _read_file(path, spec)
+    name = data.get("name")
+    return hardware_from_data(data, shown=spec, profile=name if isinstance(name, str) else path.stem,
+                              local_packages=local_packages)
+
+
 def load_profile(spec: str, *, local_packages: Mapping[str, str] | None = None) -> Hardware:
     """A ``Hardware`` from a shipped name (``h100``), ``NAMExN`` (``a10x4``) or a ``.toml``/``.json`` file.
 
@@ -177,11 +185,7 @@ def load_profile(spec: str, *, local_packages: Mapping[str, str] | None = None) 
     if not spec:
         raise ProfileError("hardware profile: empty name")
     if _looks_like_file(spec):
-        path = Path(spec)
-        data = _read_file(path, spec)
-        name = data.get("name")
-        return hardware_from_data(data, shown=spec, profile=name if isinstance(name, str) else path.stem,
-                                  local_packages=local_packages)
+        return _load_file(spec, local_packages)
     name = spec.lower()
     file = PROFILE_DIR / f"{name}.toml"
     if file.is_file():
@@ -195,6 +199,8 @@ def load_profile(spec: str, *, local_packages: Mapping[str, str] | None = None) 
         base = _read_file(PROFILE_DIR / f"{match.group(1)}.toml", f"{match.group(1)!r}")
         data = _repeat(base, count, f"{spec!r}")
         return hardware_from_data(data, shown=f"{spec!r}", profile=name, local_packages=local_packages)
+    if Path(spec).is_file():  # a file without a suffix, after the shipped names so "h100" stays ours
+        return _load_file(spec, local_packages)
     raise ProfileError(
         f"hardware profile {spec!r}: no such profile or file; shipped: {', '.join(shipped_profiles())} "
         "(add xN for N GPUs of one kind, e.g. a10x2), or give a path to a .toml/.json file",
