@@ -143,7 +143,7 @@ def child_command(config: pytest.Config, item: pytest.Item) -> list[str]:
     if config.inipath is not None and not any(a in ("-c", "--config-file") or a.startswith(
             ("--config-file=", "-c")) for a in args):
         args += ["-c", str(config.inipath)]
-    if config.pluginmanager.hasplugin("xdist"):
+    if hasattr(config.option, "numprocesses"):
         args.append("-n0")  # an addopts -n must not spread one test over workers
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args,
             node_arg(item.path, item.nodeid)]

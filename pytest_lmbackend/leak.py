@@ -336,7 +336,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _distributing(config: pytest.Config) -> bool:
-    return (not hasattr(config, "workerinput") and config.pluginmanager.hasplugin("xdist")
+    return (not hasattr(config, "workerinput") and hasattr(config.option, "numprocesses")
             and config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None)))
 
 

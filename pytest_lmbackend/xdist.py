@@ -319,7 +319,8 @@ def _cuda_initialised() -> bool:
 
 
 def _xdist_distributing(config: pytest.Config) -> bool:
-    return (not hasattr(config, "workerinput") and config.pluginmanager.hasplugin("xdist")
+    # xdist's options exist whatever name its plugin was loaded under (entry point, -p xdist.plugin)
+    return (not hasattr(config, "workerinput") and hasattr(config.option, "numprocesses")
             and config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None)))
 
 
