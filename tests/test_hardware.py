@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import copy
+import dataclasses
 import json
 import os
+import pickle
 import re
 import stat
 import subprocess
@@ -592,6 +595,8 @@ def test_hardware_is_frozen_and_hashable() -> None:
         hw.packages["torch"] = "1.0"  # type: ignore[index]
     assert hash(hw) == hash(load_profile("h100", local_packages={"torch": "2.11.0"}))
     assert Hardware().source == "none"
+    assert pickle.loads(pickle.dumps(hw)) == hw
+    assert copy.deepcopy(hw) == hw and dataclasses.replace(hw, cuda="12.8").packages == hw.packages
 
 
 # -- packages and Ascend --------------------------------------------------------------------------

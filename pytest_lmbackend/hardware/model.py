@@ -77,6 +77,11 @@ class Hardware:
         return hash((self.gpus, self.driver, self.cuda, self.source, self.profile, self.ascend,
                      tuple(sorted(self.packages.items())), self.backends, self.warnings))
 
+    def __reduce__(self) -> tuple[type[Hardware], tuple[object, ...]]:
+        # a mappingproxy cannot be pickled; rebuild from a plain dict (xdist, multiprocessing, copy)
+        return (Hardware, (self.gpus, self.driver, self.cuda, self.source, self.profile, self.ascend,
+                           dict(self.packages), self.backends, self.warnings))
+
     @property
     def name(self) -> str:
         """A short name for columns and headers: the profile name, else the probe source."""
