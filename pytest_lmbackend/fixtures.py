@@ -90,6 +90,8 @@ def lm_backend_config(request: pytest.FixtureRequest, lm_backend: str) -> Any:
         return engine_config(lm_backend, options)
     except EngineOptionError as exc:
         pytest.fail(f"{request.node.nodeid}: {exc}", pytrace=False)
+    except ImportError as exc:
+        pytest.fail(f"{request.node.nodeid}: backend {lm_backend} cannot start here: {exc}", pytrace=False)
 
 
 @pytest.fixture
@@ -179,6 +181,8 @@ def lm_pipeline(
         return lm_pipeline_cache.get(key, build)
     except (pl.FallbackError, pl.EngineOptionError) as exc:
         pytest.fail(f"{request.node.nodeid}: {exc}", pytrace=False)
+    except ImportError as exc:  # e.g. a fake profile claims packages this interpreter lacks
+        pytest.fail(f"{request.node.nodeid}: backend {lm_backend} cannot start here: {exc}", pytrace=False)
 
 
 def _model_dir(model: ModelBinding, made: dict[str, Path], factory: pytest.TempPathFactory) -> str:
