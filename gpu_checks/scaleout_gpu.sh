@@ -132,7 +132,7 @@ def test_outer_process_never_started_cuda():
     assert torch is None or not torch.cuda.is_initialized()
 EOF
 rc=$(run isolated 90 -rA -p no:xdist test_iso.py)
-grep -q "2 passed, 1 failed" "$OUT/isolated.txt" \
+grep -q "1 failed, 2 passed" "$OUT/isolated.txt" \
   && grep -q "assert total == 1.0, \"expected failure\"" "$OUT/isolated.txt" \
   && grep -q "AssertionError: expected failure" "$OUT/isolated.txt"; ok=$?
 check isolated $ok "lm_isolated on the GPU: pass, failure with its traceback, outer process without CUDA (pytest exit $rc)"

@@ -433,8 +433,12 @@ class XdistControllerHooks:
         if _xdist_distributing(config):
             config.stash[_PLAN_KEY] = controller_plan(config)
 
-    @pytest.hookimpl(optionalhook=True)
+    # tryfirst: xdist's own answer (the CPU count) would otherwise win whenever xdist was registered
+    # after this plugin, e.g. when this one is loaded with -p
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_xdist_auto_num_workers(self, config: pytest.Config) -> int | None:
+        if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+            return None  # the user's explicit count, which xdist reads
         return auto_num_workers(len(session_hardware(config).gpus), gpus_per_worker(config))
 
     @pytest.hookimpl(optionalhook=True)

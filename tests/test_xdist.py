@@ -227,6 +227,25 @@ def test_auto_gives_one_worker_per_slice(pytester: pytest.Pytester, monkeypatch:
     assert masks == {"gw0": ",".join(uuids[0:3]), "gw1": ",".join(uuids[3:6])}
 
 
+def test_auto_wins_over_the_cpu_count_whatever_the_load_order(pytester: pytest.Pytester,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    result, masks = _run_recorded(pytester, monkeypatch, "-p", "pytest_lmbackend.plugin",
+                                  "-p", "pytest_lmbackend.xdist", "-p", "xdist.plugin",
+                                  "-n", "auto", "--lm-hardware=h100x8", "--lm-gpus-per-worker=8", count=2)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["created: 1/1 worker"])  # not one per CPU
+    assert len(masks) == 1
+
+
+def test_users_auto_count_is_respected(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "1")
+    result, _ = _run_recorded(pytester, monkeypatch, "-n", "auto", "--lm-hardware=h100x8", count=2)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["created: 1/1 worker"])
+
+
 def test_ini_key_sets_gpus_per_worker(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     uuids = _profile_uuids("h100x4")
     pytester.makeini("[pytest]\nlm_gpus_per_worker = 2\n")
