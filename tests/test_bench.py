@@ -14,7 +14,14 @@ import pytest
 
 from pytest_lmbackend.bench.phases import OTHER, Phase, RoundResult, Stats, phase_sort_key, summarize
 from pytest_lmbackend.bench.report import BenchReport, format_table
-from pytest_lmbackend.bench.runner import BenchError, BenchOptions, Overhead, measure_overhead, run_backend
+from pytest_lmbackend.bench.runner import (
+    BenchError,
+    BenchOptions,
+    Overhead,
+    measure_overhead,
+    run_backend,
+    run_in_process,
+)
 from pytest_lmbackend.commands.bench import backends_of
 
 HEAVY = ("torch", "transformers", "lmdeploy", "numpy", "matplotlib")
@@ -264,6 +271,23 @@ def test_warm_rounds_before_a_failure_still_count(
     rounds = run_backend(fake_model, fake_script, opts)
     assert [r.status for r in rounds] == ["ok", "ok", status]
     assert summarize("fake_round", rounds).counts["ok"] == 1  # the first is a warm-up
+
+
+@pytest.mark.parametrize(("mode", "status", "error"), [
+    ("ok", "ok", None),
+    ("raise", "crashed", "RuntimeError: boom"),
+    ("unavailable", "unavailable", "backend unavailable: no such engine here"),
+])  # fmt: skip
+def test_in_process_rounds_for_pytest_benchmark_warm_mode(
+    fake_model: Path, fake_script: str, mode: str, status: str, error: str | None
+) -> None:
+    opts = BenchOptions(mode="warm", script_options={"mode": mode, "at": 0})
+    r = run_in_process("fake", fake_script + ":run", fake_model, opts, index=0)
+    assert (r.status, r.error, r.mode) == (status, error, "warm")
+    assert r.info["pid"] == os.getpid()
+    if status == "ok":
+        assert [p.name for p in r.top_level()] == ["import torch", "engine construction", "first token"]
+        assert r.coverage() > 0.9  # no process start or exit in between: nearly all of it is named
 
 
 def test_harness_overhead_is_measured_against_a_bare_interpreter() -> None:

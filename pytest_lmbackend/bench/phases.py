@@ -29,15 +29,18 @@ PHASE_ORDER: tuple[str, ...] = (
 # Sub-phases of LMDeploy's engine construction, in the order the engine runs them.
 ENGINE_PHASES: tuple[str, ...] = (
     "backend config",
+    "chat template",
     "tokenizer load",
     "config load",
     "environment check",
+    "executor build",
     "model build",
     "memory profiling",
     "graph runner",
     "cache engine",
     "warm-up / graph capture",
     "engine build",
+    "engine start",
 )
 
 # Time inside a parent phase that no sub-phase claims gets this row, so sub-phases always add up.

@@ -176,6 +176,8 @@ def run_in_process(
     run, ctx = _contexts[key]
     events = MemoryEvents()
     ctx.events = events
+    ctx.options = dict(options.script_options)
+    ctx.iteration = 0
     status: RoundStatus = "ok"
     error: str | None = None
     t0 = time.monotonic()

@@ -17,11 +17,15 @@ ENGINE = "engine construction"
 # "other", so the engine construction still adds up.
 HOOKS: tuple[tuple[str, str, str], ...] = (
     ("lmdeploy.pipeline", "autoget_backend_config", "backend config"),
+    ("lmdeploy.serve.core.async_engine", "get_chat_template", "chat template"),
     ("lmdeploy.tokenizer", "Tokenizer.__init__", "tokenizer load"),
     ("lmdeploy.serve.core.async_engine", "get_model_arch", "config load"),
+    ("lmdeploy.serve.core.async_engine", "AsyncEngine.start_loop", "engine start"),
 )
 PYTORCH_HOOKS: tuple[tuple[str, str, str], ...] = (
+    # a spawned process that imports torch and checks CUDA, Triton and the model
     ("lmdeploy.pytorch.engine.engine_checker", "EngineChecker.handle", "environment check"),
+    ("lmdeploy.pytorch.engine.engine", "build_executor", "executor build"),
     ("lmdeploy.pytorch.engine.executor.uni_executor", "UniExecutor.build_model", "model build"),
     ("lmdeploy.pytorch.engine.executor.uni_executor", "UniExecutor.update_configs", "memory profiling"),
     ("lmdeploy.pytorch.engine.executor.uni_executor", "UniExecutor.build_graph_runner", "graph runner"),
