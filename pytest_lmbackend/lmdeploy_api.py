@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
 
 from pytest_lmbackend.config import from_mapping, read_config
 from pytest_lmbackend.rules import detect, model_arch, resolve_release, rule_set
 from pytest_lmbackend.rules.engine import check_vl, turbomind_rule
+
+TYPE_CHECKING = False  # typing stays unimported at run time (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any, Literal
 
 __all__ = ["autoget_backend", "check_vl_llm", "get_model_arch", "get_task", "is_supported"]
 

@@ -6,10 +6,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
 
 from pytest_lmbackend.config import ConfigError
 from pytest_lmbackend.rules import KNOWN_RELEASES, Detection, UnknownReleaseError, detect_all, resolve_release
+
+TYPE_CHECKING = False  # typing stays unimported at run time (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 ALL = "all"
 Outcome = Detection | Exception

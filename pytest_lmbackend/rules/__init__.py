@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from pytest_lmbackend.config import ModelConfig, from_mapping, read_config
 from pytest_lmbackend.rules.engine import Detection, LMDeployCrashError, evaluate, model_arch
@@ -31,7 +30,11 @@ __all__ = [
     "rule_set",
 ]
 
-Source = str | os.PathLike[str] | Mapping[str, Any] | ModelConfig
+TYPE_CHECKING = False  # typing stays unimported at run time: it alone costs more than these rules
+if TYPE_CHECKING:
+    from typing import Any
+
+    Source = str | os.PathLike[str] | Mapping[str, Any] | ModelConfig
 
 
 _ANSWERS: dict[tuple[ModelConfig, str, bool], Detection] = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
 
 from pytest_lmbackend.config import (
     ConfigError,
@@ -19,8 +18,12 @@ from pytest_lmbackend.rules.tables import LLAMA, QWEN2, TRANSFORMERS_DEFAULTS
 
 __all__ = ["Detection", "LMDeployCrashError", "evaluate", "model_arch"]
 
-Backend = Literal["turbomind", "pytorch"]
-Task = Literal["llm", "vlm"]
+TYPE_CHECKING = False  # typing stays unimported at run time: it alone costs more than these rules
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    Backend = Literal["turbomind", "pytorch"]
+    Task = Literal["llm", "vlm"]
 
 XCOMPOSER2 = "InternLMXComposer2ForCausalLM"
 TM: Backend = "turbomind"

@@ -163,11 +163,13 @@ def _build() -> dict[str, RuleSet]:
     return sets
 
 
-_SETS = _build()
+_SETS: dict[str, RuleSet] = {}
 
 
 def rule_set(release: str) -> RuleSet:
     """The rules of a release given exactly as in ``KNOWN_RELEASES`` (else resolved first)."""
+    if not _SETS:
+        _SETS.update(_build())  # on first use: importing the package stays cheap
     found = _SETS.get(release)
     return found if found is not None else _SETS[resolve_release(release)]
 
@@ -178,7 +180,8 @@ def since(release: str, arch: str, table: str = "tm") -> str | None:
     index = RELEASES.index(release)
     first = None
     for i in range(index, -1, -1):
-        archs = _SETS[RELEASES[i]].tm_archs if table == "tm" else _SETS[RELEASES[i]].vl_archs
+        rules = rule_set(RELEASES[i])
+        archs = rules.tm_archs if table == "tm" else rules.vl_archs
         if arch not in archs:
             break
         first = RELEASES[i]
@@ -190,6 +193,6 @@ def left_in(release: str, arch: str) -> str | None:
     """The release that dropped ``arch`` from TurboMind's table, if it was ever there before ``release``."""
     index = RELEASES.index(release)
     for i in range(index, 0, -1):
-        if arch in _SETS[RELEASES[i - 1]].tm_archs and arch not in _SETS[RELEASES[i]].tm_archs:
+        if arch in rule_set(RELEASES[i - 1]).tm_archs and arch not in rule_set(RELEASES[i]).tm_archs:
             return RELEASES[i]
     return None

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays unimported at run time: it alone costs more than these rules
+if TYPE_CHECKING:
+    from typing import Any
 
 # Every release published to PyPI from 0.4.0 on, oldest first. A new release is one entry here plus,
 # where its rules changed, one ``Change`` below.
