@@ -321,7 +321,8 @@ def _cuda_initialised() -> bool:
 def _xdist_distributing(config: pytest.Config) -> bool:
     # xdist's options exist whatever name its plugin was loaded under (entry point, -p xdist.plugin)
     return (not hasattr(config, "workerinput") and hasattr(config.option, "numprocesses")
-            and config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None)))
+            and config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+            and not config.getoption("collectonly", False))  # xdist starts no worker to only collect
 
 
 # --- hooks ----------------------------------------------------------------------------------------
