@@ -5,9 +5,10 @@
 # From the repository root, with the wheel kit carried along in .gpu/kit (LMDeploy 0.18.0 without
 # TurboMind plus what it imports; see docs/BENCHMARKS.md), and $OUT a folder that comes back:
 #     bash gpu_checks/bench_gpu.sh
-# Writes $OUT/bench.json (rewritten after every round), bench.txt (phase table), bench.png,
-# bench.log (progress and errors), machine.txt, status.txt. Every step is bounded; a failed step is
-# recorded and the script goes on, so whatever was measured comes back. Ends within about 4 minutes.
+# Writes $OUT/bench.json (rewritten after every round), bench.txt (phase table), bench.png (bench.svg
+# where matplotlib is missing), bench.log (progress and errors), machine.txt, status.txt. Every step
+# is bounded; a failed step is recorded and the script goes on, so whatever was measured comes back.
+# Ends within about 4 minutes.
 # Overridable: PYTHON (python3), KIT_WHEELS (.gpu/kit/wheels), KIT_SITE (/tmp/site),
 #   BENCH_ROUNDS (2), BENCH_ROUND_TIMEOUT (120 s), BENCH_TOTAL_TIMEOUT (215 s),
 #   BENCH_BACKENDS (transformers,pytorch), BENCH_EAGER (1: one more pytorch round with eager_mode).

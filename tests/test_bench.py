@@ -363,8 +363,9 @@ def test_svg_is_drawn_by_hand_without_matplotlib(tmp_path: Path, monkeypatch: py
     text = out.read_text()
     assert text.startswith("<svg") and text.rstrip().endswith("</svg>")
     assert "import torch: 3.900 s" in text and ">alpha<" in text and ">beta<" not in text
-    with pytest.raises(RuntimeError, match="needs matplotlib"):
-        plot(_report(), tmp_path / "p.png")
+    fallback = plot(_report(), tmp_path / "q.png")  # no PNG without matplotlib: the SVG beside it
+    assert fallback == tmp_path / "q.svg" and fallback.read_text().startswith("<svg")
+    assert not (tmp_path / "q.png").exists()
 
 
 def test_png_with_matplotlib(tmp_path: Path) -> None:

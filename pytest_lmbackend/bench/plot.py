@@ -26,7 +26,11 @@ def bars(report: BenchReport) -> tuple[list[str], list[str], dict[str, list[floa
 
 
 def plot(report: BenchReport, path: str | Path) -> Path:
-    """Write the picture; ``.svg`` works without matplotlib, ``.png`` needs it."""
+    """Write the picture and return where it went.
+
+    Without matplotlib the SVG is written by hand, and a PNG request gets that SVG beside it
+    (``FILE.svg``): a machine without matplotlib still gets a picture.
+    """
     out = Path(path)
     suffix = out.suffix.lower()
     if suffix not in (".png", ".svg"):
@@ -34,10 +38,9 @@ def plot(report: BenchReport, path: str | Path) -> Path:
     try:
         import matplotlib
     except ImportError:
-        if suffix == ".svg":
-            out.write_text(svg(report), encoding="utf-8")
-            return out
-        raise RuntimeError(f"{out}: a PNG needs matplotlib; install it or ask for .svg") from None
+        out = out.with_suffix(".svg")
+        out.write_text(svg(report), encoding="utf-8")
+        return out
     matplotlib.use("Agg")  # no display, no GUI toolkit
     import matplotlib.pyplot as plt
 
