@@ -311,56 +311,70 @@ class Worker:
         return {"turbomind": fields(tm), "pytorch": fields(pt)}
 
     def convert(self, request: dict[str, Any]) -> list[dict[str, Any]]:
-        tm_cls, _ = self.engine_classes()
-        self.counter += 1
-        folder = os.path.join(self.root, f"pt{self.counter}")
-        os.mkdir(folder)
-        # an architecture no TurboMind table names: autoget_backend picks the PyTorch engine
-        with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(
-                {
-                    "architectures": ["ZetaForCausalLM"],
-                    "model_type": "zeta_lm",
-                    "hidden_size": 4096,
-                    "num_attention_heads": 32,
-                },
-                f,
-            )
+        """`autoget_backend_config(model, user_config)` for each item.
+
+        An item is {"turbomind": kwargs} or {"pytorch": kwargs} (the user's engine config) and
+        "model": "pytorch" (default: an arch no TurboMind table names) or "turbomind" (Llama-2-7B).
+        """
+        tm_cls, pt_cls = self.engine_classes()
+        models = {
+            "pytorch": {
+                "architectures": ["ZetaForCausalLM"],
+                "model_type": "zeta_lm",
+                "hidden_size": 4096,
+                "num_attention_heads": 32,
+            },
+            "turbomind": {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": 4096,
+                "num_attention_heads": 32,
+                "num_hidden_layers": 32,
+                "vocab_size": 32000,
+            },
+        }
+        folders = {}
+        for name, config in models.items():
+            folder = os.path.join(self.root, f"engine-{name}")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+                json.dump(config, f)
+            folders[name] = folder
         results = []
-        try:
-            for item in request.get("items", []):
-                rec: dict[str, Any] = {
-                    "input_error": None,
-                    "backend": None,
-                    "result_class": None,
-                    "result": None,
-                    "validation_error": None,
-                    "error": None,
-                }
-                try:
-                    user = tm_cls(**item["turbomind"])
-                except Exception as exc:
-                    rec["input_error"] = describe(exc)
-                    results.append(rec)
-                    continue
-                try:
-                    answer = self.archs.autoget_backend_config(folder, user)
-                    if isinstance(answer, tuple):  # (backend, config) from 0.12 on
-                        rec["backend"], config = answer
-                    else:
-                        config = answer
-                    rec["result_class"] = type(config).__name__
-                    values = dataclasses.asdict(config)
-                    rec["result"] = {k: jsonable(v) for k, v in values.items()}
-                    try:
-                        type(config)(**values)  # the class's own validation, on the converted values
-                    except Exception as exc:
-                        rec["validation_error"] = describe(exc)
-                except Exception as exc:
-                    rec["error"] = describe(exc)
+        for item in request.get("items", []):
+            rec: dict[str, Any] = {
+                "input_error": None,
+                "backend": None,
+                "result_class": None,
+                "result": None,
+                "same_object": None,
+                "validation_error": None,
+                "error": None,
+            }
+            cls = pt_cls if "pytorch" in item else tm_cls
+            try:
+                user = cls(**item.get("pytorch", item.get("turbomind", {})))
+            except Exception as exc:
+                rec["input_error"] = describe(exc)
                 results.append(rec)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+                continue
+            try:
+                answer = self.archs.autoget_backend_config(folders[item.get("model", "pytorch")], user)
+                if isinstance(answer, tuple):  # (backend, config) from 0.12 on
+                    rec["backend"], config = answer
+                else:
+                    config = answer
+                rec["result_class"] = type(config).__name__
+                rec["same_object"] = config is user
+                values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+                rec["result"] = {k: jsonable(v) for k, v in values.items()}
+                try:
+                    type(config)(**values)  # the class's own validation, on the converted values
+                except Exception as exc:
+                    rec["validation_error"] = describe(exc)
+            except Exception as exc:
+                rec["error"] = describe(exc)
+            results.append(rec)
         return results
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ def register_profiles() -> None:
     settings.register_profile(
         DEEP,
         max_examples=5000,
+        derandomize=False,
         deadline=None,
         print_blob=True,
         phases=tuple(Phase),

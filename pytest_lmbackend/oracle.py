@@ -36,6 +36,7 @@ __all__ = [
     "build",
     "find_python",
     "main",
+    "shared_oracle",
 ]
 
 _WORKER = Path(__file__).with_name("_oracle_worker.py")
@@ -264,14 +265,20 @@ class Oracle:
     def detect_one(self, item: Item, **kwargs: bool) -> Answer:
         return self.detect([item], **kwargs)[0]
 
-    def convert(self, turbomind_kwargs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Run `autoget_backend_config` on `TurbomindEngineConfig(**kwargs)` for a PyTorch-only model.
+    def convert(
+        self, configs: Sequence[Mapping[str, Any]], *, engine: str = "turbomind", model: str = "pytorch"
+    ) -> list[dict[str, Any]]:
+        """Run LMDeploy's `autoget_backend_config(model, EngineConfig(**kwargs))` for each kwargs.
 
-        Each result holds ``input_error`` (TurbomindEngineConfig rejected the kwargs), ``result``
-        (the converted config's fields), ``result_class``, ``validation_error`` (the result's own
-        class rejects its fields when rebuilt from them) and ``error``.
+        :param engine: the user's config class: "turbomind" or "pytorch" (…EngineConfig).
+        :param model: "pytorch" for a model TurboMind does not take, "turbomind" for one it takes.
+
+        Each result holds ``input_error`` (the user's class rejected the kwargs), ``backend``,
+        ``result_class``, ``result`` (the returned config's fields), ``same_object`` (the user's
+        object came back), ``validation_error`` (the returned class rejects its own fields when
+        rebuilt from them) and ``error``.
         """
-        return self._fan_out("convert", [{"turbomind": dict(k)} for k in turbomind_kwargs])
+        return self._fan_out("convert", [{engine: dict(k), "model": model} for k in configs])
 
     def engine_fields(self) -> dict[str, list[dict[str, Any]]]:
         """Field names, type strings and defaults of TurbomindEngineConfig and PytorchEngineConfig."""
@@ -279,6 +286,37 @@ class Oracle:
         reply = channel.receive(channel.send({"op": "engine_fields"}))
         result: dict[str, list[dict[str, Any]]] = reply["result"]
         return result
+
+
+_SHARED: dict[tuple[str, str | None], Oracle] = {}
+
+
+def shared_oracle(
+    release: str, *, transformers: str | None = None, build_env: bool = True, workers: int = 1
+) -> Oracle:
+    """One `Oracle` per release for the whole process (built on first use, closed at exit).
+
+    :param build_env: build the release's environment when it is missing (minutes, once).
+    """
+    key = (release, transformers)
+    found = _SHARED.get(key)
+    if found is None:
+        python = find_python(release, transformers=transformers)
+        if python is None and build_env:
+            python = build(release, transformers=transformers)
+        found = Oracle(release, python=python, transformers=transformers, workers=workers)
+        if not _SHARED:
+            import atexit
+
+            atexit.register(_close_shared)
+        _SHARED[key] = found
+    return found
+
+
+def _close_shared() -> None:
+    for oracle in _SHARED.values():
+        oracle.close()
+    _SHARED.clear()
 
 
 # ---------------------------------------------------------------------------------------- CLI

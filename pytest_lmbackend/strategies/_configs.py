@@ -261,7 +261,7 @@ def _config(
     nested = _language_part(draw, family, arch, cfg, vision)
 
     auto_map_module = family.auto_map
-    if auto_map_module is None and family.since is None and draw(_S3):
+    if auto_map_module is None and not family.tabled and draw(_S3):
         auto_map_module = "modeling_custom"  # a remote-code model LMDeploy does not know
     if auto_map_module is not None:
         cfg["auto_map"] = {
@@ -306,7 +306,7 @@ def _select_families(
     if vl is not None:
         chosen = tuple(f for f in chosen if f.vision is None or f.vision == vl)
     if lmdeploy is not None:
-        chosen = tuple(f for f in chosen if f.since is None or named_by(f, lmdeploy))
+        chosen = tuple(f for f in chosen if not f.tabled or named_by(f, lmdeploy))
     if not chosen:
         raise ValueError(f"hf_configs: no family matches family={family!r}, vl={vl!r}, lmdeploy={lmdeploy!r}")
     return chosen

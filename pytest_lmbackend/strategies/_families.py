@@ -23,9 +23,8 @@ class Family:
 
     ``vision`` is True when every config of the family has a vision part, False when none has,
     and None when the vision part is optional (ChatGLM/GLM-4V, QWen/QWen-VL, DeepseekV2, ...).
-    ``since``/``until`` bound the LMDeploy releases whose detection tables name the family's
-    architectures (``until`` exclusive, None = still named); families no table names have
-    ``since=None``.
+    ``tabled`` is False for families whose architectures no LMDeploy detection table names
+    (which releases name the others is read from `pytest_lmbackend.rules`).
     """
 
     name: str
@@ -36,8 +35,7 @@ class Family:
     moe: bool = False
     auto_map: str | None = None
     explicit_head_dim: bool | None = None
-    since: str | None = "0.2.5"
-    until: str | None = None
+    tabled: bool = True
 
 
 def _f(*args: object, **kwargs: object) -> Family:
@@ -48,11 +46,9 @@ FAMILY_TABLE: tuple[Family, ...] = (
     # Listed simplest first: Hypothesis shrinks a `sampled_from` towards the first entry.
     _f("llama", ("LlamaForCausalLM",), "llama", "text"),
     _f("qwen2", ("Qwen2ForCausalLM",), "qwen2", "text"),
-    _f("qwen3", ("Qwen3ForCausalLM",), "qwen3", "text", explicit_head_dim=True, since="0.7.3"),
-    _f("mistral", ("MistralForCausalLM",), "mistral", "text", since="0.5.0", until="0.14.0"),
-    _f(
-        "internlm", ("InternLMForCausalLM",), "internlm", "text", auto_map="modeling_internlm", until="0.14.0"
-    ),
+    _f("qwen3", ("Qwen3ForCausalLM",), "qwen3", "text", explicit_head_dim=True),
+    _f("mistral", ("MistralForCausalLM",), "mistral", "text"),
+    _f("internlm", ("InternLMForCausalLM",), "internlm", "text", auto_map="modeling_internlm"),
     _f("internlm2", ("InternLM2ForCausalLM",), "internlm2", "text", auto_map="modeling_internlm2"),
     _f(
         "internlm3",
@@ -61,7 +57,6 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "text",
         auto_map="modeling_internlm3",
         explicit_head_dim=True,
-        since="0.7.0",
     ),
     _f(
         "baichuan",
@@ -69,9 +64,8 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "baichuan",
         "text",
         auto_map="modeling_baichuan",
-        until="0.14.0",
     ),
-    _f("qwen2_moe", ("Qwen2MoeForCausalLM",), "qwen2_moe", "text", moe=True, since="0.6.3"),
+    _f("qwen2_moe", ("Qwen2MoeForCausalLM",), "qwen2_moe", "text", moe=True),
     _f(
         "qwen3_moe",
         ("Qwen3MoeForCausalLM",),
@@ -79,9 +73,8 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "text",
         moe=True,
         explicit_head_dim=True,
-        since="0.7.3",
     ),
-    _f("mixtral", ("MixtralForCausalLM",), "mixtral", "text", moe=True, since="0.6.2"),
+    _f("mixtral", ("MixtralForCausalLM",), "mixtral", "text", moe=True),
     _f(
         "deepseek_v2",
         ("DeepseekV2ForCausalLM",),
@@ -90,8 +83,6 @@ FAMILY_TABLE: tuple[Family, ...] = (
         vision=None,
         moe=True,
         auto_map="modeling_deepseek",
-        since="0.6.4",
-        until="0.14.0",
     ),
     _f(
         "glm4_moe_lite",
@@ -100,11 +91,8 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "text",
         vision=None,
         moe=True,
-        since="0.12.2",
     ),
-    _f(
-        "gpt_oss", ("GptOssForCausalLM",), "gpt_oss", "text", moe=True, explicit_head_dim=True, since="0.10.0"
-    ),
+    _f("gpt_oss", ("GptOssForCausalLM",), "gpt_oss", "text", moe=True, explicit_head_dim=True),
     _f(
         "chatglm",
         ("ChatGLMModel", "ChatGLMForConditionalGeneration"),
@@ -112,10 +100,8 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "chatglm",
         vision=None,
         auto_map="modeling_chatglm",
-        since="0.5.0",
-        until="0.14.0",
     ),
-    _f("qwen", ("QWenLMHeadModel",), "qwen", "qwen", vision=None, auto_map="modeling_qwen", until="0.14.0"),
+    _f("qwen", ("QWenLMHeadModel",), "qwen", "qwen", vision=None, auto_map="modeling_qwen"),
     _f(
         "internvl",
         ("InternVLChatModel",),
@@ -123,7 +109,6 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "llm_config",
         vision=True,
         auto_map="modeling_internvl_chat",
-        since="0.4.0",
     ),
     _f(
         "internvl_hf",
@@ -131,17 +116,25 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "internvl",
         "text_config",
         vision=True,
-        since="0.9.0",
     ),
-    _f("llava_hf", ("LlavaForConditionalGeneration",), "llava", "text_config", vision=True, since="0.6.3"),
+    _f(
+        "llava_hf",
+        ("LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration"),
+        "llava",
+        "text_config",
+        vision=True,
+    ),
     _f(
         "llava",
-        ("LlavaLlamaForCausalLM", "LlavaMistralForCausalLM"),
+        (
+            "LlavaLlamaForCausalLM",
+            "LlavaMistralForCausalLM",
+            "MGMLlamaForCausalLM",
+            "MiniGeminiLlamaForCausalLM",
+        ),
         "llava_llama",
         "vision_top",
         vision=True,
-        since="0.4.0",
-        until="0.14.0",
     ),
     _f(
         "qwen2_vl",
@@ -149,15 +142,17 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "qwen2_vl",
         "vision_top",
         vision=True,
-        since="0.6.0",
     ),
     _f(
         "qwen3_vl",
-        ("Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration"),
+        (
+            "Qwen3VLForConditionalGeneration",
+            "Qwen3VLMoeForConditionalGeneration",
+            "Qwen3OmniMoeForConditionalGeneration",
+        ),
         "qwen3_vl",
         "text_config",
         vision=True,
-        since="0.10.0",
     ),
     _f(
         "qwen3_5",
@@ -165,7 +160,6 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "qwen3_5",
         "text_config",
         vision=True,
-        since="0.12.2",
     ),
     _f(
         "minicpmv",
@@ -174,11 +168,8 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "vision_top",
         vision=True,
         auto_map="modeling_minicpmv",
-        since="0.5.0",
     ),
-    _f(
-        "molmo", ("MolmoForCausalLM",), "molmo", "text", vision=True, auto_map="modeling_molmo", since="0.6.3"
-    ),
+    _f("molmo", ("MolmoForCausalLM",), "molmo", "text", vision=True, auto_map="modeling_molmo"),
     _f(
         "xcomposer2",
         ("InternLMXComposer2ForCausalLM",),
@@ -186,8 +177,6 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "text",
         vision=True,
         auto_map="modeling_internlm_xcomposer2",
-        since="0.4.0",
-        until="0.15.0",
     ),
     _f(
         "deepseek_vl",
@@ -195,9 +184,8 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "multi_modality",
         "language_config",
         vision=True,
-        since="0.5.0",
     ),
-    _f("gemma3", ("Gemma3ForConditionalGeneration",), "gemma3", "text_config", vision=True, since="0.7.3"),
+    _f("gemma3", ("Gemma3ForConditionalGeneration",), "gemma3", "text_config", vision=True),
     _f(
         "llama4",
         ("Llama4ForConditionalGeneration",),
@@ -205,7 +193,6 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "text_config",
         vision=True,
         moe=True,
-        since="0.7.3",
     ),
     _f(
         "mllama",
@@ -213,10 +200,8 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "mllama",
         "text_config",
         vision=True,
-        since="0.6.2",
-        until="0.15.0",
     ),
-    _f("glm4v", ("Glm4vForConditionalGeneration",), "glm4v", "vision_top", vision=True, since="0.10.0"),
+    _f("glm4v", ("Glm4vForConditionalGeneration",), "glm4v", "vision_top", vision=True),
     _f(
         "phi3v",
         ("Phi3VForCausalLM",),
@@ -224,7 +209,6 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "text",
         vision=True,
         auto_map="modeling_phi3_v",
-        since="0.4.0",
     ),
     _f(
         "cogvlm",
@@ -233,7 +217,35 @@ FAMILY_TABLE: tuple[Family, ...] = (
         "text",
         vision=True,
         auto_map="modeling_cogvlm",
-        since="0.4.0",
+    ),
+    _f(
+        "interns",
+        (
+            "InternS1ProForConditionalGeneration",
+            "InternS1_1_ForConditionalGeneration",
+            "InternS2MobiusForConditionalGeneration",
+            "InternS2PreviewForConditionalGeneration",
+            "InternS2MobiusForCausalLM",
+            "InternS2PreviewForCausalLM",
+        ),
+        "interns2",
+        "text_config",
+        vision=True,
+    ),
+    _f(
+        "kimi_vl",
+        ("KimiK25ForConditionalGeneration", "Kimi_K25ForConditionalGeneration"),
+        "kimi_k25",
+        "text_config",
+        vision=True,
+        moe=True,
+    ),
+    _f(
+        "xcomposer",
+        ("InternLMXComposerForCausalLM",),
+        "InternLMXComposer",
+        "text",
+        auto_map="modeling_InternLM_XComposer",
     ),
     # Architectures no detection table names: every release must send them to PyTorch.
     _f(
@@ -251,31 +263,21 @@ FAMILY_TABLE: tuple[Family, ...] = (
         None,
         "text",
         moe=False,
-        since=None,
+        tabled=False,
     ),
-    _f("unknown", (), None, "text", since=None),
-    _f("unknown_vl", (), None, "vision_top", vision=True, since=None),
+    _f("unknown", (), None, "text", tabled=False),
+    _f("unknown_vl", (), None, "vision_top", vision=True, tabled=False),
 )
 
 FAMILIES: dict[str, Family] = {f.name: f for f in FAMILY_TABLE}
 
 #: Architectures (by name) that some LMDeploy detection table names, from the families above.
-KNOWN_ARCHS: frozenset[str] = frozenset(a for f in FAMILY_TABLE if f.since is not None for a in f.archs)
-
-
-def release_key(release: str) -> tuple[int, ...]:
-    """Order release strings numerically ("0.10.2" after "0.9.2")."""
-    parts: list[int] = []
-    for piece in release.split("-")[0].replace(".post", ".").split("."):
-        parts.append(int(piece) if piece.isdigit() else 0)
-    return tuple(parts)
+KNOWN_ARCHS: frozenset[str] = frozenset(a for f in FAMILY_TABLE if f.tabled for a in f.archs)
 
 
 def named_by(family: Family, release: str) -> bool:
-    """Whether `release`'s detection tables name this family's architectures."""
-    if family.since is None:
-        return False
-    key = release_key(release)
-    if key < release_key(family.since):
-        return False
-    return family.until is None or key < release_key(family.until)
+    """Whether `release`'s detection tables (TurboMind's or the vision-language set) name the family."""
+    from ..rules import resolve_release, rule_set
+
+    rules = rule_set(resolve_release(release))
+    return any(a in rules.tm_archs or a in rules.vl_archs for a in family.archs)

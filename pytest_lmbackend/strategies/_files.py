@@ -29,6 +29,17 @@ class MalformedConfig:
     data: bytes | None = None
     layout: Layout = "file"
 
+    def __repr__(self) -> str:
+        # the payload can be megabytes: a failure report shows its kind, size and first bytes
+        if self.data is None:
+            return f"MalformedConfig({self.kind!r}, layout={self.layout!r})"
+        head = self.data[:40] + (b"..." if len(self.data) > 40 else b"")
+        return f"MalformedConfig({self.kind!r}, {len(self.data)} bytes: {head!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints dataclasses field by field: keep the short form in failure reports
+        printer.text(repr(self))
+
     def write(self, folder: Path) -> Path:
         """Lay this config out in `folder` (which must exist); returns the folder."""
         target = folder / "config.json"
