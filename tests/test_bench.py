@@ -322,6 +322,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     ("args", "message"),
     [
         (["--rounds", "0"], "--rounds: must be at least 1"),
+        (["--warmup", "-1"], "--warmup: must be at least 0"),
+        (["--rounds", "two"], "expected a whole number, got 'two'"),
         (["--timeout", "-1"], "--timeout: must be positive"),
         (["--plot", "x.txt"], ".png or .svg"),
         (["--options", "[1]"], "must be a JSON object"),

@@ -23,20 +23,17 @@ from pytest_lmbackend.bench.scripts import ALL_BACKENDS, SCRIPTS
 EXIT_OK, EXIT_FAILED_ROUND, EXIT_USAGE = 0, 1, 2
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
 
-
-def _non_negative_int(text: str) -> int:
-    if text == "0":
-        return 0
-    return _positive_int(text)
+    return parse
 
 
 def _seconds(text: str) -> float:
@@ -73,8 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", action="append", metavar="NAME",
         help=f"{names}, all, or a round script FILE.py; repeat or comma-separate (default: all)",
     )  # fmt: skip
-    parser.add_argument("--rounds", type=_positive_int, default=2, help="counted rounds (default 2)")
-    parser.add_argument("--warmup", type=_non_negative_int, default=0, help="uncounted rounds first")
+    parser.add_argument("--rounds", type=_int_at_least(1), default=2, help="counted rounds (default 2)")
+    parser.add_argument("--warmup", type=_int_at_least(0), default=0, help="uncounted rounds first")
     parser.add_argument(
         "--timeout", type=_seconds, default=600.0, metavar="S",
         help="a round running longer is killed and reported as timed out (default 600)",
