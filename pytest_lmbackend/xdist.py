@@ -25,6 +25,7 @@ LOCAL = "local"
 _HARDWARE_KEY = pytest.StashKey["Hardware"]()
 _PLAN_KEY = pytest.StashKey["tuple[WorkerPlan, ...]"]()
 _GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
+_TOO_WIDE = re.compile(r"^Skipped: needs (\d+) GPUs; xdist worker ")
 
 
 class SliceError(ValueError):
@@ -400,6 +401,35 @@ def _pin_worker(config: pytest.Config, workerinput: Mapping[str, Any]) -> None:
     os.environ[SLICE_ENV] = mask
 
 
+def too_wide(need: int, mask: str, worker: str | None, per_worker: int) -> str | None:
+    """Why an item needing ``need`` GPUs cannot run in a process pinned to ``mask``; None when it can."""
+    held = len([d for d in mask.split(",") if d.strip()])
+    if need <= held:
+        return None
+    where = f"xdist worker {worker}" if worker else "this isolated process"
+    return (f"needs {need} GPUs; {where} holds {held} ({mask}) with --lm-gpus-per-worker={per_worker}: "
+            f"run it with --lm-gpus-per-worker={need}, or without -n")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Only a pinned process decides here: it knows its slice better than any probe of a profile.
+    mask = os.environ.get(SLICE_ENV)
+    if mask is None:
+        return
+    reason = too_wide(item_gpu_count(item.iter_markers()), mask, worker_id(item.config),
+                      gpus_per_worker(item.config))
+    if reason is None:
+        return
+    from pytest_lmbackend.session import SESSION_KEY, SKIP_KIND_PROPERTY
+
+    state = item.config.stash.get(SESSION_KEY, None)
+    if state is not None and "gpu" in state.options.require:
+        pytest.fail(f"{reason} (--lm-require=gpu)", pytrace=False)
+    item.user_properties.append((SKIP_KIND_PROPERTY, "gpu"))
+    pytest.skip(reason)
+
+
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Any:
     result = yield
@@ -427,6 +457,22 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 class XdistControllerHooks:
     """pytest-xdist hooks, registered only when xdist is installed."""
+
+    def __init__(self) -> None:
+        self.too_wide: dict[str, int] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+            match = _TOO_WIDE.search(str(report.longrepr[2]))
+            if match is not None:
+                self.too_wide[report.nodeid] = int(match.group(1))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.too_wide:
+            widest = max(self.too_wide.values())
+            terminalreporter.write_line(
+                f"lmbackend xdist: {len(self.too_wide)} test(s) need more GPUs than a worker holds "
+                f"(up to {widest}); run them with --lm-gpus-per-worker={widest}, or without -n")
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config: pytest.Config) -> None:

@@ -305,3 +305,49 @@ def test_works_with_xdist_disabled(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_ok():\n    pass\n")
     result = pytester.runpytest("-p", "no:xdist", "--lm-gpus-per-worker=2", "--lm-hardware=h100x2")
     result.assert_outcomes(passed=1)
+
+
+def test_too_wide_names_worker_slice_and_option() -> None:
+    assert xdist.too_wide(2, "GPU-a,GPU-b", "gw1", 2) is None
+    assert xdist.too_wide(4, "GPU-a", "gw1", 1) == (
+        "needs 4 GPUs; xdist worker gw1 holds 1 (GPU-a) with --lm-gpus-per-worker=1: "
+        "run it with --lm-gpus-per-worker=4, or without -n")
+
+
+WIDE = """
+import os, pytest
+
+@pytest.mark.lm_requires(gpus=2)
+def test_two_gpus():
+    assert len(os.environ["CUDA_VISIBLE_DEVICES"].split(",")) == 2
+
+@pytest.mark.gpu_num_4
+def test_four_gpus():
+    pass
+
+def test_no_gpu():
+    pass
+"""
+
+
+def test_tests_wider_than_a_worker_skip_with_the_fix(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pytester.makepyfile(WIDE)
+    result = pytester.runpytest("-n", "2", "--lm-hardware=h100x4", "-rs")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines([
+        "*needs 2 GPUs; xdist worker gw? holds 1 (GPU-*) with --lm-gpus-per-worker=1: run it with "
+        "--lm-gpus-per-worker=2, or without -n*",
+    ])
+    result.stdout.fnmatch_lines([
+        "lmbackend xdist: 2 test(s) need more GPUs than a worker holds (up to 4); run them with "
+        "--lm-gpus-per-worker=4, or without -n",
+    ])
+    result = pytester.runpytest("-n", "2", "--lm-hardware=h100x4", "--lm-gpus-per-worker=2", "-rs")
+    result.assert_outcomes(passed=2, skipped=1)
+    result = pytester.runpytest("-n", "1", "--lm-hardware=h100x4", "--lm-gpus-per-worker=2",
+                                "--lm-require=gpu")
+    result.assert_outcomes(passed=2, errors=1)  # at setup, as every unmet --lm-require
+    result.stdout.fnmatch_lines(["*needs 4 GPUs; xdist worker gw0 holds 2 * (--lm-require=gpu)*"])
