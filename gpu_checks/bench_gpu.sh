@@ -10,7 +10,7 @@
 # is bounded; a failed step is recorded and the script goes on, so whatever was measured comes back.
 # Ends within about 4 minutes.
 # Overridable: PYTHON (python3), KIT_WHEELS (.gpu/kit/wheels), KIT_SITE (/tmp/site),
-#   BENCH_ROUNDS (2), BENCH_ROUND_TIMEOUT (120 s), BENCH_TOTAL_TIMEOUT (215 s),
+#   BENCH_ROUNDS (2), BENCH_ROUND_TIMEOUT (110 s), BENCH_TOTAL_TIMEOUT (200 s),
 #   BENCH_BACKENDS (transformers,pytorch), BENCH_EAGER (1: one more pytorch round with eager_mode).
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -20,8 +20,8 @@ OUT="${OUT:-$REPO/gpu_out}"
 WHEELS="${KIT_WHEELS:-$REPO/.gpu/kit/wheels}"
 SITE="${KIT_SITE:-/tmp/site}"
 ROUNDS="${BENCH_ROUNDS:-2}"
-ROUND_TIMEOUT="${BENCH_ROUND_TIMEOUT:-120}"
-TOTAL_TIMEOUT="${BENCH_TOTAL_TIMEOUT:-215}"
+ROUND_TIMEOUT="${BENCH_ROUND_TIMEOUT:-110}"
+TOTAL_TIMEOUT="${BENCH_TOTAL_TIMEOUT:-200}"
 BACKENDS="${BENCH_BACKENDS:-transformers,pytorch}"
 MODEL="${BENCH_MODEL_DIR:-/tmp/lmbench-tiny-llama}"
 T0=$(date +%s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -52,6 +53,9 @@ def run(ctx):
         if acts and mode == "hang":
             helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
             ctx.info(helper=helper.pid)
+            if ctx.options.get("pidfile"):
+                with open(ctx.options["pidfile"], "w") as f:
+                    f.write(f"{{os.getpid()}} {{helper.pid}}")
             time.sleep(60)
 """
 
@@ -347,6 +351,25 @@ def test_cli_reports_a_crashed_round_and_exits_1(fake_model: Path, fake_script: 
     data = json.loads(save.read_text())
     (r,) = data["backends"]["fake_round"]["rounds"]
     assert (r["status"], r["wall_s"]) == ("crashed", None)
+
+
+def test_cli_stopped_by_sigterm_leaves_no_engine_behind(
+    fake_model: Path, fake_script: str, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pids"
+    options = json.dumps({"mode": "hang", "pidfile": str(pidfile)})
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "pytest_lmbackend", "bench", str(fake_model), "--backend", fake_script,
+         "--options", options, "--no-overhead"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child, helper = (int(x) for x in pidfile.read_text().split())
+    cli.send_signal(signal.SIGTERM)
+    assert cli.wait(timeout=20) == 128 + signal.SIGTERM
+    assert _gone(child) and _gone(helper)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -267,11 +267,15 @@ def _run_process(
             exited.set()
 
         threading.Thread(target=reap, daemon=True).start()
-        timed_out = _watch(exited, events_path, options.timeout_s, spawned)
-        if timed_out:
+        try:
+            timed_out = _watch(exited, events_path, options.timeout_s, spawned)
+            if timed_out:
+                _kill_group(proc.pid)
+                exited.wait(10)
+        finally:
+            # helpers an engine left behind in the child's session; also when this process is
+            # itself being stopped (Ctrl-C, SIGTERM), so no engine outlives the benchmark
             _kill_group(proc.pid)
-            exited.wait(10)
-        _kill_group(proc.pid)  # helpers an engine left behind in the child's session
     end = reaped[0] if reaped else time.monotonic()
     return _Process(
         spawned=spawned,

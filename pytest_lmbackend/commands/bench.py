@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,8 @@ def backends_of(values: list[str] | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM (a CI step's timeout) unwinds like Ctrl-C: the running round's processes are killed
+    signal.signal(signal.SIGTERM, _terminate)
     results: dict[str, tuple[RoundResult, ...]] = {}
     machine = machine_facts()
     try:
@@ -152,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(report))
     return EXIT_FAILED_ROUND if report.failed() else EXIT_OK
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _show(r: RoundResult) -> None:
