@@ -39,7 +39,7 @@ def test_pipeline_runs_the_engine_it_was_given(lm_pipeline: Any, lm_backend: str
 
 @TINY_LLAMA
 @pytest.mark.lm_backend("transformers")
-def test_reference_backend_generates_on_cpu(lm_pipeline: Any, lm_backend: str) -> None:
+def test_reference_backend_generates(lm_pipeline: Any, lm_backend: str) -> None:
     (text,) = generate(lm_pipeline, lm_backend, ["hello"], 4)
     assert isinstance(text, str)
     first, again = (lm_pipeline(["hello"], max_new_tokens=4)[0] for _ in range(2))

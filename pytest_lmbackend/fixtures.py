@@ -64,7 +64,7 @@ def lm_detection(request: pytest.FixtureRequest) -> Any:
     try:
         return _state(request).detect(marks.model)
     except Exception as exc:
-        pytest.fail(f"lm_model({marks.model.given!r}): {exc}", pytrace=False)
+        raise pytest.fail.Exception(f"lm_model({marks.model.given!r}): {exc}", pytrace=False) from None
 
 
 @pytest.fixture(scope="session")
@@ -89,9 +89,10 @@ def lm_backend_config(request: pytest.FixtureRequest, lm_backend: str) -> Any:
     try:
         return engine_config(lm_backend, options)
     except EngineOptionError as exc:
-        pytest.fail(f"{request.node.nodeid}: {exc}", pytrace=False)
+        raise pytest.fail.Exception(f"{request.node.nodeid}: {exc}", pytrace=False) from None
     except ImportError as exc:
-        pytest.fail(f"{request.node.nodeid}: backend {lm_backend} cannot start here: {exc}", pytrace=False)
+        message = f"{request.node.nodeid}: backend {lm_backend} cannot start here: {exc}"
+        raise pytest.fail.Exception(message, pytrace=False) from None
 
 
 @pytest.fixture
@@ -180,9 +181,10 @@ def lm_pipeline(
     try:
         return lm_pipeline_cache.get(key, build)
     except (pl.FallbackError, pl.EngineOptionError) as exc:
-        pytest.fail(f"{request.node.nodeid}: {exc}", pytrace=False)
+        raise pytest.fail.Exception(f"{request.node.nodeid}: {exc}", pytrace=False) from None
     except ImportError as exc:  # e.g. a fake profile claims packages this interpreter lacks
-        pytest.fail(f"{request.node.nodeid}: backend {lm_backend} cannot start here: {exc}", pytrace=False)
+        message = f"{request.node.nodeid}: backend {lm_backend} cannot start here: {exc}"
+        raise pytest.fail.Exception(message, pytrace=False) from None
 
 
 def _model_dir(model: ModelBinding, made: dict[str, Path], factory: pytest.TempPathFactory) -> str:
@@ -198,5 +200,6 @@ def _model_dir(model: ModelBinding, made: dict[str, Path], factory: pytest.TempP
             made[model.key] = Path(modeldir.write_model_dir(
                 factory.mktemp("lm_synthetic"), config, weights=True, tokenizer=True))
         except ValueError as exc:  # ModelDirError names the field
-            pytest.fail(f"lm_model({model.given!r}, synthetic=True): {exc}", pytrace=False)
+            message = f"lm_model({model.given!r}, synthetic=True): {exc}"
+            raise pytest.fail.Exception(message, pytrace=False) from None
     return str(made[model.key])

@@ -336,7 +336,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     try:
         outcome = _evaluate(state, item)
     except SetupError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
     item.stash[OUTCOME_KEY] = outcome
     verdict = outcome.verdict
     if verdict is None:
