@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ SPECIAL_TOKENS: tuple[str, str, str] = ("<unk>", "<s>", "</s>")
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 # A byte-level BPE needs its 256-symbol alphabet plus the special tokens before any merge.
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+# Merges beyond this are not trained (it would take seconds per folder); the rest are padding entries.
+MAX_TRAINED_VOCAB = 8192
+# Random weights are for tiny models: a real-sized config would write gigabytes.
+MAX_PARAMETERS = 100_000_000
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -153,6 +158,7 @@ def write_model_dir(
     weights: bool = False,
     tokenizer: bool = False,
     seed: int = 0,
+    max_parameters: int = MAX_PARAMETERS,
 ) -> Path:
     """Write ``config.json`` (and, when asked, weights and a tokenizer) into ``path``; return the folder.
 
@@ -160,10 +166,18 @@ def write_model_dir(
     tokenizer needs ``tokenizers`` only; it is trained here on generated text, never downloaded.
     """
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
     cfg = dict(config)
+    # every check before the first file: bad input leaves no half-written folder
+    shapes = _checked_shapes(cfg, folder / "config.json", max_parameters) if weights else None
+    vocab_size = _vocab_size(cfg, folder) if tokenizer else 0
+    if tokenizer and vocab_size < MIN_VOCAB_SIZE:
+        raise ModelDirError(
+            f"a byte-level tokenizer needs at least {MIN_VOCAB_SIZE} tokens, got {vocab_size}",
+            field="vocab_size",
+            path=folder / "config.json",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
     if tokenizer:
-        vocab_size = _vocab_size(cfg, folder)
         info = write_tokenizer(folder, vocab_size=vocab_size, seed=seed, model_max_length=_max_positions(cfg))
         cfg.setdefault("bos_token_id", info.bos_token_id)
         cfg.setdefault("eos_token_id", info.eos_token_id)
@@ -175,8 +189,8 @@ def write_model_dir(
                 "pad_token_id": cfg.get("pad_token_id", info.pad_token_id),
             },
         )
-    if weights:
-        _write_weights(folder, cfg, seed)
+    if shapes is not None:
+        _write_weights(folder, cfg, shapes, seed)
     _write_json(folder / "config.json", cfg)
     return folder
 
@@ -248,23 +262,27 @@ def write_tokenizer(
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=min(vocab_size, MAX_TRAINED_VOCAB),
         min_frequency=1,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     # About two distinct words per wanted merge is enough text for the trainer to reach the size.
-    n_words = max(200, 2 * vocab_size)
+    n_words = max(200, 2 * min(vocab_size, MAX_TRAINED_VOCAB))
     tok.train_from_iterator(_corpus(seed, n_words=n_words, n_lines=max(500, n_words // 4)), trainer=trainer)
     trained = tok.get_vocab_size()
-    if trained < vocab_size:  # pad with plain tokens so that the model's and tokenizer's sizes agree
-        tok.add_tokens([f"<extra_{i}>" for i in range(vocab_size - trained)])
     bos = tok.token_to_id(SPECIAL_TOKENS[BOS_ID])
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
     )
-    tok.save(str(folder / "tokenizer.json"))
+    data = json.loads(tok.to_str())
+    if trained < vocab_size:
+        # Plain vocabulary entries that no merge produces: every id decodes, the model's and the
+        # tokenizer's sizes agree, and (unlike added tokens) they cost nothing when tokenizing.
+        vocab = data["model"]["vocab"]
+        vocab.update({f"<extra_{i}>": trained + i for i in range(vocab_size - trained)})
+    (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     _write_json(
         folder / "tokenizer_config.json",
         {
@@ -283,7 +301,7 @@ def write_tokenizer(
         {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "</s>"},
     )
     return TokenizerInfo(
-        vocab_size=tok.get_vocab_size(),
+        vocab_size=vocab_size,
         bos_token_id=BOS_ID,
         eos_token_id=EOS_ID,
         pad_token_id=EOS_ID,
@@ -291,13 +309,25 @@ def write_tokenizer(
     )
 
 
-def _write_weights(folder: Path, config: Mapping[str, Any], seed: int) -> None:
-    shapes = weight_shapes(config, path=folder / "config.json")
+def _checked_shapes(config: Mapping[str, Any], path: Path, max_parameters: int) -> dict[str, tuple[int, ...]]:
+    shapes = weight_shapes(config, path=path)
+    count = sum(math.prod(shape) for shape in shapes.values())
+    if count > max_parameters:
+        raise ModelDirError(
+            f"random weights of {count:,} parameters exceed max_parameters={max_parameters:,}; "
+            "shrink hidden_size, num_hidden_layers or vocab_size, or raise max_parameters",
+            path=path,
+        )
     dtype_name = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
     if dtype_name not in _DTYPES:
-        raise ModelDirError(
-            f"{dtype_name!r} is not one of {', '.join(_DTYPES)}", field="dtype", path=folder / "config.json"
-        )
+        raise ModelDirError(f"{dtype_name!r} is not one of {', '.join(_DTYPES)}", field="dtype", path=path)
+    return shapes
+
+
+def _write_weights(
+    folder: Path, config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], seed: int
+) -> None:
+    dtype_name = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
     import torch
     from safetensors.torch import save_file
 

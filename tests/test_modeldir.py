@@ -11,6 +11,7 @@ import pytest
 from pytest_lmbackend.modeldir import (
     BOS_ID,
     EOS_ID,
+    MAX_TRAINED_VOCAB,
     MIN_VOCAB_SIZE,
     ModelDirError,
     tiny_llama,
@@ -103,14 +104,29 @@ def test_tokenizer_has_exactly_the_asked_size_and_decodes_every_id(tmp_path: Pat
     assert "add_generation_prompt" in cfg["chat_template"]
 
 
-def test_tokenizer_pads_when_the_corpus_cannot_fill_the_vocabulary(tmp_path: Path) -> None:
+def test_a_large_vocabulary_is_padded_beyond_the_trained_merges(tmp_path: Path) -> None:
     tokenizers = pytest.importorskip("tokenizers")
-    info = write_tokenizer(tmp_path, vocab_size=20000)
+    info = write_tokenizer(tmp_path, vocab_size=MAX_TRAINED_VOCAB + 5000)
     tok = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
-    assert tok.get_vocab_size() == 20000
-    assert info.trained_tokens <= 20000
-    if info.trained_tokens < 20000:
-        assert tok.id_to_token(19999).startswith("<extra_")
+    assert tok.get_vocab_size() == info.vocab_size == MAX_TRAINED_VOCAB + 5000
+    assert info.trained_tokens <= MAX_TRAINED_VOCAB
+    last = MAX_TRAINED_VOCAB + 4999
+    assert tok.id_to_token(last) == f"<extra_{last - info.trained_tokens}>"
+    assert tok.decode([last]) == f"<extra_{last - info.trained_tokens}>"
+    assert (
+        max(tok.encode("hello world, the quick fox").ids) < info.trained_tokens
+    )  # padding is never produced
+
+
+def test_weights_of_a_real_sized_config_are_refused_before_any_file(tmp_path: Path) -> None:
+    big = tiny_llama_config(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28,
+                            num_heads=28, num_kv_heads=4)  # fmt: skip
+    with pytest.raises(ModelDirError, match="exceed max_parameters=100,000,000"):
+        write_model_dir(tmp_path / "big", big, weights=True, tokenizer=True)
+    assert not (tmp_path / "big").exists()
+    with pytest.raises(ModelDirError, match="vocab_size"):
+        write_model_dir(tmp_path / "small", {**tiny_llama_config(), "vocab_size": 100}, tokenizer=True)
+    assert not (tmp_path / "small").exists()
 
 
 def test_tokenizer_rejects_a_vocabulary_below_the_byte_alphabet(tmp_path: Path) -> None:
