@@ -200,10 +200,19 @@ class Worker:
             if workspace:
                 os.makedirs(os.path.join(folder, "triton_models", "weights"))
         if workspace:
-            with open(
-                os.path.join(folder, "triton_models", "weights", "config.yaml"), "w", encoding="utf-8"
-            ) as f:
-                json.dump(item.get("workspace_config", {}), f)
+            arch = "LlamaForCausalLM"
+            config = item.get("config")
+            if (
+                isinstance(config, dict)
+                and isinstance(config.get("architectures"), list)
+                and config["architectures"]
+            ):
+                arch = str(config["architectures"][0])
+            # the same minimal workspace that pytest_lmbackend.strategies.write_model_dir lays out
+            spec = item.get("workspace_config", {"model_config": {"model_arch": arch}})
+            weights = os.path.join(folder, "triton_models", "weights")
+            with open(os.path.join(weights, "config.yaml"), "w", encoding="utf-8") as f:
+                json.dump(spec, f)
         target = os.path.join(folder, "config.json")
         if "config" in item:
             with open(target, "w", encoding="utf-8") as f:

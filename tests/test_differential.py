@@ -1,0 +1,172 @@
+"""Differential runs: Hypothesis configs through pytest_lmbackend's rules and through real LMDeploy.
+
+Each release named in ``LMBACKEND_DIFF_RELEASES`` (default 0.18.0; "none" skips) gets an
+environment with that LMDeploy (built on first use, see `pytest_lmbackend.oracle`), and every
+drawn config must get the same arch, backend and task from both. Where LMDeploy itself raises,
+the answer here must be a typed ConfigError; the two documented exceptions are below
+(`documented_divergence`). ``LMBACKEND_DIFF_EXAMPLES`` sets the examples per test (default 40).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from pytest_lmbackend.config import ConfigError
+from pytest_lmbackend.oracle import Answer, Oracle, OracleError, VenvError, shared_oracle
+from pytest_lmbackend.rules import Detection, LMDeployCrashError, detect
+from pytest_lmbackend.strategies import (
+    MalformedConfig,
+    hf_configs,
+    malformed_configs,
+    write_model_dir,
+)
+
+_RAW = os.environ.get("LMBACKEND_DIFF_RELEASES", "0.18.0")
+RELEASES = [] if _RAW.strip().lower() in ("", "none") else [r.strip() for r in _RAW.split(",") if r.strip()]
+EXAMPLES = int(os.environ.get("LMBACKEND_DIFF_EXAMPLES", "40"))
+
+
+def release_key(release: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in release.split(".")[:2])
+
+
+DIFF = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+if not RELEASES:
+    pytestmark = pytest.mark.skip(reason="LMBACKEND_DIFF_RELEASES=none: differential runs switched off")
+
+
+@pytest.fixture(scope="module", params=RELEASES or ["-"])
+def oracle(request: pytest.FixtureRequest) -> Oracle:
+    release = str(request.param)
+    try:
+        return shared_oracle(release)
+    except (VenvError, OracleError, OSError) as exc:
+        pytest.fail(f"cannot run real LMDeploy {release}: {exc}", pytrace=False)
+
+
+Ours = Detection | ConfigError
+
+
+def ours_for(source: Any, release: str, **kwargs: bool) -> Ours:
+    try:
+        return detect(source, lmdeploy=release, **kwargs)
+    except ConfigError as exc:
+        return exc
+
+
+def documented_divergence(cfg: Any, release: str, ours: Ours, theirs: Answer) -> bool:
+    """The two places where this project deliberately does not mirror LMDeploy (docs/FINDINGS.md)."""
+    # Releases before 0.13 force trust_remote_code: a config-only InternVLChatModel folder crashes
+    # (its llm_config stays a dict); a real snapshot ships the code, and gets the answer given here.
+    if (
+        release_key(release) < (0, 13)
+        and isinstance(ours, Detection)
+        and ours.arch == "InternVLChatModel"
+        and (theirs.error or "").startswith("AttributeError: 'dict' object has no attribute")
+    ):
+        return True
+    # `architectures` that is not a list of strings: transformers 4.x makes a string into its first
+    # letter ("L"), and entries of other types flow through as archs; a typed error is given instead.
+    if not isinstance(cfg, dict):
+        return False
+    archs = cfg.get("architectures")
+    malformed_archs = "architectures" in cfg and not (
+        isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)
+    )
+    return (
+        malformed_archs
+        and isinstance(ours, ConfigError)
+        and (ours.field or "").startswith("architectures")
+        and theirs.error is None
+    )
+
+
+def disagreement(cfg: Any, release: str, ours: Ours, theirs: Answer) -> str | None:
+    """Why the two answers differ, or None when they agree."""
+    if documented_divergence(cfg, release, ours, theirs):
+        return None
+    if theirs.error is not None:
+        if not isinstance(ours, ConfigError):
+            return f"LMDeploy raises {theirs.error!r}, but an answer was given: {ours}"
+        if isinstance(ours, LMDeployCrashError) and ours.raises != theirs.error_type():
+            return f"LMDeploy raises {theirs.error_type()}, the typed error says it raises {ours.raises}"
+        return None
+    if isinstance(ours, ConfigError):
+        return f"LMDeploy answers, but a {type(ours).__name__} was raised: {ours}"
+    mine = (ours.arch, ours.backend, ours.task)
+    real = (theirs.arch, theirs.backend, theirs.task)
+    if mine != real:
+        return f"(arch, backend, task): ours {mine}, LMDeploy's {real}"
+    if theirs.is_vl is not None and ours.is_vl != theirs.is_vl:
+        return f"is_vl: ours {ours.is_vl}, LMDeploy's check_vl_llm {theirs.is_vl}"
+    return None
+
+
+def check(cfg: Any, release: str, ours: Ours, theirs: Answer) -> None:
+    why = disagreement(cfg, release, ours, theirs)
+    if why is not None:
+        shown = cfg if isinstance(cfg, MalformedConfig) else json.dumps(cfg, indent=1, sort_keys=False)
+        pytest.fail(
+            f"pytest_lmbackend and LMDeploy {release} disagree: {why}\n"
+            f"config:\n{shown}\nours:     {ours!r}\nLMDeploy: {theirs}",
+            pytrace=False,
+        )
+
+
+@DIFF
+@given(cfg=hf_configs())
+def test_valid_configs_agree(oracle: Oracle, cfg: dict[str, Any]) -> None:
+    check(cfg, oracle.release, ours_for(cfg, oracle.release), oracle.detect_one(cfg))
+
+
+@DIFF
+@given(cfg=hf_configs(valid=False))
+def test_broken_configs_agree(oracle: Oracle, cfg: dict[str, Any]) -> None:
+    check(cfg, oracle.release, ours_for(cfg, oracle.release), oracle.detect_one(cfg))
+
+
+@DIFF
+@given(cfg=hf_configs())
+def test_language_model_only_agrees(oracle: Oracle, cfg: dict[str, Any]) -> None:
+    if release_key(oracle.release) < (0, 15):
+        pytest.skip(f"lmdeploy {oracle.release} has no language_model_only")
+    theirs = oracle.detect([cfg], language_model_only=True)[0]
+    check(cfg, oracle.release, ours_for(cfg, oracle.release, language_model_only=True), theirs)
+
+
+@DIFF
+@given(cfg=hf_configs())
+def test_turbomind_workspaces_agree(oracle: Oracle, cfg: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory(prefix="d") as root:
+        folder = write_model_dir(Path(root), cfg, workspace=True)
+        ours = ours_for(folder, oracle.release)
+    check(cfg, oracle.release, ours, oracle.detect([cfg], workspace=True)[0])
+
+
+@DIFF
+@given(bad=malformed_configs())
+def test_hostile_files_agree(oracle: Oracle, bad: MalformedConfig) -> None:
+    with tempfile.TemporaryDirectory(prefix="d") as root:
+        folder = write_model_dir(Path(root), bad)
+        ours = ours_for(folder, oracle.release)
+        # file payloads travel as bytes; broken layouts are asked about in place
+        theirs = oracle.detect_one(bad.data if bad.layout == "file" and bad.data is not None else folder)
+    parsed: Any = None
+    if bad.data is not None:
+        try:
+            parsed = json.loads(bad.data)
+        except (ValueError, RecursionError):
+            parsed = None
+    check(parsed if isinstance(parsed, dict) else bad, oracle.release, ours, theirs)
