@@ -173,6 +173,8 @@ def _options(config: pytest.Config) -> Options:
     backend = _option(config, "lm_backend", parse_backend_option) or BackendMode("auto")
     hardware = _option(config, "lm_hardware", _profiles) or ()
     plan = bool(config.getoption("lm_plan") or config.getini("lm_plan"))
+    if plan and getattr(config.option, "numprocesses", None):
+        raise ValueError("--lm-plan runs nothing, so it takes no -n: drop -n/--numprocesses")
     if len(hardware) > 1 and not plan:
         raise ValueError(f"--lm-hardware={','.join(hardware)}: several profiles are for --lm-plan only")
     require = _option(config, "lm_require", parse_kinds) or frozenset()

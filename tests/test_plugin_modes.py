@@ -209,6 +209,13 @@ def test_plan_prints_columns_and_runs_nothing(suite: pytest.Pytester) -> None:
     assert "passed" not in result.stdout.str()
 
 
+def test_plan_with_xdist_is_a_usage_error(suite: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    result = suite.runpytest("--lm-plan", "--lm-hardware=cpu", "-n", "2", "-p", "xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--lm-plan runs nothing, so it takes no -n*"])
+
+
 def test_plan_shows_required_kinds_as_failures(suite: pytest.Pytester) -> None:
     result = suite.runpytest("--lm-plan", "--lm-hardware=cpu", "--lm-require=backend")
     assert result.ret == 0
