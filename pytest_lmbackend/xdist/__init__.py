@@ -6,217 +6,76 @@ import argparse
 import importlib.util
 import os
 import re
+import shutil
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_lmbackend.xdist.slicing import (
+    LOCAL,
+    Sizes,
+    SliceError,
+    WorkerPlan,
+    auto_num_workers,
+    device_id,
+    device_label,
+    expand_tx,
+    format_sizes,
+    item_devices,
+    item_gpu_count,
+    parse_gpus_per_worker,
+    plan_workers,
+    remote_slice,
+    slice_devices,
+    spec_fields,
+    spec_host,
+    too_wide,
+    worker_ids,
+    worker_sizes,
+)
+
 if TYPE_CHECKING:
-    from pytest_lmbackend.hardware.model import GPU, Hardware
+    from pytest_lmbackend.hardware.model import Hardware
+
+__all__ = [
+    "LOCAL",
+    "MASK_ENV",
+    "SLICE_ENV",
+    "WORKERINPUT_KEY",
+    "Sizes",
+    "SliceError",
+    "WorkerPlan",
+    "auto_num_workers",
+    "device_id",
+    "device_label",
+    "expand_tx",
+    "format_sizes",
+    "item_devices",
+    "item_gpu_count",
+    "parse_gpus_per_worker",
+    "plan_workers",
+    "remote_slice",
+    "session_hardware",
+    "slice_devices",
+    "spec_fields",
+    "spec_host",
+    "too_wide",
+    "worker_ids",
+    "worker_sizes",
+]
 
 MASK_ENV = "CUDA_VISIBLE_DEVICES"
 # Our own copy of the slice in the worker's environment: tells our mask apart from one a test set.
 SLICE_ENV = "PYTEST_LM_WORKER_GPUS"
 WORKERINPUT_KEY = "lm_gpus"
-LOCAL = "local"
 
 _HARDWARE_KEY = pytest.StashKey["Hardware"]()
 _PLAN_KEY = pytest.StashKey["tuple[WorkerPlan, ...]"]()
-_GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
+_NEEDS_DIR_KEY = pytest.StashKey[str]()
 _TOO_WIDE = re.compile(r"^Skipped: needs (\d+) GPUs; xdist worker ")
-
-
-class SliceError(ValueError):
-    """Workers and GPUs that cannot be sliced without giving one GPU to two workers."""
-
-
-@dataclass(frozen=True)
-class WorkerPlan:
-    """One xdist worker's share of the GPUs.
-
-    :param worker: the xdist worker id (``gw0``).
-    :param host: ``"local"`` for popen workers, else the remote host the ``--tx`` spec names.
-    :param rank: the worker's position among the workers on its host.
-    :param gpus: device ids for ``CUDA_VISIBLE_DEVICES``; ``None`` when the remote worker picks them
-        from the GPUs its own host shows (``rank`` and ``per_worker`` decide which).
-    :param labels: how the header names those GPUs.
-    """
-
-    worker: str
-    host: str
-    rank: int
-    per_worker: int
-    gpus: tuple[str, ...] | None
-    labels: tuple[str, ...] = ()
-
-    @property
-    def mask(self) -> str | None:
-        return None if self.gpus is None else ",".join(self.gpus)
-
-    def describe(self) -> str:
-        if self.gpus is None:
-            first = self.rank * self.per_worker
-            return f"{self.worker} -> GPUs {first}..{first + self.per_worker - 1} of {self.host}"
-        return f"{self.worker} -> {', '.join(self.labels or self.gpus) or 'no GPU'}"
-
-
-# --- pure functions -------------------------------------------------------------------------------
-
-
-def parse_gpus_per_worker(text: str) -> int:
-    """argparse ``type=`` for ``--lm-gpus-per-worker``: a whole number >= 1."""
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--lm-gpus-per-worker must be a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--lm-gpus-per-worker must be a whole number >= 1, got {text!r}")
-    return value
-
-
-def device_id(gpu: GPU) -> str:
-    """How a worker's mask names a GPU: its UUID (which also names a MIG device, and does not depend on
-    CUDA's device order), else its driver index."""
-    return gpu.uuid if gpu.uuid else str(gpu.physical_index)
-
-
-def device_label(gpu: GPU) -> str:
-    label = f"GPU {gpu.physical_index}" if gpu.uuid.lower().startswith("gpu-") or not gpu.uuid else gpu.uuid
-    return f"{label} ({gpu.name})"
-
-
-def auto_num_workers(gpu_count: int, per_worker: int) -> int | None:
-    """Workers for ``-n auto``: one per slice; None (let xdist count CPUs) when there is no GPU."""
-    if gpu_count <= 0:
-        return None
-    return max(1, gpu_count // per_worker)
-
-
-def slice_devices(devices: Sequence[str], workers: int, per_worker: int) -> tuple[tuple[str, ...], ...]:
-    """Disjoint, consecutive slices of ``per_worker`` devices, one per worker, in the visible order.
-
-    Raises SliceError when the workers need more devices than there are, or a device repeats.
-    """
-    if per_worker < 1:
-        raise SliceError(f"GPUs per worker must be >= 1, got {per_worker}")
-    if len(set(devices)) != len(devices):
-        raise SliceError(f"the visible GPUs repeat a device: {', '.join(devices)}")
-    if workers * per_worker > len(devices):
-        slices = len(devices) // per_worker
-        raise SliceError(
-            f"{workers} xdist worker(s) x {per_worker} GPU(s) each need {workers * per_worker} GPU(s), but "
-            f"{len(devices)} are visible ({', '.join(devices) or 'none'}), enough for {slices} worker(s): "
-            f"use -n {slices if slices else 0} (or -n auto), or lower --lm-gpus-per-worker; "
-            "two workers never share a GPU"
-        )
-    return tuple(tuple(devices[i * per_worker:(i + 1) * per_worker]) for i in range(workers))
-
-
-def expand_tx(tx: Iterable[str]) -> list[str]:
-    """``--tx`` values with ``N*spec`` repeated, as xdist expands them."""
-    specs: list[str] = []
-    for spec in tx:
-        count, star, rest = spec.partition("*")
-        if star and count.strip().isdigit():
-            specs.extend([rest] * int(count))
-        else:
-            specs.append(spec)
-    return specs
-
-
-def spec_fields(spec: str) -> dict[str, str]:
-    """The ``key=value`` parts of an execnet spec (``popen//env:X=1//id=a``)."""
-    fields: dict[str, str] = {}
-    for part in spec.split("//"):
-        key, _, value = part.partition("=")
-        fields[key] = value
-    return fields
-
-
-def spec_host(fields: Mapping[str, str]) -> str:
-    """``"local"`` for a popen spec, else the remote the spec reaches (ssh, socket or vagrant)."""
-    for key in ("ssh", "socket", "vagrant_ssh"):
-        if key in fields:
-            return f"{key}={fields[key]}"
-    if "via" in fields:
-        return f"via={fields['via']}"
-    return LOCAL
-
-
-def worker_ids(specs: Sequence[Mapping[str, str]]) -> list[str]:
-    """Worker ids as execnet gives them: a spec's own ``id=``, else ``gw<N>`` counting the others."""
-    ids: list[str] = []
-    counter = 0
-    for fields in specs:
-        if fields.get("id"):
-            ids.append(fields["id"])
-        else:
-            ids.append(f"gw{counter}")
-            counter += 1
-    return ids
-
-
-def plan_workers(
-    workers: Sequence[tuple[str, str]],
-    gpus: Sequence[GPU],
-    per_worker: int,
-) -> tuple[WorkerPlan, ...]:
-    """Each worker's share: local workers get disjoint slices of the GPUs visible here, in order; remote
-    workers get a rank per host and take their slice from the GPUs visible there.
-
-    :param workers: ``(worker id, host)`` in spec order.
-    :param gpus: the GPUs visible to the controller (its ``CUDA_VISIBLE_DEVICES`` already applied).
-    """
-    local = [w for w, host in workers if host == LOCAL]
-    slices = slice_devices([device_id(g) for g in gpus], len(local), per_worker) if gpus else ()
-    labels = {device_id(g): device_label(g) for g in gpus}
-    plans: list[WorkerPlan] = []
-    ranks: dict[str, int] = {}
-    for worker, host in workers:
-        rank = ranks.get(host, 0)
-        ranks[host] = rank + 1
-        if host != LOCAL:
-            plans.append(WorkerPlan(worker, host, rank, per_worker, None))
-        elif not gpus:
-            # nothing to slice: leave the worker's environment alone
-            plans.append(WorkerPlan(worker, host, rank, per_worker, None))
-        else:
-            share = slices[rank]
-            plans.append(WorkerPlan(worker, host, rank, per_worker, share, tuple(labels[d] for d in share)))
-    return tuple(plans)
-
-
-def remote_slice(visible: Sequence[GPU], rank: int, per_worker: int, worker: str) -> tuple[str, ...]:
-    """A remote worker's slice of the GPUs its own host shows."""
-    devices = [device_id(g) for g in visible]
-    if not devices:
-        return ()
-    try:
-        return slice_devices(devices, rank + 1, per_worker)[rank]
-    except SliceError as exc:
-        raise SliceError(f"xdist worker {worker} (worker {rank + 1} on its host): {exc}") from None
-
-
-def item_gpu_count(marks: Iterable[Any]) -> int:
-    """GPUs an item asks for: the largest ``lm_requires(gpus=N)`` or ``gpu_num_N``; 0 when none."""
-    count = 0
-    for mark in marks:
-        if mark.name == "lm_requires":
-            gpus = mark.kwargs.get("gpus")
-            if isinstance(gpus, int) and not isinstance(gpus, bool):
-                count = max(count, gpus)
-        elif (m := _GPU_NUM.match(mark.name)) is not None:
-            count = max(count, int(m.group(1)))
-    return count
-
-
-def item_devices(hardware: Hardware, count: int) -> tuple[GPU, ...]:
-    """The GPUs an item asking for ``count`` uses: CUDA hands out devices from index 0 on; every visible
-    GPU when it named no count."""
-    return hardware.gpus if count <= 0 else hardware.gpus[:count]
 
 
 # --- shared session state -------------------------------------------------------------------------
@@ -291,11 +150,12 @@ def _option(config: pytest.Config, name: str) -> Any:
     return value
 
 
-def gpus_per_worker(config: pytest.Config) -> int:
+def gpus_per_worker(config: pytest.Config) -> Sizes:
+    """``--lm-gpus-per-worker`` (or its ini key) as sizes; ``(1,)`` by default."""
     value = _option(config, "lm_gpus_per_worker")
     if value is None:
-        return 1
-    if isinstance(value, int):
+        return (1,)
+    if isinstance(value, tuple):
         return value
     try:
         return parse_gpus_per_worker(value)
@@ -333,11 +193,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lmbackend")
     group.addoption(
         "--lm-gpus-per-worker", dest="lm_gpus_per_worker", type=parse_gpus_per_worker, default=None,
-        metavar="N",
-        help="with pytest-xdist: each worker gets its own N of the visible GPUs (default 1); "
-             "-n auto starts GPUs // N workers.",
+        metavar="N|N0,N1,..",
+        help="with pytest-xdist: each worker gets its own N of the visible GPUs (default 1); -n auto "
+             "starts GPUs // N workers. A list gives each worker its own size (4,1,1: one wide worker); "
+             "multi-GPU tests then go to a worker holding enough.",
     )
-    parser.addini("lm_gpus_per_worker", "GPUs each pytest-xdist worker holds (default 1).", default="")
+    parser.addini("lm_gpus_per_worker", "GPUs each pytest-xdist worker holds: N or N0,N1,.. (default 1).",
+                  default="")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -385,7 +247,7 @@ def _pin_worker(config: pytest.Config, workerinput: Mapping[str, Any]) -> None:
             return
         visible = probe_here(config).gpus
         try:
-            gpus = list(remote_slice(visible, int(share["rank"]), int(share["per_worker"]), worker))
+            gpus = list(remote_slice(visible, int(share["rank"]), int(share["size"]), worker))
         except SliceError as exc:
             raise pytest.UsageError(str(exc)) from None
         if not gpus:
@@ -401,16 +263,6 @@ def _pin_worker(config: pytest.Config, workerinput: Mapping[str, Any]) -> None:
     os.environ[SLICE_ENV] = mask
 
 
-def too_wide(need: int, mask: str, worker: str | None, per_worker: int) -> str | None:
-    """Why an item needing ``need`` GPUs cannot run in a process pinned to ``mask``; None when it can."""
-    held = len([d for d in mask.split(",") if d.strip()])
-    if need <= held:
-        return None
-    where = f"xdist worker {worker}" if worker else "this isolated process"
-    return (f"needs {need} GPUs; {where} holds {held} ({mask}) with --lm-gpus-per-worker={per_worker}: "
-            f"run it with --lm-gpus-per-worker={need}, or without -n")
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # Only a pinned process decides here: it knows its slice better than any probe of a profile.
@@ -418,7 +270,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if mask is None:
         return
     reason = too_wide(item_gpu_count(item.iter_markers()), mask, worker_id(item.config),
-                      gpus_per_worker(item.config))
+                      format_sizes(gpus_per_worker(item.config)))
     if reason is None:
         return
     from pytest_lmbackend.session import SESSION_KEY, SKIP_KIND_PROPERTY
@@ -428,6 +280,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(f"{reason} (--lm-require=gpu)", pytrace=False)
     item.user_properties.append((SKIP_KIND_PROPERTY, "gpu"))
     pytest.skip(reason)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    share = getattr(config, "workerinput", {}).get(WORKERINPUT_KEY)
+    if isinstance(share, Mapping) and share.get("needs_dir"):
+        from pytest_lmbackend.xdist.schedule import write_needs
+
+        needs = {item.nodeid: item_gpu_count(item.iter_markers()) for item in items}
+        write_needs(str(share["needs_dir"]), str(worker_id(config)), {k: v for k, v in needs.items() if v})
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
@@ -478,7 +340,25 @@ class XdistControllerHooks:
     def pytest_configure(self, config: pytest.Config) -> None:
         # after the other plugins' configure, so the session hardware is theirs; before any worker starts
         if _xdist_distributing(config):
-            config.stash[_PLAN_KEY] = controller_plan(config)
+            plan = controller_plan(config)
+            config.stash[_PLAN_KEY] = plan
+            if len({p.size for p in plan}) > 1 and config.getoption("dist") == "load":
+                # workers report each test's GPU count here after collecting; the scheduler reads it
+                config.stash[_NEEDS_DIR_KEY] = tempfile.mkdtemp(prefix="lmbackend-xdist-")
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        folder = config.stash.get(_NEEDS_DIR_KEY, None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        folder = config.stash.get(_NEEDS_DIR_KEY, None)
+        if folder is None:
+            return None  # one size for every worker: xdist's own scheduling is right
+        from pytest_lmbackend.xdist.schedule import GpuLoadScheduling
+
+        return GpuLoadScheduling(config, log, folder, {p.worker: p.size for p in config.stash[_PLAN_KEY]})
 
     # tryfirst: xdist's own answer (the CPU count) would otherwise win whenever xdist was registered
     # after this plugin, e.g. when this one is loaded with -p
@@ -507,9 +387,11 @@ class XdistControllerHooks:
         share = plan.get(node.gateway.id)
         if share is None:
             return
+        needs_dir = node.config.stash.get(_NEEDS_DIR_KEY, None)
         node.workerinput[WORKERINPUT_KEY] = {
+            "needs_dir": needs_dir,
             "gpus": list(share.gpus) if share.gpus is not None else None,
             "host": share.host,
             "rank": share.rank,
-            "per_worker": share.per_worker,
+            "size": share.size,
         }

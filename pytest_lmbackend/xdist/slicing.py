@@ -1,0 +1,256 @@
+"""Pure slicing of visible GPUs into disjoint per-worker sets, and the plan each worker gets."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_lmbackend.hardware.model import GPU, Hardware
+
+LOCAL = "local"
+_GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
+
+# ``--lm-gpus-per-worker``: one size for every worker, or one size per worker ("4,1,1").
+Sizes = tuple[int, ...]
+
+
+class SliceError(ValueError):
+    """Workers and GPUs that cannot be sliced without giving one GPU to two workers."""
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One xdist worker's share of the GPUs.
+
+    :param worker: the xdist worker id (``gw0``).
+    :param host: ``"local"`` for popen workers, else the remote host the ``--tx`` spec names.
+    :param rank: the worker's position among the workers on its host.
+    :param size: how many GPUs the worker holds.
+    :param gpus: device ids for ``CUDA_VISIBLE_DEVICES``; ``None`` when the remote worker picks them
+        from the GPUs its own host shows (``rank`` and ``size`` decide which), or there is no GPU.
+    :param labels: how the header names those GPUs.
+    """
+
+    worker: str
+    host: str
+    rank: int
+    size: int
+    gpus: tuple[str, ...] | None
+    labels: tuple[str, ...] = ()
+
+    @property
+    def mask(self) -> str | None:
+        return None if self.gpus is None else ",".join(self.gpus)
+
+    def describe(self) -> str:
+        if self.gpus is None:
+            first = self.rank * self.size
+            return f"{self.worker} -> GPUs {first}..{first + self.size - 1} of {self.host}"
+        return f"{self.worker} -> {', '.join(self.labels or self.gpus) or 'no GPU'}"
+
+
+def parse_gpus_per_worker(text: str) -> Sizes:
+    """argparse ``type=`` for ``--lm-gpus-per-worker``: ``N`` (every worker), or ``N0,N1,...`` (one
+    size per worker, e.g. ``4,1,1`` for one wide worker), each a whole number >= 1."""
+    sizes: list[int] = []
+    for part in str(text).split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(
+                f"--lm-gpus-per-worker must be a whole number >= 1 or a comma list of them, got {text!r}")
+        sizes.append(value)
+    return tuple(sizes)
+
+
+def format_sizes(sizes: Sizes) -> str:
+    return ",".join(str(s) for s in sizes)
+
+
+def worker_sizes(sizes: Sizes, workers: int) -> Sizes:
+    """Each worker's slice size: one size repeats; a list names every worker's, so must match."""
+    if len(sizes) == 1:
+        return sizes * workers
+    if len(sizes) != workers:
+        raise SliceError(f"--lm-gpus-per-worker={format_sizes(sizes)} gives sizes for {len(sizes)} workers, "
+                         f"but {workers} are started: use -n {len(sizes)} (or -n auto)")
+    return sizes
+
+
+def device_id(gpu: GPU) -> str:
+    """How a worker's mask names a GPU: its UUID (which also names a MIG device, and does not depend on
+    CUDA's device order), else its driver index."""
+    return gpu.uuid if gpu.uuid else str(gpu.physical_index)
+
+
+def device_label(gpu: GPU) -> str:
+    label = f"GPU {gpu.physical_index}" if gpu.uuid.lower().startswith("gpu-") or not gpu.uuid else gpu.uuid
+    return f"{label} ({gpu.name})"
+
+
+def auto_num_workers(gpu_count: int, sizes: Sizes | int) -> int | None:
+    """Workers for ``-n auto``: one per slice (or one per listed size); None (let xdist count CPUs)
+    when there is no GPU."""
+    sizes = (sizes,) if isinstance(sizes, int) else sizes
+    if gpu_count <= 0:
+        return None
+    if len(sizes) > 1:
+        return len(sizes)
+    return max(1, gpu_count // sizes[0])
+
+
+def slice_devices(devices: Sequence[str], workers: int, sizes: Sizes | int) -> tuple[tuple[str, ...], ...]:
+    """Disjoint, consecutive slices, one per worker, in the visible order.
+
+    Raises SliceError when the workers need more devices than there are, or a device repeats.
+    """
+    sizes = (sizes,) if isinstance(sizes, int) else sizes
+    if any(s < 1 for s in sizes):
+        raise SliceError(f"GPUs per worker must be >= 1, got {format_sizes(sizes)}")
+    if len(set(devices)) != len(devices):
+        raise SliceError(f"the visible GPUs repeat a device: {', '.join(devices)}")
+    each = worker_sizes(sizes, workers)
+    need = sum(each)
+    if need > len(devices):
+        shown = f"{', '.join(devices) or 'none'}"
+        if len(sizes) == 1:
+            fits = len(devices) // sizes[0]
+            raise SliceError(
+                f"{workers} xdist worker(s) x {sizes[0]} GPU(s) each need {need} GPU(s), but {len(devices)} "
+                f"are visible ({shown}), enough for {fits} worker(s): use -n {fits} (or -n auto), or lower "
+                "--lm-gpus-per-worker; two workers never share a GPU"
+            )
+        raise SliceError(
+            f"--lm-gpus-per-worker={format_sizes(sizes)} needs {need} GPU(s), but {len(devices)} are visible "
+            f"({shown}); two workers never share a GPU"
+        )
+    slices, start = [], 0
+    for size in each:
+        slices.append(tuple(devices[start:start + size]))
+        start += size
+    return tuple(slices)
+
+
+def expand_tx(tx: Iterable[str]) -> list[str]:
+    """``--tx`` values with ``N*spec`` repeated, as xdist expands them."""
+    specs: list[str] = []
+    for spec in tx:
+        count, star, rest = spec.partition("*")
+        if star and count.strip().isdigit():
+            specs.extend([rest] * int(count))
+        else:
+            specs.append(spec)
+    return specs
+
+
+def spec_fields(spec: str) -> dict[str, str]:
+    """The ``key=value`` parts of an execnet spec (``popen//env:X=1//id=a``)."""
+    fields: dict[str, str] = {}
+    for part in spec.split("//"):
+        key, _, value = part.partition("=")
+        fields[key] = value
+    return fields
+
+
+def spec_host(fields: Mapping[str, str]) -> str:
+    """``"local"`` for a popen spec, else the remote the spec reaches (ssh, socket or vagrant)."""
+    for key in ("ssh", "socket", "vagrant_ssh"):
+        if key in fields:
+            return f"{key}={fields[key]}"
+    if "via" in fields:
+        return f"via={fields['via']}"
+    return LOCAL
+
+
+def worker_ids(specs: Sequence[Mapping[str, str]]) -> list[str]:
+    """Worker ids as execnet gives them: a spec's own ``id=``, else ``gw<N>`` counting the others."""
+    ids: list[str] = []
+    counter = 0
+    for fields in specs:
+        if fields.get("id"):
+            ids.append(fields["id"])
+        else:
+            ids.append(f"gw{counter}")
+            counter += 1
+    return ids
+
+
+def plan_workers(
+    workers: Sequence[tuple[str, str]],
+    gpus: Sequence[GPU],
+    sizes: Sizes | int,
+) -> tuple[WorkerPlan, ...]:
+    """Each worker's share: local workers get disjoint slices of the GPUs visible here, in order; remote
+    workers get a rank per host and take their slice from the GPUs visible there.
+
+    :param workers: ``(worker id, host)`` in spec order.
+    :param gpus: the GPUs visible to the controller (its ``CUDA_VISIBLE_DEVICES`` already applied).
+    """
+    sizes = (sizes,) if isinstance(sizes, int) else sizes
+    local = [w for w, host in workers if host == LOCAL]
+    if len(sizes) > 1 and len(local) != len(workers):
+        raise SliceError(f"--lm-gpus-per-worker={format_sizes(sizes)}: a list of sizes is for local workers "
+                         "only; give remote workers one size")
+    each = worker_sizes(sizes, len(local)) if local else ()
+    slices = slice_devices([device_id(g) for g in gpus], len(local), sizes) if gpus and local else ()
+    labels = {device_id(g): device_label(g) for g in gpus}
+    plans: list[WorkerPlan] = []
+    ranks: dict[str, int] = {}
+    for worker, host in workers:
+        rank = ranks.get(host, 0)
+        ranks[host] = rank + 1
+        if host != LOCAL:
+            plans.append(WorkerPlan(worker, host, rank, sizes[0], None))
+        elif not gpus:
+            # nothing to slice: leave the worker's environment alone
+            plans.append(WorkerPlan(worker, host, rank, each[rank], None))
+        else:
+            share = slices[rank]
+            plans.append(WorkerPlan(worker, host, rank, each[rank], share, tuple(labels[d] for d in share)))
+    return tuple(plans)
+
+
+def remote_slice(visible: Sequence[GPU], rank: int, size: int, worker: str) -> tuple[str, ...]:
+    """A remote worker's slice of the GPUs its own host shows."""
+    devices = [device_id(g) for g in visible]
+    if not devices:
+        return ()
+    try:
+        return slice_devices(devices, rank + 1, size)[rank]
+    except SliceError as exc:
+        raise SliceError(f"xdist worker {worker} (worker {rank + 1} on its host): {exc}") from None
+
+
+def item_gpu_count(marks: Iterable[Any]) -> int:
+    """GPUs an item asks for: the largest ``lm_requires(gpus=N)`` or ``gpu_num_N``; 0 when none."""
+    count = 0
+    for mark in marks:
+        if mark.name == "lm_requires":
+            gpus = mark.kwargs.get("gpus")
+            if isinstance(gpus, int) and not isinstance(gpus, bool):
+                count = max(count, gpus)
+        elif (m := _GPU_NUM.match(mark.name)) is not None:
+            count = max(count, int(m.group(1)))
+    return count
+
+
+def item_devices(hardware: Hardware, count: int) -> tuple[GPU, ...]:
+    """The GPUs an item asking for ``count`` uses: CUDA hands out devices from index 0 on; every visible
+    GPU when it named no count."""
+    return hardware.gpus if count <= 0 else hardware.gpus[:count]
+
+
+def too_wide(need: int, mask: str, worker: str | None, sizes: str) -> str | None:
+    """Why an item needing ``need`` GPUs cannot run in a process pinned to ``mask``; None when it can."""
+    held = len([d for d in mask.split(",") if d.strip()])
+    if need <= held:
+        return None
+    where = f"xdist worker {worker}" if worker else "this isolated process"
+    return (f"needs {need} GPUs; {where} holds {held} ({mask}) with --lm-gpus-per-worker={sizes}: "
+            f"run it with --lm-gpus-per-worker={need}, or without -n")
