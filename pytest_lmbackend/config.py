@@ -186,6 +186,10 @@ def _validate(data: Mapping[str, Any], path: str) -> None:
         raise ConfigTypeError(
             path, "architectures", f"must be a list of strings, got {type(archs).__name__} {archs!r:.80}"
         )
+    quant = data.get("quantization_config")
+    if quant is not None and type(quant) is not dict and not isinstance(quant, Mapping):
+        # transformers calls .to_dict() on it, and every LMDeploy release fails there.
+        raise ConfigTypeError(path, "quantization_config", f"must be an object, got {type(quant).__name__}")
 
 
 def from_mapping(data: Mapping[str, Any], label: str = MAPPING_LABEL) -> ModelConfig:

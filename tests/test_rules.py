@@ -268,3 +268,89 @@ def test_default_release_reads_installed_metadata(monkeypatch: pytest.MonkeyPatc
         finally:
             releases_mod.default_release.cache_clear()
             releases_mod.resolve_release.cache_clear()
+
+
+# -- transformers-filled fields, as the real LMDeploy 0.10.2 (transformers 4.57.1) and 0.7.3 (4.51.3)
+# saw them: LlamaForCausalLM, hidden_size 4096, 32 heads, head_dim absent or null, by model_type.
+HEAD_DIM_UNSET = """
+model_type  head_dim  0.7.3      0.10.2
+llama       absent    turbomind  turbomind
+llama       null      turbomind  turbomind
+qwen2       absent    turbomind  turbomind
+qwen2       null      turbomind  pytorch
+qwen3       absent    turbomind  turbomind
+qwen3       null      turbomind  pytorch
+mistral     absent    turbomind  pytorch
+mistral     null      turbomind  pytorch
+mixtral     absent    turbomind  pytorch
+mixtral     null      turbomind  pytorch
+internlm2   absent    turbomind  turbomind
+internlm2   null      turbomind  pytorch
+"""
+
+
+def _llama_like(model_type: str | None, **fields: object) -> dict[str, object]:
+    config: dict[str, object] = {"architectures": ["LlamaForCausalLM"], **fields}
+    if model_type is not None:
+        config["model_type"] = model_type
+    return config
+
+
+@pytest.mark.parametrize(
+    ("model_type", "head_dim", "release", "backend"),
+    [
+        (row[0], row[1], release, backend)
+        for row in (line.split() for line in HEAD_DIM_UNSET.strip().splitlines()[1:])
+        for release, backend in zip(("0.7.3", "0.10.2"), row[2:], strict=True)
+    ],
+)
+def test_head_dim_left_to_transformers(model_type: str, head_dim: str, release: str, backend: str) -> None:
+    fields: dict[str, object] = {"hidden_size": 4096, "num_attention_heads": 32}
+    if head_dim == "null":
+        fields["head_dim"] = None
+    assert detect(_llama_like(model_type, **fields), lmdeploy=release).backend == backend
+
+
+def test_fields_left_to_transformers_defaults() -> None:
+    # No hidden_size / heads at all: transformers' defaults (4096, 32) for the classes it ships.
+    for model_type, at_0_10 in (("llama", "turbomind"), ("qwen3", "turbomind"), ("mistral", "pytorch")):
+        assert detect(_llama_like(model_type), lmdeploy="0.7.3").backend == "turbomind"
+        assert detect(_llama_like(model_type), lmdeploy="0.10.2").backend == at_0_10
+    # A remote-code model type gets a bare config: LMDeploy raised AttributeError.
+    with pytest.raises(MissingFieldError):
+        detect(_llama_like("internlm2"), lmdeploy="0.10.2")
+
+
+def test_null_heads() -> None:
+    # LMDeploy divided by None (TypeError) except where transformers kept a head_dim (0.10.2: mistral
+    # None -> pytorch, qwen3 128 -> turbomind).
+    for model_type in ("llama", "qwen2"):
+        with pytest.raises(ConfigTypeError):
+            detect(_llama_like(model_type, hidden_size=4096, num_attention_heads=None), lmdeploy="0.10.2")
+    assert detect(_llama_like("mistral", num_attention_heads=None), lmdeploy="0.10.2").backend == "pytorch"
+    assert detect(_llama_like("qwen3", num_attention_heads=None), lmdeploy="0.10.2").backend == "turbomind"
+    with pytest.raises(ConfigTypeError):
+        detect(_llama_like("qwen3", num_attention_heads=None), lmdeploy="0.7.3")
+
+
+@pytest.mark.parametrize(
+    ("model_type", "backend"), [("qwen2", "pytorch"), ("llama", "turbomind"), (None, "turbomind")]
+)
+def test_llava_text_config_head_dim_null(model_type: str | None, backend: str) -> None:
+    # LMDeploy 0.10.2: a text_config without model_type is built as a llama config (head_dim computed).
+    text: dict[str, object] = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 896}
+    text.update(num_attention_heads=7, head_dim=None)
+    if model_type is not None:
+        text["model_type"] = model_type
+    config = {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava", "text_config": text}
+    assert detect(config, lmdeploy="0.10.2").backend == backend
+    assert detect(config, lmdeploy="0.7.3").backend == "turbomind"
+
+
+@pytest.mark.parametrize("value", [[{"quant_method": "awq"}], "smooth_quant", [], 5])
+def test_quantization_config_must_be_an_object(value: object) -> None:
+    # Every release failed on these (AttributeError: ... has no attribute 'to_dict').
+    config = _llama_like("llama", hidden_size=4096, num_attention_heads=32, quantization_config=value)
+    with pytest.raises(ConfigTypeError) as info:
+        detect(config, lmdeploy="0.18.0")
+    assert info.value.field == "quantization_config"

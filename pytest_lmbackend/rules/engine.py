@@ -14,7 +14,7 @@ from pytest_lmbackend.config import (
     ModelConfig,
 )
 from pytest_lmbackend.rules.releases import RuleSet, left_in, since
-from pytest_lmbackend.rules.tables import LLAMA, QWEN2, TRANSFORMERS_DEFAULTS
+from pytest_lmbackend.rules.tables import COMPUTED, HEAD_DIM_WHEN_UNSET, LLAMA, QWEN2, TRANSFORMERS_DEFAULTS
 
 __all__ = ["Detection", "LMDeployCrashError", "evaluate", "model_arch"]
 
@@ -113,24 +113,37 @@ def _int(value: Any, path: str, field: str) -> int:
     return value
 
 
-def _field(sub: Mapping[str, Any], key: str, path: str, prefix: str) -> int:
+def _field(sub: Mapping[str, Any], key: str, path: str, prefix: str, model_type: str | None) -> int:
     field = prefix + key
-    if key in sub and sub[key] is not None:
+    if key in sub:  # null included: transformers keeps it, and LMDeploy's division fails on it
         return _int(sub[key], path, field)
-    defaults = TRANSFORMERS_DEFAULTS.get(str(sub.get("model_type")))
+    defaults = TRANSFORMERS_DEFAULTS.get(str(sub.get("model_type", model_type)))
     if defaults is not None and key in defaults:
         return defaults[key]
     raise MissingFieldError(path, field, "missing, and LMDeploy reads it to decide the backend")
 
 
-def _head_dim(sub: Mapping[str, Any], rules: RuleSet, path: str, prefix: str) -> int:
-    if rules.explicit_head_dim and sub.get("head_dim") is not None:
-        return _int(sub["head_dim"], path, prefix + "head_dim")
-    heads = _field(sub, "num_attention_heads", path, prefix)
-    hidden = _field(sub, "hidden_size", path, prefix)
+def _head_dim(
+    sub: Mapping[str, Any], rules: RuleSet, path: str, prefix: str, model_type: str | None = None
+) -> int | None:
+    if rules.explicit_head_dim:
+        value = sub.get("head_dim")
+        if value is not None:
+            return _int(value, path, prefix + "head_dim")
+        kind = sub.get("model_type", model_type)
+        unset = HEAD_DIM_WHEN_UNSET.get(kind if isinstance(kind, str) else "", (COMPUTED, None))
+        found = unset[1] if "head_dim" in sub else unset[0]
+        if found != COMPUTED:
+            return None if found is None else int(found)
+    heads = _field(sub, "num_attention_heads", path, prefix, model_type)
+    hidden = _field(sub, "hidden_size", path, prefix, model_type)
     if heads == 0:
         raise ConfigValueError(path, prefix + "num_attention_heads", "is 0 (head_dim would divide by zero)")
     return hidden // heads
+
+
+def _shown(dim: int | None) -> str:
+    return "None (unset)" if dim is None else str(dim)
 
 
 def _dims(rules: RuleSet) -> str:
@@ -176,14 +189,14 @@ def turbomind_rule(cfg: ModelConfig, arch: str, rules: RuleSet) -> tuple[bool, s
     data = cfg.data
     assert data is not None
     if arch == "BaichuanForCausalLM" and rules.baichuan_40_heads_pt:
-        heads = _field(data, "num_attention_heads", path, "")
+        heads = _field(data, "num_attention_heads", path, "", None)
         if heads == 40:
             return False, f"{arch} with 40 attention heads (13B) is not TurboMind's before 0.14.0"
         return True, f"{base}, with {heads} attention heads (not 40)"
     if arch in rules.head_dim_archs:
         dim = _head_dim(data, rules, path, "")
         ok = dim in rules.head_dims
-        return ok, f"{arch} with head_dim {dim}: TurboMind {rel} takes head_dim {_dims(rules)}"
+        return ok, f"{arch} with head_dim {_shown(dim)}: TurboMind {rel} takes head_dim {_dims(rules)}"
     if arch in rules.chatglm_archs:
         layers = _int(data["num_layers"], path, "num_layers") if "num_layers" in data else None
         if layers is None:
@@ -201,15 +214,17 @@ def turbomind_rule(cfg: ModelConfig, arch: str, rules: RuleSet) -> tuple[bool, s
                 return False, f"{arch}'s language model {llm_arch} is not in TurboMind's table in {rel}"
         dim = _head_dim(llm, rules, path, "llm_config.")
         return dim in rules.head_dims, (
-            f"{arch}'s llm_config has head_dim {dim}: TurboMind {rel} takes head_dim {_dims(rules)}"
+            f"{arch}'s llm_config has head_dim {_shown(dim)}: TurboMind {rel} takes head_dim {_dims(rules)}"
         )
     if arch in rules.llava_archs:
         text = _sub(cfg, "text_config", rules)
         llm_arch = _sub_arch(cfg, "text_config", text, rules)
         if llm_arch in (QWEN2, LLAMA):
-            dim = _head_dim(text, rules, path, "text_config.")
+            # LlavaConfig builds a text_config without model_type as a llama config.
+            dim = _head_dim(text, rules, path, "text_config.", "llama")
             return dim in rules.head_dims, (
-                f"{arch}'s text_config ({llm_arch}) has head_dim {dim}: TurboMind {rel} takes {_dims(rules)}"
+                f"{arch}'s text_config ({llm_arch}) has head_dim {_shown(dim)}: "
+                f"TurboMind {rel} takes {_dims(rules)}"
             )
         return True, f"{base}; its text_config is {llm_arch}, which has no head_dim check"
     if arch == "MolmoForCausalLM" and rules.molmo_kv_heads:

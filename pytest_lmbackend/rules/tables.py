@@ -253,7 +253,19 @@ CHANGES: tuple[Change, ...] = (
 
 # transformers fills these in when config.json leaves them out, for the model types whose config
 # class it ships (others load as a bare config, and LMDeploy fails on the missing attribute).
-TRANSFORMERS_DEFAULTS: Mapping[str, Mapping[str, int]] = MappingProxyType({
-    "llama": MappingProxyType({"hidden_size": 4096, "num_attention_heads": 32}),
-    "qwen2": MappingProxyType({"hidden_size": 4096, "num_attention_heads": 32}),
+_LLM_DEFAULTS = MappingProxyType({"hidden_size": 4096, "num_attention_heads": 32})
+TRANSFORMERS_DEFAULTS: Mapping[str, Mapping[str, int]] = MappingProxyType(
+    dict.fromkeys(("llama", "qwen2", "qwen3", "mistral", "mixtral"), _LLM_DEFAULTS)
+)
+
+# What transformers 4.x leaves in ``head_dim`` when config.json has none, or null, per model_type, as
+# the explicit-head_dim rule (0.10-0.13) reads it: "computed" = hidden_size // num_attention_heads,
+# None = no usable head_dim (TurboMind says no). Model types not listed: absent means computed (no
+# attribute), null means None. Checked on LMDeploy 0.10.2 with transformers 4.57.1.
+COMPUTED = "computed"
+HEAD_DIM_WHEN_UNSET: Mapping[str, tuple[int | str | None, int | str | None]] = MappingProxyType({
+    "llama": (COMPUTED, COMPUTED),
+    "mistral": (None, None),
+    "mixtral": (None, None),
+    "qwen3": (128, None),
 })  # fmt: skip
