@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,12 @@ def run(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    overhead = measure_overhead(args.python) if args.overhead and args.mode == "cold" else None
+    overhead = None
+    if args.overhead and args.mode == "cold":
+        try:
+            overhead = measure_overhead(args.python)
+        except (BenchError, OSError, subprocess.SubprocessError) as exc:  # the rounds still count
+            print(f"bench: harness overhead not measured: {exc}", file=sys.stderr)
     report = BenchReport(str(args.model_dir), options, results, overhead, machine)
     if args.save is not None:
         _save(args.save, report)
