@@ -333,6 +333,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["--options", "[1]"], "must be a JSON object"),
         (["--cold", "--warm"], "not allowed with argument"),
         (["--backend", "vllm"], "unknown backend 'vllm'"),
+        (["--backend", "empty", "--python", "/no/such/python"], "cannot start the interpreter"),
     ],
 )
 def test_cli_usage_errors_exit_2(fake_model: Path, args: list[str], message: str) -> None:

@@ -201,7 +201,10 @@ def measure_overhead(python: str = sys.executable, samples: int = 3) -> Overhead
         model = Path(work)
         for i in range(samples):
             t = time.monotonic()
-            subprocess.run([python, "-c", "pass"], env=_child_env(options), check=True, cwd=work)
+            try:
+                subprocess.run([python, "-c", "pass"], env=_child_env(options), check=True, cwd=work)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                raise BenchError(f"the bare interpreter {python!r} did not run: {exc}") from exc
             bare.append(time.monotonic() - t)
             res = _run_process(options, SCRIPTS["empty"], model, model, f"empty-{i}", iterations=1)
             if res.rc != 0:
@@ -255,10 +258,13 @@ def _run_process(
     reaped: list[float] = []
     with open(log_path, "wb") as log:
         spawned = time.monotonic()
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=work,
-            start_new_session=True,
-        )  # fmt: skip
+        try:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=work,
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError as exc:
+            raise BenchError(f"cannot start the interpreter {options.python!r}: {exc}") from exc
         exited = threading.Event()
 
         def reap() -> None:  # a blocking wait: the exit time is exact, not a polling step late
