@@ -41,8 +41,7 @@ cat "$OUT/machine.txt"
 
 log "kit: $WHEELS -> $SITE"
 if ls "$WHEELS"/*.whl > /dev/null 2>&1; then
-  if timeout 120 "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl \
-       > "$OUT/kit-install.log" 2>&1; then
+  if timeout 120 bash gpu_checks/install_kit.sh "$PY" "$WHEELS" "$SITE" > "$OUT/kit-install.log" 2>&1; then
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
     log "kit installed"
   else
