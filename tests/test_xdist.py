@@ -45,7 +45,26 @@ def test_a_repeated_device_is_refused() -> None:
         xdist.slice_devices(["a", "a"], 2, 1)
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5", ""])
+def test_size_lists() -> None:
+    assert xdist.parse_gpus_per_worker("4, 1,1") == (4, 1, 1)
+    assert xdist.slice_devices(list("abcdef"), 3, (4, 1, 1)) == (("a", "b", "c", "d"), ("e",), ("f",))
+    assert xdist.auto_num_workers(8, (4, 1, 1)) == 3
+    with pytest.raises(xdist.SliceError, match=r"gives sizes for 3 workers, but 2 are started: use -n 3"):
+        xdist.slice_devices(list("abcdef"), 2, (4, 1, 1))
+    with pytest.raises(xdist.SliceError, match=r"=4,2 needs 6 GPU\(s\), but 5 are visible"):
+        xdist.slice_devices(list("abcde"), 2, (4, 2))
+    with pytest.raises(xdist.SliceError, match="a list of sizes is for local workers only"):
+        xdist.plan_workers([("gw0", "local"), ("gw1", "ssh=a")], [gpu(0), gpu(1)], (1, 1))
+
+
+def test_scheduler_fit_rule() -> None:
+    from pytest_lmbackend.xdist.schedule import fits
+
+    assert fits(0, 1, 4) and fits(4, 4, 4) and not fits(2, 1, 4)
+    assert fits(8, 1, 4)  # nobody holds 8: any worker takes it and skips it with the reason
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5", "", "2,0", "2,,1"])
 def test_gpus_per_worker_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="--lm-gpus-per-worker"):
         xdist.parse_gpus_per_worker(text)
@@ -127,32 +146,39 @@ def scenarios(draw: st.DrawFn) -> tuple[list[Device], str | None, int, int]:
         if draw(st.booleans()):  # an entry CUDA does not know ends the list there
             entries.insert(draw(st.integers(0, len(entries))), draw(st.sampled_from(["99", "GPU-nope"])))
         mask = ",".join(entries)
-    return devices, mask, draw(st.integers(1, 10)), draw(st.integers(1, 4))
+    workers = draw(st.integers(1, 10))
+    if draw(st.booleans()):
+        sizes: tuple[int, ...] = (draw(st.integers(1, 4)),)
+    else:  # one size per worker, e.g. a wide worker and narrow ones
+        sizes = tuple(draw(st.lists(st.integers(1, 4), min_size=workers, max_size=workers)))
+    return devices, mask, workers, sizes
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
-def test_simulated_runs_never_share_or_leak_a_gpu(case: tuple[list[Device], str | None, int, int]) -> None:
-    devices, outer_mask, workers, per_worker = case
+def test_simulated_runs_never_share_or_leak_a_gpu(
+        case: tuple[list[Device], str | None, int, tuple[int, ...]]) -> None:
+    devices, outer_mask, workers, sizes = case
     visible, _ = apply_visibility(devices, outer_mask)
     allowed = {g.uuid for g in visible}
     local = [(f"gw{i}", xdist.LOCAL) for i in range(workers)]
-    if visible and workers * per_worker > len(visible):
+    each = sizes * workers if len(sizes) == 1 else sizes
+    if visible and sum(each) > len(visible):
         with pytest.raises(xdist.SliceError):
-            xdist.plan_workers(local, visible, per_worker)
+            xdist.plan_workers(local, visible, sizes)
         return
-    plan = xdist.plan_workers(local, visible, per_worker)
+    plan = xdist.plan_workers(local, visible, sizes)
     assert len(plan) == workers
     if not visible:  # nothing to hand out: workers keep the outer mask, which shows them nothing
         assert all(p.mask is None for p in plan)
         return
     taken: set[str] = set()
-    for share in plan:
-        assert share.mask is not None and len(share.gpus or ()) == per_worker
+    for share, size in zip(plan, each, strict=True):
+        assert share.mask is not None and len(share.gpus or ()) == size == share.size
         # what CUDA in that worker would show, given only the worker's own mask
         seen, notes = apply_visibility(devices, share.mask)
         seen_ids = {g.uuid for g in seen}
-        assert not notes and len(seen) == per_worker
+        assert not notes and len(seen) == size
         assert seen_ids <= allowed, "a GPU outside the outer CUDA_VISIBLE_DEVICES was used"
         assert not seen_ids & taken, "a GPU was given to two workers"
         taken |= seen_ids
@@ -351,3 +377,48 @@ def test_tests_wider_than_a_worker_skip_with_the_fix(pytester: pytest.Pytester,
                                 "--lm-require=gpu")
     result.assert_outcomes(passed=2, errors=1)  # at setup, as every unmet --lm-require
     result.stdout.fnmatch_lines(["*needs 4 GPUs; xdist worker gw0 holds 2 * (--lm-require=gpu)*"])
+
+
+MIXED = """
+import os, pathlib, pytest
+
+def record(name):
+    pathlib.Path({out!r}, name).write_text(
+        os.environ["PYTEST_XDIST_WORKER"] + " " + os.environ["CUDA_VISIBLE_DEVICES"])
+
+@pytest.mark.parametrize("i", range(6))
+def test_narrow(i):
+    record(f"narrow{{i}}")
+
+@pytest.mark.parametrize("i", range(2))
+@pytest.mark.lm_requires(gpus=4)
+def test_four(i):
+    assert len(os.environ["CUDA_VISIBLE_DEVICES"].split(",")) == 4
+    record(f"four{{i}}")
+
+@pytest.mark.gpu_num_2
+def test_two():
+    record("two")
+
+@pytest.mark.lm_requires(gpus=8)
+def test_eight():
+    pass
+"""
+
+
+def test_multi_gpu_tests_go_to_the_wide_worker(pytester: pytest.Pytester,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    uuids = _profile_uuids("h100x6")
+    out = pytester.mkdir("where")
+    pytester.makepyfile(MIXED.format(out=str(out)))
+    result = pytester.runpytest("-n", "auto", "--lm-gpus-per-worker=4,1,1", "--lm-hardware=h100x6", "-rs")
+    result.assert_outcomes(passed=9, skipped=1)
+    result.stdout.fnmatch_lines(["created: 3/3 workers", "*needs 8 GPUs; xdist worker gw? holds *"])
+    where = {p.name: p.read_text().split() for p in out.iterdir()}
+    wide = ",".join(uuids[:4])
+    for name in ("four0", "four1", "two"):
+        assert where[name] == ["gw0", wide]
+    assert {w for name, (w, _) in where.items() if name.startswith("narrow")} <= {"gw0", "gw1", "gw2"}
+    assert where.keys() >= {f"narrow{i}" for i in range(6)}
