@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -190,16 +190,3 @@ def parse_kinds(text: str) -> frozenset[str]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected requirement kinds separated by commas")
     return kinds
 
-
-def group_verdicts(verdicts: Sequence[Verdict]) -> list[tuple[str, int, list[tuple[str, int]]]]:
-    """(kind, count, [(reason, count), ...]) sorted by count, for the terminal summary."""
-    by_kind: dict[str, dict[str, int]] = {}
-    for v in verdicts:
-        reasons = by_kind.setdefault(v.kind, {})
-        reasons[v.reason] = reasons.get(v.reason, 0) + 1
-    out = []
-    for kind, reasons in by_kind.items():
-        ordered = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
-        out.append((kind, sum(reasons.values()), ordered))
-    out.sort(key=lambda t: (-t[1], t[0]))
-    return out

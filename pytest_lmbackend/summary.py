@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pytest_lmbackend.backends import RunnerFacts
-from pytest_lmbackend.selection import ItemOutcome, Verdict, group_verdicts
+from pytest_lmbackend.selection import ItemOutcome, Verdict
 
 
 def backend_lines(availability: Mapping[str, str | None], facts: RunnerFacts, *, mode: str,
@@ -73,9 +73,8 @@ def _cell(outcome: ItemOutcome, require: frozenset[str]) -> str:
 
 
 def skip_lines(verdicts: Sequence[Verdict]) -> list[str]:
-    """``kind: N`` then each distinct reason with its count, most frequent first."""
-    lines: list[str] = []
-    for kind, count, reasons in group_verdicts(verdicts):
-        lines.append(f"{kind}: {count}")
-        lines += [f"  {n:>3} x {reason}" for reason, n in reasons]
-    return lines
+    """``kind: N skipped`` then each distinct reason with its count, most frequent first."""
+    from pytest_lmbackend.plan import format_skip_summary
+    from pytest_lmbackend.requirements import Skip
+
+    return format_skip_summary(Skip(v.kind, v.reason) for v in verdicts)

@@ -228,8 +228,8 @@ def test_header_and_summary(suite: pytest.Pytester) -> None:
         "lmbackend: --lm-backend=auto; LMDeploy rules 0.18.0; backends available: transformers",
         "lmbackend:   turbomind: *",
         "*lmbackend skips by kind*",
-        "backend: 2",
-        "    1 x backend pytorch needs lmdeploy installed*",
+        "backend: 2 skipped",
+        "  1 x backend pytorch needs lmdeploy installed*",
     ])
 
 
@@ -237,7 +237,7 @@ def test_summary_counts_survive_xdist(suite: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     result = suite.runpytest("-n", "2", "--lm-hardware=cpu", "-p", "xdist")
     result.assert_outcomes(passed=3, skipped=2)
-    result.stdout.fnmatch_lines(["*lmbackend skips by kind*", "backend: 2"])
+    result.stdout.fnmatch_lines(["*lmbackend skips by kind*", "backend: 2 skipped"])
 
 
 def test_models_relative_to_the_test_file(pytester: pytest.Pytester) -> None:

@@ -14,7 +14,6 @@ from pytest_lmbackend.selection import (
     Verdict,
     choose_backend,
     evaluate_item,
-    group_verdicts,
     is_backend_bound,
     parametrize_ids,
     parse_backend_option,
@@ -156,7 +155,3 @@ def test_evaluate_requirements_after_the_backend() -> None:
     out = evaluate(AUTO, marks, CPU, param="turbomind", requirement=requirement)
     assert out.verdict is not None and out.verdict.kind == "backend" and seen == []
 
-
-def test_group_verdicts_counts_kinds_and_reasons() -> None:
-    verdicts = [Verdict("gpu", "a"), Verdict("backend", "b"), Verdict("gpu", "a"), Verdict("gpu", "c")]
-    assert group_verdicts(verdicts) == [("gpu", 3, [("a", 2), ("c", 1)]), ("backend", 1, [("b", 1)])]
