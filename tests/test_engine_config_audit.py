@@ -121,7 +121,7 @@ def test_truthy_values_survive(kwargs: dict[str, Any]) -> None:
     "fields (`if v and hasattr(config, k)`), so False/0 fall back to PyTorch's defaults",
 )
 @AUDIT
-@example(kwargs={"enable_metrics": False})  # LMDEPLOY-FACTS
+@example(kwargs={"enable_metrics": False})  # the case first reported (docs/FINDINGS.md)
 @example(kwargs={"attn_tp_size": 0})  # Hypothesis's minimal example
 @given(kwargs=user_configs("shared"))
 def test_falsy_values_survive(kwargs: dict[str, Any]) -> None:
@@ -135,7 +135,7 @@ def test_falsy_values_survive(kwargs: dict[str, Any]) -> None:
     "__post_init__ checks, so values PytorchEngineConfig rejects get through",
 )
 @AUDIT
-@example(kwargs={"cache_max_entry_count": 1.5})  # LMDEPLOY-FACTS
+@example(kwargs={"cache_max_entry_count": 1.5})  # the case first reported (docs/FINDINGS.md)
 @example(kwargs={"cache_block_seq_len": 0})  # Hypothesis's minimal example
 @given(kwargs=user_configs("all"))
 def test_result_passes_its_own_validation(kwargs: dict[str, Any]) -> None:
@@ -152,7 +152,7 @@ def test_result_passes_its_own_validation(kwargs: dict[str, Any]) -> None:
     "devices, nnodes, ...) are dropped without a warning",
 )
 @AUDIT
-@example(kwargs={"rope_scaling_factor": 2.0})  # LMDEPLOY-FACTS
+@example(kwargs={"rope_scaling_factor": 2.0})  # the case first reported (docs/FINDINGS.md)
 @example(kwargs={"async_": 0})  # Hypothesis's minimal example
 @given(kwargs=user_configs("tm_only"))
 def test_no_field_vanishes(kwargs: dict[str, Any]) -> None:
