@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from pytest_lmbackend.config import (
+    ConfigEncodingError,
     ConfigError,
+    ConfigJSONError,
+    ConfigNotFoundError,
     ConfigTypeError,
     ConfigValueError,
     MissingArchitectureError,
@@ -31,48 +34,49 @@ from pytest_lmbackend.rules.tables import CHANGES
 
 MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 
-# What the real LMDeploy answered (backend, task) for the folders in fixtures/models, release by release,
-# with the transformers each release shipped against (0.7.3: 4.51.3, 0.10.2: 4.57.1, 0.14.0: 5.12.1,
-# 0.18.0: 5.17.0; other releases: the newest transformers their metadata allowed). "-": LMDeploy raised
-# (see test_lmdeploy_raises) or gave an answer not mirrored here (architectures-string).
+# What the real LMDeploy answered (TM = turbomind, PT = pytorch / task) for the folders in fixtures/models,
+# release by release, with the transformers each release shipped against (0.7.3: 4.51.3, 0.10.2: 4.57.1,
+# 0.14.0: 5.12.1, 0.18.0: 5.17.0; 0.6.3, 0.9.2, 0.12.2, 0.13.0, 0.16.0: 5.24.0, the newest their
+# metadata allows). "-": LMDeploy raised (see test_lmdeploy_raises), or answered what is not mirrored
+# here (architectures-string is not in the table).
 LMDEPLOY_ANSWERS = """
-fixture                         0.7.3          0.10.2         0.14.0         0.18.0
-baichuan-40-heads               pytorch/llm    pytorch/llm    pytorch/llm    pytorch/llm
-chatglm-28-layers               pytorch/llm    pytorch/llm    pytorch/llm    pytorch/llm
-chatglm-40-layers               turbomind/llm  turbomind/llm  pytorch/llm    pytorch/llm
-chatglm-vision                  pytorch/vlm    pytorch/vlm    pytorch/vlm    pytorch/vlm
-deepseek-v2-vision-arch         pytorch/llm    pytorch/llm    pytorch/llm    pytorch/llm
-deepseek-vl2-language-auto-map  pytorch/vlm    pytorch/vlm    pytorch/vlm    pytorch/vlm
-glm4-moe-lite-vision            pytorch/llm    pytorch/llm    pytorch/llm    pytorch/llm
-gpt-oss-like                    pytorch/llm    turbomind/llm  turbomind/llm  turbomind/llm
-heads-not-integer               -              -              turbomind/llm  turbomind/llm
-heads-zero                      -              -              turbomind/llm  turbomind/llm
-internvl-chat-internlm2         -              -              turbomind/vlm  turbomind/vlm
-internvl-chat-phi3              -              -              turbomind/vlm  turbomind/vlm
-llama-explicit-head-dim-256     turbomind/llm  pytorch/llm    turbomind/llm  turbomind/llm
-llama-head128                   turbomind/llm  turbomind/llm  turbomind/llm  turbomind/llm
-llama-head64                    turbomind/llm  turbomind/llm  turbomind/llm  turbomind/llm
-llama-head80                    pytorch/llm    pytorch/llm    turbomind/llm  turbomind/llm
-llama-smooth-quant              pytorch/llm    pytorch/llm    pytorch/llm    pytorch/llm
-llava-hf-mistral                turbomind/vlm  turbomind/vlm  pytorch/vlm    pytorch/vlm
-llava-hf-qwen2-head64           turbomind/vlm  turbomind/vlm  pytorch/vlm    pytorch/vlm
-molmo-kv-heads                  turbomind/vlm  turbomind/vlm  pytorch/vlm    pytorch/vlm
-molmo-no-kv-heads               pytorch/vlm    pytorch/vlm    pytorch/vlm    pytorch/vlm
-qwen-vl-visual                  turbomind/vlm  turbomind/vlm  pytorch/vlm    pytorch/llm
-qwen2-head128                   turbomind/llm  turbomind/llm  turbomind/llm  turbomind/llm
-qwen2-head64                    turbomind/llm  turbomind/llm  turbomind/llm  turbomind/llm
-qwen2-vl                        pytorch/vlm    turbomind/vlm  pytorch/vlm    turbomind/vlm
-qwen3-5-vl                      pytorch/llm    pytorch/llm    turbomind/vlm  turbomind/vlm
-tm-workspace                    turbomind/llm  turbomind/llm  -              -
-tm-workspace-with-config        turbomind/llm  turbomind/llm  turbomind/vlm  turbomind/vlm
-xcomposer2-auto-map             turbomind/vlm  turbomind/vlm  pytorch/vlm    turbomind/llm
+fixture                           0.6.3   0.7.3   0.9.2  0.10.2  0.12.2  0.13.0  0.14.0  0.16.0  0.18.0
+baichuan-40-heads                PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm
+chatglm-28-layers                PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm
+chatglm-40-layers                TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  PT/llm  PT/llm  PT/llm
+chatglm-vision                   PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm
+deepseek-v2-vision-arch          PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm
+deepseek-vl2-language-auto-map        -  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm
+glm4-moe-lite-vision             PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm
+gpt-oss-like                     PT/llm  PT/llm  PT/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm
+heads-not-integer                     -       -       -       -       -       -  TM/llm  TM/llm  TM/llm
+heads-zero                            -       -       -       -       -       -  TM/llm  TM/llm  TM/llm
+internvl-chat-internlm2               -       -       -       -       -       -  TM/vlm  TM/vlm  TM/vlm
+internvl-chat-phi3                    -       -       -       -       -       -  TM/vlm  TM/vlm  TM/vlm
+llama-explicit-head-dim-256      TM/llm  TM/llm  TM/llm  PT/llm  PT/llm  PT/llm  TM/llm  TM/llm  TM/llm
+llama-head128                    TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm
+llama-head64                     TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm
+llama-head80                     PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  TM/llm  TM/llm  TM/llm
+llama-smooth-quant               TM/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm
+llava-hf-mistral                 TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  PT/vlm  PT/vlm
+llava-hf-qwen2-head64            TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  PT/vlm  PT/vlm
+molmo-kv-heads                   TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  PT/vlm  PT/vlm
+molmo-no-kv-heads                PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm
+qwen-vl-visual                   TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  PT/llm  PT/llm
+qwen2-head128                    TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm
+qwen2-head64                     TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm
+qwen2-vl                         PT/vlm  PT/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  TM/vlm  TM/vlm
+qwen3-5-vl                       PT/llm  PT/llm  PT/llm  PT/llm  TM/llm  TM/llm  TM/vlm  TM/vlm  TM/vlm
+tm-workspace                     TM/llm  TM/llm  TM/llm  TM/llm  TM/llm       -       -       -       -
+tm-workspace-with-config         TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/vlm  TM/vlm  TM/vlm
+xcomposer2-auto-map              TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  TM/llm  TM/llm
 """
 
 
 def _answers(table: str) -> list[tuple[str, str, str]]:
     header, *rows = (line.split() for line in table.strip().splitlines())
     return [
-        (row[0], release, cell.replace("/", " "))
+        (row[0], release, cell.replace("TM/", "turbomind ").replace("PT/", "pytorch "))
         for row in rows
         for release, cell in zip(header[1:], row[1:], strict=True)
         if cell != "-"
@@ -91,14 +95,19 @@ def test_agrees_with_lmdeploy(fixture: str, release: str, answer: str) -> None:
 
 # Cases where that LMDeploy release raised (the exception it raised, as the oracle reported it), and
 # the typed error given here instead.
-FOUR = ("0.7.3", "0.10.2", "0.14.0", "0.18.0")
+CHECKED = ("0.6.3", "0.7.3", "0.9.2", "0.10.2", "0.12.2", "0.13.0", "0.14.0", "0.16.0", "0.18.0")
+BEFORE_0_14 = CHECKED[:6]
 LMDEPLOY_RAISES = [
-    ("auto-map-only", FOUR, LMDeployCrashError),  # TypeError
-    ("no-architectures", FOUR, MissingArchitectureError),  # RuntimeError
-    ("empty-architectures", FOUR, MissingArchitectureError),  # RuntimeError
-    ("heads-not-integer", ("0.7.3", "0.10.2"), ConfigTypeError),  # TypeError
-    ("heads-zero", ("0.7.3", "0.10.2"), ConfigValueError),  # ZeroDivisionError
-    ("tm-workspace", ("0.14.0", "0.18.0"), LMDeployCrashError),  # RuntimeError, in get_task
+    ("auto-map-only", CHECKED, LMDeployCrashError),  # TypeError
+    ("no-architectures", CHECKED, MissingArchitectureError),  # RuntimeError
+    ("empty-architectures", CHECKED, MissingArchitectureError),  # RuntimeError
+    ("deepseek-vl2-language-auto-map", ("0.6.3",), MissingArchitectureError),  # RuntimeError
+    ("heads-not-integer", BEFORE_0_14, ConfigTypeError),  # TypeError
+    ("heads-zero", BEFORE_0_14, ConfigValueError),  # ZeroDivisionError
+    ("malformed-json", CHECKED, ConfigJSONError),  # OSError
+    ("not-utf8", CHECKED, ConfigEncodingError),  # OSError
+    ("no-config", CHECKED, ConfigNotFoundError),  # RuntimeError
+    ("tm-workspace", ("0.13.0", "0.14.0", "0.16.0", "0.18.0"), LMDeployCrashError),  # RuntimeError
     ("architectures-string", ("0.14.0", "0.18.0"), ConfigTypeError),  # StrictDataclassFieldValidationError
 ]
 
@@ -110,7 +119,6 @@ LMDEPLOY_RAISES = [
 def test_lmdeploy_raises(fixture: str, release: str, error: type[ConfigError]) -> None:
     with pytest.raises(error) as info:
         detect(MODELS / fixture, lmdeploy=release)
-    assert info.value.field is not None
     assert fixture in info.value.path
 
 
