@@ -58,9 +58,13 @@ def test_pinned():
     record = {"worker": os.environ.get("PYTEST_XDIST_WORKER"), "mask": os.environ.get("CUDA_VISIBLE_DEVICES"),
               "count": torch.cuda.device_count(), "torch_uuid": str(torch.cuda.get_device_properties(0).uuid)}
     pathlib.Path(os.environ["SCALEOUT_RECORD"]).write_text(json.dumps(record))
+
+@pytest.mark.lm_requires(gpus=2)
+def test_wider_than_the_worker():
+    pass
 EOF
 export SCALEOUT_RECORD="$OUT/pin.json"
-rc=$(run pin_n1 60 -n 1 -v test_pin.py)
+rc=$(run pin_n1 60 -n 1 -v -rs --lm-leak=fail test_pin.py)
 "$PY" - "$OUT/pin.json" "$NVML_UUID" <<'EOF'
 import json, sys
 rec, uuid = json.load(open(sys.argv[1])), sys.argv[2]
@@ -68,7 +72,10 @@ assert rec["worker"] == "gw0" and rec["mask"] == uuid, rec
 assert rec["count"] == 1 and rec["torch_uuid"].lower() in uuid.lower(), rec
 EOF
 ok=$?; [ "$rc" -eq 0 ] || ok=1
-check pin_n1 $ok "-n 1: worker gw0 got CUDA_VISIBLE_DEVICES=$(cat "$OUT/pin.json" 2>/dev/null) (pytest exit $rc)"
+grep -q "1 passed, 1 skipped" "$OUT/pin_n1.txt" && grep -q "needs 2 GPUs; xdist worker gw0 holds 1" \
+  "$OUT/pin_n1.txt" || ok=1
+check pin_n1 $ok "-n 1 --lm-leak=fail: worker gw0 got CUDA_VISIBLE_DEVICES=$(cat "$OUT/pin.json" 2>/dev/null), \
+the 2-GPU test skipped naming the worker (pytest exit $rc)"
 rc=$(run pin_n2 30 -n 2 test_pin.py)
 grep -q "2 xdist worker(s) x 1 GPU(s) each need 2 GPU(s), but 1 are visible" "$OUT/pin_n2.txt"; ok=$?
 [ "$rc" -eq 4 ] || ok=1
