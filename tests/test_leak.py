@@ -189,3 +189,87 @@ def test_bad_mode_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:xdist", "--lm-leak=loud")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--lm-leak must be one of off, warn, fail*"])
+
+
+FAKE_TORCH = """
+import sys, types
+import pytest
+
+BASE = 10 << 30
+USED = {}       # GPU index -> bytes in use beyond BASE
+RESERVED = {}   # device index -> bytes torch still holds for live tensors
+STATE = {"initialised": False}
+
+cuda = types.SimpleNamespace(
+    is_initialized=lambda: STATE["initialised"],
+    synchronize=lambda: None,
+    empty_cache=lambda: None,
+    device_count=lambda: 2,
+    memory_reserved=lambda i: RESERVED.get(i, 0),
+)
+sys.modules["torch"] = types.SimpleNamespace(cuda=cuda)
+
+
+class FakeReader:
+    def used(self, gpus):
+        return {g.uuid: BASE + USED.get(g.index, 0) for g in gpus}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    config.pluginmanager.get_plugin("lmbackend_leak_checker").reader = FakeReader()
+"""
+
+CONTEXT_SUITE = """
+import pytest
+from conftest import USED, RESERVED, STATE
+
+MiB = 1 << 20
+
+@pytest.mark.lm_requires(gpus=1)
+def test_a_creates_the_context_and_frees_its_tensor():
+    STATE["initialised"] = True
+    USED[0] = 500 * MiB  # the context: stays for the life of the process
+
+@pytest.mark.lm_requires(gpus=1)
+def test_b_keeps_a_tensor():
+    USED[0] += 256 * MiB
+    RESERVED[0] = 256 * MiB
+"""
+
+
+def test_the_cuda_context_a_test_creates_is_not_a_leak(pytester: pytest.Pytester,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # the fake one goes away with the run
+    pytester.makeconftest(FAKE_TORCH)
+    pytester.makepyfile(test_ctx=CONTEXT_SUITE)
+    pytester.syspathinsert()
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100x2", "--lm-leak=fail")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_b_keeps_a_tensor*",
+                                 "  GPU 0 (*): 256 MiB more in use (10.49 GiB before, 10.74 GiB after)"])
+
+
+def test_a_tensor_kept_by_the_test_that_created_the_context_counts(pytester: pytest.Pytester,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    pytester.makeconftest(FAKE_TORCH)
+    pytester.makepyfile(
+        test_ctx="""
+        import pytest
+        from conftest import USED, RESERVED, STATE
+
+        @pytest.mark.lm_requires(gpus=1)
+        def test_context_and_tensor():
+            STATE["initialised"] = True
+            USED[0] = (500 + 300) << 20
+            RESERVED[0] = 300 << 20
+        """
+    )
+    pytester.syspathinsert()
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100x2", "--lm-leak=fail")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([
+        "  GPU 0 (*): 300 MiB more in use (10.49 GiB before, 10.78 GiB after)",
+        "  not counted: the CUDA context this test created (500 MiB on GPU 0 (*))",
+    ])
