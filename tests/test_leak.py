@@ -273,3 +273,18 @@ def test_a_tensor_kept_by_the_test_that_created_the_context_counts(pytester: pyt
         "  GPU 0 (*): 300 MiB more in use (10.49 GiB before, 10.78 GiB after)",
         "  not counted: the CUDA context this test created (500 MiB on GPU 0 (*))",
     ])
+
+
+def test_under_xdist_each_worker_checks_its_own_tests(pytester: pytest.Pytester,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("PYTEST_LM_WORKER_GPUS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pytester.makeconftest(FAKE_NVML)
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.syspathinsert()
+    result = pytester.runpytest("-n", "2", "--lm-hardware=h100x2", "--lm-gpus-per-worker=1",
+                                "--lm-leak=fail")
+    # each worker holds one GPU: the 2-GPU test skips there; the leak on GPU 0 is still caught
+    result.assert_outcomes(passed=5, skipped=1, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaky*", "*256 MiB more in use*"])
