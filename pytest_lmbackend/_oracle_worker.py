@@ -36,6 +36,7 @@ def describe(exc: BaseException) -> str:
 
 
 def takes(fn: Any, name: str) -> bool:
+    fn = getattr(fn, "fn", fn)  # a PerFolderMemo: ask the function it wraps
     try:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,6 +76,10 @@ _S3 = st.booleans()
 _HD_OR_COMMON = st.sampled_from((0, 1, 2, 3)).map(lambda i: {hd: (hd, 128, 64, 80)[i] for hd in _HEAD_DIMS})
 _S5 = st.sampled_from((0, 8, 4, 1))
 _S6 = st.sampled_from(_VOCABS)
+# Pairs drawn as one choice: fewer draws per config is most of the generation speed, and a
+# shrunk pair is still the first (most common) values.
+_HEADS_AND_DIMS = st.sampled_from(tuple(itertools.product(_HEADS, _HEAD_DIMS)))
+_LAYERS_AND_VOCABS = st.sampled_from(tuple(itertools.product(_LAYERS, _VOCABS)))
 _S7 = st.sampled_from((8, 64, 128, 16))
 _S8 = st.sampled_from((2, 8, 4))
 _ARCH_CHOICE = {f.name: st.sampled_from(f.archs) for f in FAMILY_TABLE if f.archs}
@@ -87,8 +92,16 @@ _S15 = st.sampled_from((151552, 65024))
 _S16 = st.sampled_from((32, 64, 40))
 _S18 = st.sampled_from((False, False, False, True))  # rarely: three in four configs keep the key
 _S20 = st.sampled_from((4, 8))
-_IRRELEVANT = st.lists(st.sampled_from(sorted(IRRELEVANT_KEYS)), max_size=4, unique=True).map(
-    lambda ks: {k: IRRELEVANT_KEYS[k] for k in ks}
+_IRRELEVANT_NAMES = sorted(IRRELEVANT_KEYS)
+# One integer whose low bits pick the extra keys (at most four): a single draw, shrinking to none.
+_IRRELEVANT = st.integers(0, 2 ** len(_IRRELEVANT_NAMES) - 1).map(
+    lambda bits: (
+        {k: IRRELEVANT_KEYS[k] for i, k in enumerate(_IRRELEVANT_NAMES) if bits >> i & 1}
+        if bin(bits).count("1") <= 4
+        else {
+            k: IRRELEVANT_KEYS[k] for k in [n for i, n in enumerate(_IRRELEVANT_NAMES) if bits >> i & 1][:4]
+        }
+    )
 )
 
 
@@ -99,12 +112,12 @@ def irrelevant_keys() -> st.SearchStrategy[dict[str, Any]]:
 
 def _body(draw: st.DrawFn, *, moe: bool, explicit_head_dim: bool | None) -> dict[str, Any]:
     """The decoder fields every detection rule may read: sizes, heads, explicit or derived head_dim."""
-    heads = draw(_S0)
-    head_dim = draw(_S1)
+    heads, head_dim = draw(_HEADS_AND_DIMS)
+    layers, vocab = draw(_LAYERS_AND_VOCABS)
     body: dict[str, Any] = {
         "hidden_size": heads * head_dim,
         "num_attention_heads": heads,
-        "num_hidden_layers": draw(_S2),
+        "num_hidden_layers": layers,
     }
     explicit = draw(_S3) if explicit_head_dim is None else explicit_head_dim
     if explicit:
@@ -115,7 +128,7 @@ def _body(draw: st.DrawFn, *, moe: bool, explicit_head_dim: bool | None) -> dict
     if kv and heads % kv == 0:
         body["num_key_value_heads"] = kv
     body["intermediate_size"] = body["hidden_size"] * 3
-    body["vocab_size"] = draw(_S6)
+    body["vocab_size"] = vocab
     if moe:
         body["num_experts"] = draw(_S7)
         body["num_experts_per_tok"] = draw(_S8)
