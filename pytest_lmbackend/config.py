@@ -40,7 +40,6 @@ __all__ = [
 MAX_DEPTH = 100
 
 MAPPING_LABEL = "<mapping>"
-SUB_CONFIGS = ("llm_config", "text_config", "language_config", "vision_config")
 
 
 class ConfigError(ValueError):
@@ -118,12 +117,7 @@ class ModelConfig:
 
         Computed on first use: most answers never need it, and the walk costs more than the rules.
         """
-        if self.data is None:
-            return None
-        found = _search_quant(self.data, self.path, 1)
-        if found is not None:
-            _deep_exhaust(self.data, self.path, 1)
-        return found
+        return None if self.data is None else _search_quant(self.data, self.path, 1)
 
     def get(self, key: str, default: Any = None) -> Any:
         return default if self.data is None else self.data.get(key, default)
@@ -166,16 +160,6 @@ def _search_quant(node: Any, path: str, depth: int) -> Any:
             if found is not None:
                 return found
     return None
-
-
-def _deep_exhaust(node: Any, path: str, depth: int) -> None:
-    # Only reached after a quant_method was found early: the rest must still respect the cap.
-    if depth > MAX_DEPTH:
-        raise ConfigDepthError(path, None, f"nesting deeper than {MAX_DEPTH} levels")
-    children = node.values() if isinstance(node, Mapping) else node
-    for child in children:
-        if isinstance(child, (Mapping, list)):
-            _deep_exhaust(child, path, depth + 1)
 
 
 def _validate(data: Mapping[str, Any], path: str) -> None:

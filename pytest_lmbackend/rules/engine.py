@@ -261,8 +261,11 @@ def check_vl(cfg: ModelConfig, backend: str, rules: RuleSet) -> tuple[bool, str]
             return True, "a DeepseekV2 language_config with a vision_config is vision-language (vlm)"
     archs = data.get("architectures")
     if not archs:
+        raises = "TypeError" if archs is None else "IndexError"
+        if rules.task_reads_raw_json and "architectures" not in data:
+            raises = "KeyError"
         raise LMDeployCrashError(
-            path, "architectures", rules.release, "TypeError" if archs is None else "IndexError",
+            path, "architectures", rules.release, raises,
             "check_vl_llm reads architectures[0], and the arch came only from auto_map",
         )
     arch: str = archs[0]

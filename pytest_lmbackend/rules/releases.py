@@ -55,6 +55,7 @@ class RuleSet:
     not_vl_tm_only: bool = False
     llm_only_switch: str | None = None
     trust_remote_code: bool = True
+    task_reads_raw_json: bool = False
 
 
 class UnknownReleaseError(ValueError):

@@ -73,6 +73,7 @@ CHATGLM_CG = "ChatGLMForConditionalGeneration"
 #   not_vl_tm_only         ... only when the backend is TurboMind
 #   llm_only_switch        the engine-config field that forces task "llm"
 #   trust_remote_code      the value LMDeploy loads configs with
+#   task_reads_raw_json    get_task reads config.json itself (a missing key is a KeyError there)
 CHANGES: tuple[Change, ...] = (
     Change(
         "0.4.0",
@@ -89,7 +90,7 @@ CHANGES: tuple[Change, ...] = (
         switches=_sw(
             workspace_is_tm=True, workspace_task_llm=True, baichuan_40_heads_pt=True,
             head_dim_archs=frozenset({QWEN2}), head_dims=frozenset({128}), xcomposer2_auto_map=True,
-            qwen_visual_vl=True, trust_remote_code=True,
+            qwen_visual_vl=True, trust_remote_code=True, task_reads_raw_json=True,
         ),
         why="#1406",
     ),
@@ -114,6 +115,7 @@ CHANGES: tuple[Change, ...] = (
         why="#1983, #1947",
     ),
     Change("0.5.2", tm_add=(CHATGLM_CG,), switches=_sw(chatglm_archs=frozenset({CHATGLM, CHATGLM_CG}))),
+    Change("0.6.0", switches=_sw(task_reads_raw_json=False)),
     Change("0.6.1", vl_add=("Qwen2VLForConditionalGeneration",)),
     Change(
         "0.6.2",
