@@ -68,10 +68,10 @@ def _mentions(auto_map: Any, name: str, path: str, field: str) -> bool:
 
 
 def _auto_map_arch(auto_map: Any, path: str, field: str) -> str | None:
-    if not auto_map or not isinstance(auto_map, Mapping):
-        if auto_map and not isinstance(auto_map, (str, list)):
-            raise ConfigTypeError(path, field, f"must be an object, got {type(auto_map).__name__}")
+    if not auto_map:
         return None
+    if not isinstance(auto_map, Mapping):
+        raise ConfigTypeError(path, field, f"must be an object, got {type(auto_map).__name__}")
     entry = auto_map.get("AutoModelForCausalLM")
     if entry is None:
         return None
