@@ -34,42 +34,42 @@ from pytest_lmbackend.rules.tables import CHANGES
 
 MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 
-# What the real LMDeploy answered (TM = turbomind, PT = pytorch / task) for the folders in fixtures/models,
-# release by release, with the transformers each release shipped against (0.7.3: 4.51.3, 0.10.2: 4.57.1,
-# 0.14.0: 5.12.1, 0.18.0: 5.17.0; 0.6.3, 0.9.2, 0.12.2, 0.13.0, 0.16.0: 5.24.0, the newest their
-# metadata allows). "-": LMDeploy raised (see test_lmdeploy_raises), or answered what is not mirrored
-# here (architectures-string is not in the table).
+# What the real LMDeploy answered (TM = turbomind, PT = pytorch / task) for the folders in
+# fixtures/models, release by release, with the transformers each release shipped against (0.7.3:
+# 4.51.3, 0.10.2: 4.57.1, 0.14.0: 5.12.1, 0.18.0: 5.17.0; 0.5.3: 4.44.2, current when it was published;
+# 0.6.3, 0.9.2, 0.12.2, 0.13.0, 0.16.0: 5.24.0, the newest their metadata allows). "-": LMDeploy raised
+# (see test_lmdeploy_raises); architectures-string is left out (answered by some transformers only).
 LMDEPLOY_ANSWERS = """
-fixture                           0.6.3   0.7.3   0.9.2  0.10.2  0.12.2  0.13.0  0.14.0  0.16.0  0.18.0
-baichuan-40-heads                PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm
-chatglm-28-layers                PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm
-chatglm-40-layers                TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  PT/llm  PT/llm  PT/llm
-chatglm-vision                   PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm
-deepseek-v2-vision-arch          PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm
-deepseek-vl2-language-auto-map        -  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm
-glm4-moe-lite-vision             PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm
-gpt-oss-like                     PT/llm  PT/llm  PT/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm
-heads-not-integer                     -       -       -       -       -       -  TM/llm  TM/llm  TM/llm
-heads-zero                            -       -       -       -       -       -  TM/llm  TM/llm  TM/llm
-internvl-chat-internlm2               -       -       -       -       -       -  TM/vlm  TM/vlm  TM/vlm
-internvl-chat-phi3                    -       -       -       -       -       -  TM/vlm  TM/vlm  TM/vlm
-llama-explicit-head-dim-256      TM/llm  TM/llm  TM/llm  PT/llm  PT/llm  PT/llm  TM/llm  TM/llm  TM/llm
-llama-head128                    TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm
-llama-head64                     TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm
-llama-head80                     PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  TM/llm  TM/llm  TM/llm
-llama-smooth-quant               TM/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm  PT/llm
-llava-hf-mistral                 TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  PT/vlm  PT/vlm
-llava-hf-qwen2-head64            TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  PT/vlm  PT/vlm
-molmo-kv-heads                   TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  PT/vlm  PT/vlm
-molmo-no-kv-heads                PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm  PT/vlm
-qwen-vl-visual                   TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  PT/llm  PT/llm
-qwen2-head128                    TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm
-qwen2-head64                     TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm
-qwen2-vl                         PT/vlm  PT/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  TM/vlm  TM/vlm
-qwen3-5-vl                       PT/llm  PT/llm  PT/llm  PT/llm  TM/llm  TM/llm  TM/vlm  TM/vlm  TM/vlm
-tm-workspace                     TM/llm  TM/llm  TM/llm  TM/llm  TM/llm       -       -       -       -
-tm-workspace-with-config         TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/llm  TM/vlm  TM/vlm  TM/vlm
-xcomposer2-auto-map              TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  TM/vlm  PT/vlm  TM/llm  TM/llm
+fixture                          0.5.3  0.6.3  0.7.3  0.9.2 0.10.2 0.12.2 0.13.0 0.14.0 0.16.0 0.18.0
+baichuan-40-heads               PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+chatglm-28-layers               PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+chatglm-40-layers               TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm PT/llm PT/llm PT/llm
+chatglm-vision                  PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+deepseek-v2-vision-arch         PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+deepseek-vl2-language-auto-map       -      - PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+glm4-moe-lite-vision            PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+gpt-oss-like                    PT/llm PT/llm PT/llm PT/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+heads-not-integer               TM/llm      -      -      -      -      -      - TM/llm TM/llm TM/llm
+heads-zero                      TM/llm      -      -      -      -      -      - TM/llm TM/llm TM/llm
+internvl-chat-internlm2              -      -      -      -      -      -      - TM/vlm TM/vlm TM/vlm
+internvl-chat-phi3                   -      -      -      -      -      -      - TM/vlm TM/vlm TM/vlm
+llama-explicit-head-dim-256     TM/llm TM/llm TM/llm TM/llm PT/llm PT/llm PT/llm TM/llm TM/llm TM/llm
+llama-head128                   TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+llama-head64                    TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+llama-head80                    TM/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm TM/llm TM/llm TM/llm
+llama-smooth-quant              TM/llm TM/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+llava-hf-mistral                PT/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm PT/vlm PT/vlm
+llava-hf-qwen2-head64           PT/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm PT/vlm PT/vlm
+molmo-kv-heads                  PT/llm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm PT/vlm PT/vlm
+molmo-no-kv-heads               PT/llm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+qwen-vl-visual                  TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm PT/llm PT/llm
+qwen2-head128                   TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+qwen2-head64                    PT/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+qwen2-vl                        PT/llm PT/vlm PT/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm TM/vlm TM/vlm
+qwen3-5-vl                      PT/llm PT/llm PT/llm PT/llm PT/llm TM/llm TM/llm TM/vlm TM/vlm TM/vlm
+tm-workspace                    TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm      -      -      -      -
+tm-workspace-with-config        TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/vlm TM/vlm TM/vlm
+xcomposer2-auto-map             TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm TM/llm TM/llm
 """
 
 
@@ -95,13 +95,15 @@ def test_agrees_with_lmdeploy(fixture: str, release: str, answer: str) -> None:
 
 # Cases where that LMDeploy release raised (the exception it raised, as the oracle reported it), and
 # the typed error given here instead.
-CHECKED = ("0.6.3", "0.7.3", "0.9.2", "0.10.2", "0.12.2", "0.13.0", "0.14.0", "0.16.0", "0.18.0")
-BEFORE_0_14 = CHECKED[:6]
+CHECKED = (
+    "0.5.3", "0.6.3", "0.7.3", "0.9.2", "0.10.2", "0.12.2", "0.13.0", "0.14.0", "0.16.0", "0.18.0",
+)  # fmt: skip
+BEFORE_0_14 = CHECKED[1:7]  # the Llama head_dim rule exists from 0.6.2 to 0.13
 LMDEPLOY_RAISES = [
-    ("auto-map-only", CHECKED, LMDeployCrashError),  # TypeError
+    ("auto-map-only", CHECKED, LMDeployCrashError),  # TypeError (KeyError in 0.5.3)
     ("no-architectures", CHECKED, MissingArchitectureError),  # RuntimeError
     ("empty-architectures", CHECKED, MissingArchitectureError),  # RuntimeError
-    ("deepseek-vl2-language-auto-map", ("0.6.3",), MissingArchitectureError),  # RuntimeError
+    ("deepseek-vl2-language-auto-map", ("0.5.3", "0.6.3"), MissingArchitectureError),  # RuntimeError
     ("heads-not-integer", BEFORE_0_14, ConfigTypeError),  # TypeError
     ("heads-zero", BEFORE_0_14, ConfigValueError),  # ZeroDivisionError
     ("malformed-json", CHECKED, ConfigJSONError),  # OSError
@@ -128,6 +130,9 @@ def test_crash_error_names_the_release_and_exception() -> None:
     assert info.value.release == "0.18.0"
     assert info.value.raises == "TypeError"
     assert "LMDeploy 0.18.0 raises TypeError" in str(info.value)
+    with pytest.raises(LMDeployCrashError) as info:
+        detect(MODELS / "auto-map-only", lmdeploy="0.5.3")
+    assert info.value.raises == "KeyError"  # 0.5.3 read config.json itself in get_task
 
 
 def test_documented_answers_where_config_only_folders_crash() -> None:
