@@ -167,7 +167,8 @@ def test_language_model_only() -> None:
     assert "language_model_only" in forced.rule
     assert "disable_vision_encoder" in detect(qwen2_vl, lmdeploy="0.14.0", language_model_only=True).rule
     # Before 0.14 LMDeploy has no such switch.
-    assert detect(qwen2_vl, lmdeploy="0.13.0", language_model_only=True).task == "vlm"
+    unforced = detect(qwen2_vl, lmdeploy="0.13.0", language_model_only=True)
+    assert unforced.task == "vlm" and "does not exist in 0.13.0" in unforced.rule
     # get_task returns before check_vl_llm, so a config it would fail on still answers.
     assert detect(MODELS / "auto-map-only", lmdeploy="0.18.0", language_model_only=True).task == "llm"
 

@@ -321,4 +321,6 @@ def evaluate(cfg: ModelConfig, rules: RuleSet, *, language_model_only: bool = Fa
             is_vl = False
         return Detection(arch, backend, "llm", is_vl, f"{why}; {rules.llm_only_switch} forces llm", rel)
     is_vl, vl_why = check_vl(cfg, backend, rules)
+    if language_model_only:
+        vl_why += f"; language_model_only does not exist in {rel} (0.14.0+)"
     return Detection(arch, backend, "vlm" if is_vl else "llm", is_vl, f"{why}; {vl_why}", rel)
