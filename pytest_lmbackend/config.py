@@ -196,6 +196,8 @@ def _parse(raw: bytes, path: str) -> Mapping[str, Any]:
         raise ConfigJSONError(path, None, f"malformed JSON: {exc.msg} at {where}") from None
     except RecursionError:
         raise ConfigDepthError(path, None, "nesting too deep for the JSON parser") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts (4300 digits)
+        raise ConfigJSONError(path, None, f"unreadable JSON value: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigTypeError(path, None, f"top level must be a JSON object, got {type(data).__name__}")
     return data

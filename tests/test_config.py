@@ -107,6 +107,12 @@ def test_malformed_json_says_where(tmp_path: Path) -> None:
         read_config(tmp_path)
 
 
+def test_overlong_number(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"hidden_size": ' + "9" * 5000 + "}", encoding="utf-8")
+    with pytest.raises(ConfigJSONError, match="unreadable JSON value"):
+        read_config(tmp_path)
+
+
 @pytest.mark.parametrize("value", [[1, 2], [["LlamaForCausalLM"]], {"a": "b"}, 3])
 def test_architectures_must_be_a_list_of_strings(value: object) -> None:
     with pytest.raises(ConfigTypeError) as info:
