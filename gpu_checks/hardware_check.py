@@ -260,6 +260,11 @@ def main() -> int:
         except Exception:
             results["errors"][name] = traceback.format_exc()[-3000:]
         results.setdefault("check_seconds", {})[name] = round(time.perf_counter() - start, 3)
+        # Written after every check: a run cut short by the machine's time limit still brings back
+        # whatever it measured.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "hardware.json").write_text(json.dumps(results, indent=2, default=str))
+        print(f"hardware_check: {name} done in {results['check_seconds'][name]} s", flush=True)
     if "probe_unmasked" in results and "torch_unmasked" in results:
         results["unmasked_comparison"] = compare(results["probe_unmasked"], results["torch_unmasked"])
     out_dir.mkdir(parents=True, exist_ok=True)
