@@ -40,7 +40,10 @@ MARKER_HELP: Mapping[str, str] = MappingProxyType(
             "lm_engine(**options): engine options for lm_backend_config and lm_pipeline "
             "(e.g. session_len=512, cache_max_entry_count=0.1), over the lm_engine_options ini lines."
         ),
-        "lm_isolated": "lm_isolated: run this test in a fresh interpreter.",
+        "lm_isolated": (
+            "lm_isolated(*, timeout=SECONDS): run this test in a freshly spawned interpreter pinned to its "
+            "GPUs; a timeout fails it (default --lm-isolated-timeout)."
+        ),
         "turbomind": "turbomind: LMDeploy marker; same as lm_backend('turbomind').",
         "pytorch": "pytorch: LMDeploy marker; same as lm_backend('pytorch').",
         "not_turbomind": "not_turbomind: LMDeploy marker; never run this test on turbomind.",
