@@ -170,3 +170,38 @@ def test_hostile_files_agree(oracle: Oracle, bad: MalformedConfig) -> None:
         except (ValueError, RecursionError):
             parsed = None
     check(parsed if isinstance(parsed, dict) else bad, oracle.release, ours, theirs)
+
+
+def recorded_corpus() -> tuple[Path, list[dict[str, Any]]]:
+    shared = os.environ.get("LMBACKEND_SHARED_DIR")
+    corpus = (
+        (Path(shared) if shared else Path(__file__).resolve().parents[1].parent / "shared")
+        / "corpus"
+        / "real"
+    )
+    recorded = corpus / "expected-lmdeploy.jsonl"
+    if not recorded.is_file():
+        pytest.skip(f"no real-config corpus with recorded LMDeploy answers at {corpus}")
+    with open(recorded, encoding="utf-8") as fh:
+        return corpus, [json.loads(line) for line in fh if line.strip()]
+
+
+def test_the_bridge_reproduces_recorded_answers_for_real_configs(oracle: Oracle) -> None:
+    """The bridge itself: LMDeploy's answers for the real-config corpus, as recorded for this release."""
+    corpus, rows = recorded_corpus()
+    rows = [
+        r
+        for r in rows
+        if r["lmdeploy"] == oracle.release and r["transformers"] == oracle.info["transformers"]
+    ]
+    if not rows:
+        found = f"lmdeploy {oracle.release} with transformers {oracle.info['transformers']}"
+        pytest.skip(f"no recorded answers for {found}")
+    configs = [json.loads((corpus / r["dir"] / "config.json").read_text(encoding="utf-8")) for r in rows]
+    wrong = []
+    for row, answer in zip(rows, oracle.detect(configs), strict=True):
+        got = (answer.arch, answer.backend, answer.task, answer.is_vl, answer.error is None)
+        want = (row["arch"], row["backend"], row["task"], row["is_vl"], row["error"] is None)
+        if got != want:
+            wrong.append(f"{row['dir']}: bridge {got}, recorded {want}")
+    assert not wrong, "\n".join(wrong)
