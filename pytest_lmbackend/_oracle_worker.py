@@ -210,10 +210,11 @@ class Worker:
             ):
                 arch = str(config["architectures"][0])
             # the same minimal workspace that pytest_lmbackend.strategies.write_model_dir lays out
-            spec = item.get("workspace_config", {"model_config": {"model_arch": arch}})
+            scalar = arch if arch.replace("_", "").replace(".", "").isalnum() else json.dumps(arch)
+            text = item.get("workspace_yaml", f"model_config:\n  model_arch: {scalar}\n")
             weights = os.path.join(folder, "triton_models", "weights")
             with open(os.path.join(weights, "config.yaml"), "w", encoding="utf-8") as f:
-                json.dump(spec, f)
+                f.write(text)
         target = os.path.join(folder, "config.json")
         if "config" in item:
             with open(target, "w", encoding="utf-8") as f:

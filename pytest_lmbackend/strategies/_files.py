@@ -202,6 +202,13 @@ def _fresh_folder() -> Path:
     return Path(folder)
 
 
+def workspace_yaml(arch: str) -> str:
+    """A minimal TurboMind workspace config, in the block style `lmdeploy convert` writes."""
+    # a JSON string is also a YAML scalar: quote anything that is not a plain identifier
+    scalar = arch if arch.replace("_", "").replace(".", "").isalnum() else json.dumps(arch)
+    return f"model_config:\n  model_arch: {scalar}\n"
+
+
 def write_model_dir(
     folder: Path, config: Mapping[str, Any] | MalformedConfig, *, workspace: bool = False
 ) -> Path:
@@ -220,10 +227,7 @@ def write_model_dir(
             and config["architectures"]
         ):
             arch = str(config["architectures"][0])
-        # YAML is a superset of JSON: no YAML writer is needed
-        (weights / "config.yaml").write_text(
-            json.dumps({"model_config": {"model_arch": arch}}), encoding="utf-8"
-        )
+        (weights / "config.yaml").write_text(workspace_yaml(arch), encoding="utf-8")
     return folder
 
 
