@@ -299,9 +299,9 @@ def test_model_dirs_with_workspace() -> None:
     @given(model_dirs(workspace=True))
     def check(folder: Path) -> None:
         weights = folder / "triton_models" / "weights" / "config.yaml"
-        arch = json.loads(weights.read_text())["model_config"]["model_arch"]
         cfg = json.loads((folder / "config.json").read_text())
-        assert arch == (cfg.get("architectures") or ["LlamaForCausalLM"])[0]
+        arch = (cfg.get("architectures") or ["LlamaForCausalLM"])[0]
+        assert weights.read_text() == f"model_config:\n  model_arch: {arch}\n"
 
     check()
 
