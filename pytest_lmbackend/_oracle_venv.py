@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOME_ENV = "LMBACKEND_ORACLE_HOME"
-TORCH_SPEC = "torch==2.13.0"
+TORCH_VERSION = "2.13.0"
+# What pip installs for torch, in the same resolve as everything else so that nothing can pull
+# another torch. A machine whose pip does not find the CPU wheel by itself (find-links or an
+# index) can point this at the wheel file, e.g. /wheels/torch-2.13.0+cpu-cp311-...whl.
+TORCH_ENV = "LMBACKEND_ORACLE_TORCH"
+
+
+def torch_requirement() -> str:
+    return os.environ.get(TORCH_ENV) or f"torch=={TORCH_VERSION}"
+
 
 #: transformers per LMDeploy release: the newest release meeting LMDeploy's own requirement on
 #: the day that LMDeploy release came out.
@@ -52,7 +61,12 @@ class VenvSpec:
         return f"lmdeploy-{self.release}{suffix}"
 
     def requirements(self) -> list[str]:
-        return [f"transformers=={self.transformers}", TORCH_SPEC, *_COMMON_DEPS, *_extra_deps(self.release)]
+        return [
+            f"transformers=={self.transformers}",
+            torch_requirement(),
+            *_COMMON_DEPS,
+            *_extra_deps(self.release),
+        ]
 
     def stamp(self) -> str:
         return json.dumps({"lmdeploy": self.release, "requirements": self.requirements()}, sort_keys=True)
@@ -115,7 +129,7 @@ def is_ready(spec: VenvSpec, home: Path | None = None) -> bool:
     if not python.exists():
         return False
     found = installed_versions(python)
-    torch_version = TORCH_SPEC.split("==", 1)[1]
+    torch_version = TORCH_VERSION
     return (
         found.get("lmdeploy") == spec.release
         and found.get("transformers") == spec.transformers
