@@ -69,29 +69,26 @@ IRRELEVANT_KEYS: dict[str, Any] = {
 }
 
 # Strategies are built once here: building them inside a draw costs more than the draw itself.
-_S0 = st.sampled_from(_HEADS)
-_S1 = st.sampled_from(_HEAD_DIMS)
-_S2 = st.sampled_from(_LAYERS)
-_S3 = st.booleans()
+_LAYER_COUNT = st.sampled_from(_LAYERS)
+_COIN = st.booleans()
 _HD_OR_COMMON = st.sampled_from((0, 1, 2, 3)).map(lambda i: {hd: (hd, 128, 64, 80)[i] for hd in _HEAD_DIMS})
-_S5 = st.sampled_from((0, 8, 4, 1))
-_S6 = st.sampled_from(_VOCABS)
+_KV_HEADS = st.sampled_from((0, 8, 4, 1))
 # Pairs drawn as one choice: fewer draws per config is most of the generation speed, and a
 # shrunk pair is still the first (most common) values.
 _HEADS_AND_DIMS = st.sampled_from(tuple(itertools.product(_HEADS, _HEAD_DIMS)))
 _LAYERS_AND_VOCABS = st.sampled_from(tuple(itertools.product(_LAYERS, _VOCABS)))
-_S7 = st.sampled_from((8, 64, 128, 16))
-_S8 = st.sampled_from((2, 8, 4))
+_EXPERTS = st.sampled_from((8, 64, 128, 16))
+_EXPERTS_PER_TOKEN = st.sampled_from((2, 8, 4))
 _ARCH_CHOICE = {f.name: st.sampled_from(f.archs) for f in FAMILY_TABLE if f.archs}
-_S10 = st.sampled_from(_UNKNOWN_PREFIXES)
-_S11 = st.sampled_from(_UNKNOWN_SUFFIXES)
-_S12 = st.sampled_from(("zeta", "orca_lm", None))
-_S13 = st.sampled_from(_INNER_LLMS)
-_S14 = st.sampled_from((40, 28))
-_S15 = st.sampled_from((151552, 65024))
-_S16 = st.sampled_from((32, 64, 40))
-_S18 = st.sampled_from((False, False, False, True))  # rarely: three in four configs keep the key
-_S20 = st.sampled_from((4, 8))
+_UNKNOWN_PREFIX = st.sampled_from(_UNKNOWN_PREFIXES)
+_UNKNOWN_SUFFIX = st.sampled_from(_UNKNOWN_SUFFIXES)
+_UNKNOWN_MODEL_TYPE = st.sampled_from(("zeta", "orca_lm", None))
+_INNER_LLM = st.sampled_from(_INNER_LLMS)
+_CHATGLM_LAYERS = st.sampled_from((40, 28))
+_CHATGLM_VOCAB = st.sampled_from((151552, 65024))
+_QWEN_HEADS = st.sampled_from((32, 64, 40))
+_RARELY = st.sampled_from((False, False, False, True))  # rarely: three in four configs keep the key
+_QUANT_BITS = st.sampled_from((4, 8))
 _IRRELEVANT_NAMES = sorted(IRRELEVANT_KEYS)
 # One integer whose low bits pick the extra keys (at most four): a single draw, shrinking to none.
 _IRRELEVANT = st.integers(0, 2 ** len(_IRRELEVANT_NAMES) - 1).map(
@@ -119,19 +116,19 @@ def _body(draw: st.DrawFn, *, moe: bool, explicit_head_dim: bool | None) -> dict
         "num_attention_heads": heads,
         "num_hidden_layers": layers,
     }
-    explicit = draw(_S3) if explicit_head_dim is None else explicit_head_dim
+    explicit = draw(_COIN) if explicit_head_dim is None else explicit_head_dim
     if explicit:
         # Qwen3-style: the explicit head_dim need not equal hidden_size // num_attention_heads.
         body["head_dim"] = head_dim
         body["hidden_size"] = heads * draw(_HD_OR_COMMON)[head_dim]
-    kv = draw(_S5)
+    kv = draw(_KV_HEADS)
     if kv and heads % kv == 0:
         body["num_key_value_heads"] = kv
     body["intermediate_size"] = body["hidden_size"] * 3
     body["vocab_size"] = vocab
     if moe:
-        body["num_experts"] = draw(_S7)
-        body["num_experts_per_tok"] = draw(_S8)
+        body["num_experts"] = draw(_EXPERTS)
+        body["num_experts_per_tok"] = draw(_EXPERTS_PER_TOKEN)
         body["moe_intermediate_size"] = 768
     return body
 
@@ -151,22 +148,22 @@ def _vision_config(model_type: str | None) -> dict[str, Any]:
 def _draw_arch(draw: st.DrawFn, family: Family) -> str:
     if family.archs:
         return draw(_ARCH_CHOICE[family.name])
-    return draw(_S10) + draw(_S11)
+    return draw(_UNKNOWN_PREFIX) + draw(_UNKNOWN_SUFFIX)
 
 
 def _model_type(draw: st.DrawFn, family: Family, arch: str) -> str | None:
     if family.name == "pytorch_only":
         return _PYTORCH_ONLY_TYPES[arch]
     if family.model_type is None:
-        return draw(_S12)
+        return draw(_UNKNOWN_MODEL_TYPE)
     return family.model_type
 
 
 def _nested_llm(draw: st.DrawFn, *, with_arch: bool | None, model_type: str | None = None) -> dict[str, Any]:
-    arch, inner_type = draw(_S13)
+    arch, inner_type = draw(_INNER_LLM)
     inner: dict[str, Any] = {}
     if with_arch is None:
-        with_arch = draw(_S3)
+        with_arch = draw(_COIN)
     if with_arch:
         inner["architectures"] = [arch]
     inner["model_type"] = model_type or inner_type
@@ -189,12 +186,12 @@ def _language_part(
     if shape == "chatglm":
         cfg.update(
             {
-                "num_layers": draw(_S14),
+                "num_layers": draw(_CHATGLM_LAYERS),
                 "hidden_size": 4096,
                 "num_attention_heads": 32,
                 "kv_channels": 128,
                 "multi_query_group_num": 2,
-                "padded_vocab_size": draw(_S15),
+                "padded_vocab_size": draw(_CHATGLM_VOCAB),
                 "seq_length": 8192,
                 "ffn_hidden_size": 13696,
             }
@@ -209,13 +206,13 @@ def _language_part(
             }
         return None
     if shape == "qwen":
-        heads = draw(_S16)
+        heads = draw(_QWEN_HEADS)
         cfg.update(
             {
                 "hidden_size": heads * 128,
                 "num_attention_heads": heads,
                 "kv_channels": 128,
-                "num_hidden_layers": draw(_S2),
+                "num_hidden_layers": draw(_LAYER_COUNT),
                 "seq_length": 8192,
                 "vocab_size": 151936,
             }
@@ -264,7 +261,7 @@ def _config(
     family = draw(families)
     arch = _draw_arch(draw, family)
     if family.vision is None:
-        vision = draw(_S3) if vl is None else vl
+        vision = draw(_COIN) if vl is None else vl
     else:
         vision = family.vision
     cfg: dict[str, Any] = {"architectures": [arch]}
@@ -274,7 +271,7 @@ def _config(
     nested = _language_part(draw, family, arch, cfg, vision)
 
     auto_map_module = family.auto_map
-    if auto_map_module is None and not family.tabled and draw(_S3):
+    if auto_map_module is None and not family.tabled and draw(_COIN):
         auto_map_module = "modeling_custom"  # a remote-code model LMDeploy does not know
     if auto_map_module is not None:
         cfg["auto_map"] = {
@@ -282,19 +279,19 @@ def _config(
             "AutoModelForCausalLM": f"{auto_map_module}.{arch}",
         }
         # LMDeploy falls back to auto_map's class name when `architectures` is absent
-        if draw(_S18):
+        if draw(_RARELY):
             del cfg["architectures"]
-    elif nested == "language_config" and draw(_S18):
+    elif nested == "language_config" and draw(_RARELY):
         # DeepSeek-VL without `architectures`: the arch comes from language_config.auto_map
         del cfg["architectures"]
         cfg["language_config"]["auto_map"] = {"AutoModelForCausalLM": f"modeling_deepseek.{arch}"}
 
     quant = draw(quantizations)
     if quant == "quantization_bit":
-        cfg["quantization_bit"] = draw(_S20)
+        cfg["quantization_bit"] = draw(_QUANT_BITS)
     elif quant != "none":
         section = draw(QUANT_SECTIONS[quant])
-        if nested is not None and draw(_S3):
+        if nested is not None and draw(_COIN):
             cfg[nested]["quantization_config"] = section
         else:
             cfg["quantization_config"] = section

@@ -31,17 +31,17 @@ _SECTION_KEYS = (
     "auto_map",
     "visual",
 )
-_S0 = st.sampled_from(BREAKAGES)
-_S1 = st.sampled_from((lambda a: 123, lambda a: None, lambda a: [a], lambda a: {"name": a}))
-_S2 = st.booleans()
-_S3 = st.sampled_from(_NUMBER_KEYS)
-_S4 = st.sampled_from(_BAD_VALUES)
+_BREAKAGE = st.sampled_from(BREAKAGES)
+_NON_STRING_ARCH = st.sampled_from((lambda a: 123, lambda a: None, lambda a: [a], lambda a: {"name": a}))
+_COIN = st.booleans()
+_NUMBER_KEY = st.sampled_from(_NUMBER_KEYS)
+_BAD_VALUE = st.sampled_from(_BAD_VALUES)
 # an index into the keys present, drawn without building a strategy per config
-_S5 = st.integers(0, len(_SECTION_KEYS) - 1).map(lambda i: lambda keys: keys[i % len(keys)])
-_S6 = st.sampled_from(_SECTION_KEYS)
-_S7 = st.sampled_from(([], "x", None, 1, [{"quant_method": "awq"}]))
-_S8 = st.sampled_from(({"quant_method": 5}, {"quant_method": None}, "smooth_quant", {"bits": 4}))
-_S9 = st.sampled_from(
+_PICK_PRESENT = st.integers(0, len(_SECTION_KEYS) - 1).map(lambda i: lambda keys: keys[i % len(keys)])
+_SECTION_KEY = st.sampled_from(_SECTION_KEYS)
+_BAD_SECTION = st.sampled_from(([], "x", None, 1, [{"quant_method": "awq"}]))
+_BAD_QUANT = st.sampled_from(({"quant_method": 5}, {"quant_method": None}, "smooth_quant", {"bits": 4}))
+_AUTO_MAP_WITHOUT_TARGET = st.sampled_from(
     ({}, {"AutoConfig": "configuration_x.XConfig"}, {"AutoModelForCausalLM": 7}, {"AutoModelForCausalLM": ""})
 )
 
@@ -49,7 +49,7 @@ _S9 = st.sampled_from(
 def break_config(draw: st.DrawFn, cfg: dict[str, Any]) -> dict[str, Any]:
     """One broken copy of `cfg` (the input is not modified)."""
     out = copy.deepcopy(cfg)
-    kind = draw(_S0)
+    kind = draw(_BREAKAGE)
     arch = (cfg.get("architectures") or ["LlamaForCausalLM"])[0]
     if kind == "no_architectures":
         out.pop("architectures", None)
@@ -62,22 +62,22 @@ def break_config(draw: st.DrawFn, cfg: dict[str, Any]) -> dict[str, Any]:
     elif kind == "string_architectures":
         out["architectures"] = arch
     elif kind == "non_string_architecture":
-        out["architectures"] = [draw(_S1)(arch)]
+        out["architectures"] = [draw(_NON_STRING_ARCH)(arch)]
     elif kind == "null_architectures":
         out["architectures"] = None
     elif kind == "mistyped_number":
         target: dict[str, Any] = out
         inner = [k for k in ("llm_config", "text_config", "language_config") if isinstance(out.get(k), dict)]
-        if draw(_S2) and inner:
+        if draw(_COIN) and inner:
             target = out[inner[0]]
-        target[draw(_S3)] = copy.deepcopy(draw(_S4))
+        target[draw(_NUMBER_KEY)] = copy.deepcopy(draw(_BAD_VALUE))
     elif kind == "mistyped_section":
         present = [k for k in _SECTION_KEYS if k in out]
-        key = draw(_S5)(present) if present else draw(_S6)
-        out[key] = copy.deepcopy(draw(_S7))
+        key = draw(_PICK_PRESENT)(present) if present else draw(_SECTION_KEY)
+        out[key] = copy.deepcopy(draw(_BAD_SECTION))
     elif kind == "mistyped_quant_method":
-        out["quantization_config"] = copy.deepcopy(draw(_S8))
+        out["quantization_config"] = copy.deepcopy(draw(_BAD_QUANT))
     else:  # auto_map_without_target
         out.pop("architectures", None)
-        out["auto_map"] = copy.deepcopy(draw(_S9))
+        out["auto_map"] = copy.deepcopy(draw(_AUTO_MAP_WITHOUT_TARGET))
     return out

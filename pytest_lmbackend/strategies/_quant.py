@@ -20,13 +20,13 @@ QUANTIZATIONS: tuple[str, ...] = (
 )
 
 _GROUP_SIZES = (128, 64, 32, -1)
-_S0 = st.sampled_from(_GROUP_SIZES[:3])
-_S1 = st.sampled_from(("gemm", "gemv"))
-_S2 = st.sampled_from((4, 8))
-_S3 = st.sampled_from(_GROUP_SIZES)
-_S4 = st.booleans()
-_S5 = st.sampled_from(("int8", "fp8"))
-_S6 = st.sampled_from(("pack-quantized", "float-quantized", "nvfp4-pack-quantized"))
+_AWQ_GROUP = st.sampled_from(_GROUP_SIZES[:3])
+_AWQ_VERSION = st.sampled_from(("gemm", "gemv"))
+_BITS = st.sampled_from((4, 8))
+_GROUP = st.sampled_from(_GROUP_SIZES)
+_COIN = st.booleans()
+_SQ_DTYPE = st.sampled_from(("int8", "fp8"))
+_CT_FORMAT = st.sampled_from(("pack-quantized", "float-quantized", "nvfp4-pack-quantized"))
 
 
 @st.composite
@@ -34,9 +34,9 @@ def _awq(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "quant_method": "awq",
         "bits": 4,
-        "group_size": draw(_S0),
+        "group_size": draw(_AWQ_GROUP),
         "zero_point": True,
-        "version": draw(_S1),
+        "version": draw(_AWQ_VERSION),
     }
 
 
@@ -44,23 +44,23 @@ def _awq(draw: st.DrawFn) -> dict[str, Any]:
 def _gptq(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "quant_method": "gptq",
-        "bits": draw(_S2),
-        "group_size": draw(_S3),
-        "sym": draw(_S4),
-        "desc_act": draw(_S4),
+        "bits": draw(_BITS),
+        "group_size": draw(_GROUP),
+        "sym": draw(_COIN),
+        "desc_act": draw(_COIN),
         "damp_percent": 0.01,
     }
 
 
 @st.composite
 def _smooth_quant(draw: st.DrawFn) -> dict[str, Any]:
-    return {"quant_method": "smooth_quant", "bits": 8, "quant_dtype": draw(_S5)}
+    return {"quant_method": "smooth_quant", "bits": 8, "quant_dtype": draw(_SQ_DTYPE)}
 
 
 @st.composite
 def _fp8(draw: st.DrawFn) -> dict[str, Any]:
     q: dict[str, Any] = {"quant_method": "fp8", "activation_scheme": "dynamic"}
-    if draw(_S4):
+    if draw(_COIN):
         q["fmt"] = "e4m3"
         q["weight_block_size"] = [128, 128]
     return q
@@ -68,10 +68,10 @@ def _fp8(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def _compressed_tensors(draw: st.DrawFn) -> dict[str, Any]:
-    num_bits = draw(_S2)
+    num_bits = draw(_BITS)
     return {
         "quant_method": "compressed-tensors",
-        "format": draw(_S6),
+        "format": draw(_CT_FORMAT),
         "config_groups": {
             "group_0": {
                 "targets": ["Linear"],
@@ -90,7 +90,7 @@ def _mxfp4() -> st.SearchStrategy[dict[str, Any]]:
 
 @st.composite
 def _bitsandbytes(draw: st.DrawFn) -> dict[str, Any]:
-    four = draw(_S4)
+    four = draw(_COIN)
     return {
         "quant_method": "bitsandbytes",
         "load_in_4bit": four,
