@@ -1,7 +1,8 @@
 """Runs inside an LMDeploy venv: answers JSON requests on stdin with LMDeploy's own detection results."""
 
 # This file is executed by the venv's interpreter, not imported by pytest_lmbackend: it must
-# run on any Python LMDeploy supports and use only the standard library besides LMDeploy.
+# run on any Python LMDeploy supports and use only the standard library besides LMDeploy. It is
+# one file because it runs by path where pytest_lmbackend is not installed.
 # Protocol (one JSON object per line each way):
 #   -> {"id": N, "op": "detect", "items": [{"config": {...}} | {"path": "DIR"}, ...],
 #       "workspace": false, "language_model_only": false}
