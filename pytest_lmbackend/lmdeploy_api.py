@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from types import MappingProxyType
 
-from pytest_lmbackend.config import from_mapping, read_config
+from pytest_lmbackend.config import ConfigNotFoundError, from_mapping, read_config
 from pytest_lmbackend.rules import detect, model_arch, resolve_release, rule_set
 from pytest_lmbackend.rules.engine import check_vl, turbomind_rule
 
@@ -26,10 +27,14 @@ def get_model_arch(
     ``trust_remote_code`` is accepted for compatibility; remote code is never run.
     """
     del trust_remote_code
+    rules = rule_set(resolve_release(lmdeploy))
     cfg = read_config(model_path)
+    if rules.workspace_arch and cfg.workspace_weights and cfg.workspace_arch:
+        # 0.5-0.11 answer from the workspace's own config (the converted model's settings).
+        return cfg.workspace_arch, MappingProxyType({})
     if cfg.data is None:
-        raise FileNotFoundError(f"{cfg.path}: no config.json")
-    return model_arch(cfg, rule_set(resolve_release(lmdeploy))), cfg.data
+        raise ConfigNotFoundError(cfg.path, "config.json", "no config.json in this workspace")
+    return model_arch(cfg, rules), cfg.data
 
 
 def is_supported(

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_lmbackend import lmdeploy_api
-from pytest_lmbackend.config import MissingArchitectureError, read_config
+from pytest_lmbackend.config import ConfigNotFoundError, MissingArchitectureError, read_config
 from pytest_lmbackend.lmdeploy_api import (
     autoget_backend,
     check_vl_llm,
@@ -90,3 +90,7 @@ def test_get_model_arch() -> None:
     assert get_model_arch(deepseek_vl2, lmdeploy="0.7.1")[0] == "DeepseekV2ForCausalLM"
     with pytest.raises(MissingArchitectureError):
         get_model_arch(deepseek_vl2, lmdeploy="0.7.0")
+    # 0.5-0.11 read a workspace's arch from its own config; later releases need config.json.
+    assert get_model_arch(MODELS / "tm-workspace", lmdeploy="0.10.2")[0] == "LlamaForCausalLM"
+    with pytest.raises(ConfigNotFoundError):
+        get_model_arch(MODELS / "tm-workspace", lmdeploy="0.12.0")
