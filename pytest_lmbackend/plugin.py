@@ -126,7 +126,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "lm_backend_config and lm_pipeline", type="linelist", default=[])
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    # Before Hypothesis's own pytest_configure loads `--hypothesis-profile=lmbackend-*`, which it can
+    # only do once the profiles are registered; hypothesis is imported only when one is asked for.
+    try:
+        profile = config.getoption("hypothesis_profile", None)
+    except ValueError:
+        profile = None
+    if isinstance(profile, str) and profile.startswith("lmbackend-"):
+        from pytest_lmbackend.hypothesis_profiles import register_profiles
+
+        register_profiles()
+    _configure(config)
+
+
+def _configure(config: pytest.Config) -> None:
     from pytest_lmbackend.backends import build_registry
     from pytest_lmbackend.markers import MARKER_HELP
     from pytest_lmbackend.selection import check_backend_names

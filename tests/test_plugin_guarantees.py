@@ -44,3 +44,19 @@ def test_plan_imports_no_engine(pytester: pytest.Pytester) -> None:
                                            str(EXAMPLES))
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*lm-plan: *", "HEAVY-AFTER-COLLECTION: none"])
+
+
+def test_shipped_hypothesis_profiles_load_by_name(pytester: pytest.Pytester) -> None:
+    # a downstream project has no conftest that registers them: the plugin must, before Hypothesis
+    # loads the profile named on the command line
+    pytester.makepyfile(
+        """
+        from hypothesis import settings
+
+        def test_profile():
+            assert settings.default.max_examples == 50
+            assert settings.default.derandomize
+        """
+    )
+    result = pytester.runpytest_subprocess("--hypothesis-profile=lmbackend-fast", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
