@@ -36,40 +36,81 @@ MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 
 # What the real LMDeploy answered (TM = turbomind, PT = pytorch / task) for the folders in
 # fixtures/models, release by release, with the transformers each release shipped against (0.7.3:
-# 4.51.3, 0.10.2: 4.57.1, 0.14.0: 5.12.1, 0.18.0: 5.17.0; 0.5.3: 4.44.2, current when it was published;
-# 0.6.3, 0.9.2, 0.12.2, 0.13.0, 0.16.0: 5.24.0, the newest their metadata allows). "-": LMDeploy raised
-# (see test_lmdeploy_raises); architectures-string is left out (answered by some transformers only).
-LMDEPLOY_ANSWERS = """
-fixture                          0.5.3  0.6.3  0.7.3  0.9.2 0.10.2 0.12.2 0.13.0 0.14.0 0.16.0 0.18.0
-baichuan-40-heads               PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
-chatglm-28-layers               PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
-chatglm-40-layers               TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm PT/llm PT/llm PT/llm
-chatglm-vision                  PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
-deepseek-v2-vision-arch         PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
-deepseek-vl2-language-auto-map       -      - PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
-glm4-moe-lite-vision            PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
-gpt-oss-like                    PT/llm PT/llm PT/llm PT/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
-heads-not-integer               TM/llm      -      -      -      -      -      - TM/llm TM/llm TM/llm
-heads-zero                      TM/llm      -      -      -      -      -      - TM/llm TM/llm TM/llm
-internvl-chat-internlm2              -      -      -      -      -      -      - TM/vlm TM/vlm TM/vlm
-internvl-chat-phi3                   -      -      -      -      -      -      - TM/vlm TM/vlm TM/vlm
-llama-explicit-head-dim-256     TM/llm TM/llm TM/llm TM/llm PT/llm PT/llm PT/llm TM/llm TM/llm TM/llm
-llama-head128                   TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
-llama-head64                    TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
-llama-head80                    TM/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm TM/llm TM/llm TM/llm
-llama-smooth-quant              TM/llm TM/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
-llava-hf-mistral                PT/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm PT/vlm PT/vlm
-llava-hf-qwen2-head64           PT/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm PT/vlm PT/vlm
-molmo-kv-heads                  PT/llm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm PT/vlm PT/vlm
-molmo-no-kv-heads               PT/llm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
-qwen-vl-visual                  TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm PT/llm PT/llm
-qwen2-head128                   TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
-qwen2-head64                    PT/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
-qwen2-vl                        PT/llm PT/vlm PT/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm TM/vlm TM/vlm
-qwen3-5-vl                      PT/llm PT/llm PT/llm PT/llm PT/llm TM/llm TM/llm TM/vlm TM/vlm TM/vlm
-tm-workspace                    TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm      -      -      -      -
-tm-workspace-with-config        TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/vlm TM/vlm TM/vlm
-xcomposer2-auto-map             TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm PT/vlm TM/llm TM/llm
+# 4.51.3, 0.10.2: 4.57.1, 0.14.0: 5.12.1, 0.18.0: 5.17.0; 0.5.3: 4.44.2, 0.6.2: 4.45.2, 0.7.1: 4.48.3,
+# current when they were published; 0.6.3, 0.9.2, 0.12.x, 0.13.0, 0.15.0, 0.16.0, 0.17.0: 5.24.0, the
+# newest their metadata allows). "-": LMDeploy raised (see test_lmdeploy_raises); architectures-string
+# is left out (answered by some transformers only).
+LMDEPLOY_ANSWERS_BEFORE_0_12 = """
+fixture                          0.5.3  0.6.2  0.6.3  0.7.1  0.7.3  0.9.2 0.10.2
+baichuan-40-heads               PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+chatglm-28-layers               PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+chatglm-40-layers               TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+chatglm-vision                  PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+deepseek-v2-vision-arch         PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+deepseek-vl2-language-auto-map       -      -      - PT/vlm PT/vlm PT/vlm PT/vlm
+glm4-moe-lite-vision            PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+glm4v                           PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/vlm
+gpt-oss-like                    PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm TM/llm
+heads-not-integer               TM/llm      -      -      -      -      -      -
+heads-zero                      TM/llm      -      -      -      -      -      -
+interns2-mobius                 PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+internvl-chat-internlm2              -      -      -      -      -      -      -
+internvl-chat-phi3                   -      -      -      -      -      -      -
+kimi-k25                        PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+llama-explicit-head-dim-256     TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm PT/llm
+llama-head128                   TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+llama-head64                    TM/llm PT/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+llama-head80                    TM/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+llama-smooth-quant              TM/llm TM/llm TM/llm PT/llm PT/llm PT/llm PT/llm
+llava-hf-mistral                PT/vlm PT/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm
+llava-hf-qwen2-head64           PT/vlm PT/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm
+mllama                          PT/llm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+molmo-kv-heads                  PT/llm PT/llm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm
+molmo-no-kv-heads               PT/llm PT/llm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+qwen-vl-visual                  TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm
+qwen2-head128                   TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+qwen2-head64                    PT/llm PT/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+qwen2-vl                        PT/llm PT/vlm PT/vlm PT/vlm PT/vlm TM/vlm TM/vlm
+qwen3-5-vl                      PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+tm-workspace                    TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+tm-workspace-with-config        TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+xcomposer2-auto-map             TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm
+"""
+LMDEPLOY_ANSWERS_FROM_0_12 = """
+fixture                         0.12.2 0.12.3 0.13.0 0.14.0 0.15.0 0.16.0 0.17.0 0.18.0
+baichuan-40-heads               PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+chatglm-28-layers               PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+chatglm-40-layers               TM/llm TM/llm TM/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+chatglm-vision                  PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+deepseek-v2-vision-arch         PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+deepseek-vl2-language-auto-map  PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+glm4-moe-lite-vision            PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+glm4v                           PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+gpt-oss-like                    TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+heads-not-integer                    -      -      - TM/llm TM/llm TM/llm TM/llm TM/llm
+heads-zero                           -      -      - TM/llm TM/llm TM/llm TM/llm TM/llm
+interns2-mobius                 PT/llm PT/llm PT/llm PT/llm PT/llm TM/vlm TM/vlm TM/vlm
+internvl-chat-internlm2              -      -      - TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm
+internvl-chat-phi3                   -      -      - TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm
+kimi-k25                        PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/vlm PT/vlm
+llama-explicit-head-dim-256     PT/llm PT/llm PT/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+llama-head128                   TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+llama-head64                    TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+llama-head80                    PT/llm PT/llm PT/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+llama-smooth-quant              PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm PT/llm
+llava-hf-mistral                TM/vlm TM/vlm TM/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+llava-hf-qwen2-head64           TM/vlm TM/vlm TM/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+mllama                          PT/vlm PT/vlm PT/vlm PT/vlm PT/llm PT/llm PT/llm PT/llm
+molmo-kv-heads                  TM/vlm TM/vlm TM/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+molmo-no-kv-heads               PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm PT/vlm
+qwen-vl-visual                  TM/vlm TM/vlm TM/vlm PT/vlm PT/llm PT/llm PT/llm PT/llm
+qwen2-head128                   TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+qwen2-head64                    TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm TM/llm
+qwen2-vl                        TM/vlm TM/vlm TM/vlm PT/vlm PT/vlm TM/vlm TM/vlm TM/vlm
+qwen3-5-vl                      TM/llm TM/llm TM/llm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm
+tm-workspace                    TM/llm TM/llm      -      -      -      -      -      -
+tm-workspace-with-config        TM/llm TM/llm TM/llm TM/vlm TM/vlm TM/vlm TM/vlm TM/vlm
+xcomposer2-auto-map             TM/vlm TM/vlm TM/vlm PT/vlm TM/llm TM/llm TM/llm TM/llm
 """
 
 
@@ -82,7 +123,7 @@ def _answers(table: str) -> list[tuple[str, str, str]]:
         if cell != "-"
     ]
 
-ANSWERED = _answers(LMDEPLOY_ANSWERS)
+ANSWERED = _answers(LMDEPLOY_ANSWERS_BEFORE_0_12) + _answers(LMDEPLOY_ANSWERS_FROM_0_12)
 
 
 @pytest.mark.parametrize(("fixture", "release", "answer"), ANSWERED)
@@ -96,20 +137,21 @@ def test_agrees_with_lmdeploy(fixture: str, release: str, answer: str) -> None:
 # Cases where that LMDeploy release raised (the exception it raised, as the oracle reported it), and
 # the typed error given here instead.
 CHECKED = (
-    "0.5.3", "0.6.3", "0.7.3", "0.9.2", "0.10.2", "0.12.2", "0.13.0", "0.14.0", "0.16.0", "0.18.0",
+    "0.5.3", "0.6.2", "0.6.3", "0.7.1", "0.7.3", "0.9.2", "0.10.2", "0.12.2", "0.12.3", "0.13.0",
+    "0.14.0", "0.15.0", "0.16.0", "0.17.0", "0.18.0",
 )  # fmt: skip
-BEFORE_0_14 = CHECKED[1:7]  # the Llama head_dim rule exists from 0.6.2 to 0.13
+BEFORE_0_14 = CHECKED[1:10]  # the Llama head_dim rule exists from 0.6.2 to 0.13
 LMDEPLOY_RAISES = [
     ("auto-map-only", CHECKED, LMDeployCrashError),  # TypeError (KeyError in 0.5.3)
     ("no-architectures", CHECKED, MissingArchitectureError),  # RuntimeError
     ("empty-architectures", CHECKED, MissingArchitectureError),  # RuntimeError
-    ("deepseek-vl2-language-auto-map", ("0.5.3", "0.6.3"), MissingArchitectureError),  # RuntimeError
+    ("deepseek-vl2-language-auto-map", CHECKED[:3], MissingArchitectureError),  # RuntimeError
     ("heads-not-integer", BEFORE_0_14, ConfigTypeError),  # TypeError
     ("heads-zero", BEFORE_0_14, ConfigValueError),  # ZeroDivisionError
     ("malformed-json", CHECKED, ConfigJSONError),  # OSError
     ("not-utf8", CHECKED, ConfigEncodingError),  # OSError
     ("no-config", CHECKED, ConfigNotFoundError),  # RuntimeError
-    ("tm-workspace", ("0.13.0", "0.14.0", "0.16.0", "0.18.0"), LMDeployCrashError),  # RuntimeError
+    ("tm-workspace", CHECKED[9:], LMDeployCrashError),  # RuntimeError
     ("architectures-string", ("0.14.0", "0.18.0"), ConfigTypeError),  # StrictDataclassFieldValidationError
 ]
 
