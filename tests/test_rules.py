@@ -410,3 +410,14 @@ def test_quantization_config_must_be_an_object(value: object) -> None:
     with pytest.raises(ConfigTypeError) as info:
         detect(config, lmdeploy="0.18.0")
     assert info.value.field == "quantization_config"
+
+
+def test_installed_version_of_a_development_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    info = tmp_path / "lmdeploy.egg-info"
+    info.mkdir()
+    pkg_info = "Metadata-Version: 2.1\nName: lmdeploy\nVersion: 0.9.1\n"
+    (info / "PKG-INFO").write_text(pkg_info, encoding="utf-8")
+    monkeypatch.setattr("sys.path", [str(tmp_path / "missing"), str(tmp_path)])
+    assert releases_mod.installed_lmdeploy() == "0.9.1"
+    monkeypatch.setattr("sys.path", [str(tmp_path / "missing")])
+    assert releases_mod.installed_lmdeploy() is None

@@ -129,8 +129,21 @@ def installed_lmdeploy() -> str | None:
             stem, dot, kind = name.rpartition(".")
             if dot and kind in ("dist-info", "egg-info"):
                 project, _, rest = stem.partition("-")
-                if project.lower().replace("_", "-") == "lmdeploy" and rest:
-                    return rest.split("-")[0]
+                if project.lower().replace("_", "-") == "lmdeploy":
+                    return rest.split("-")[0] if rest else _metadata_version(os.path.join(entry, name))
+    return None
+
+
+def _metadata_version(info: str) -> str | None:
+    # A development install's ``lmdeploy.egg-info`` carries no version in its name.
+    for meta in ("METADATA", "PKG-INFO"):
+        try:
+            with open(os.path.join(info, meta), encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Version:"):
+                        return line.partition(":")[2].strip()
+        except OSError:
+            continue
     return None
 
 
