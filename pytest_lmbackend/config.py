@@ -31,6 +31,7 @@ __all__ = [
     "ModelConfig",
     "SymlinkLoopError",
     "clear_cache",
+    "from_mapping",
     "hub_cache_dirs",
     "read_config",
 ]
