@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from types import MappingProxyType
 from typing import Any
 
+from pytest_lmbackend.backends import package_versions
 from pytest_lmbackend.bench.phases import OTHER, BackendSummary, RoundResult, Stats, phase_sort_key, summarize
 from pytest_lmbackend.bench.runner import BenchOptions, Overhead
 
@@ -73,7 +73,7 @@ def machine_facts() -> dict[str, Any]:
     facts: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "versions": package_versions(),
+        "versions": package_versions(VERSIONED),
     }
     try:  # the project's probe: NVML, then nvidia-smi; never CUDA
         from pytest_lmbackend.hardware import probe
@@ -89,16 +89,6 @@ def machine_facts() -> dict[str, Any]:
     except Exception as exc:  # machine facts are decoration: never fail a benchmark over them
         facts["gpu_error"] = f"{type(exc).__name__}: {exc}"
     return facts
-
-
-def package_versions(names: Sequence[str] = VERSIONED) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def format_table(report: BenchReport) -> str:
