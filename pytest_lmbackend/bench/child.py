@@ -87,6 +87,22 @@ class RoundContext:
     def unavailable(self, reason: str) -> Unavailable:
         return Unavailable(reason)
 
+    def require_installed(self, *names: str) -> None:
+        """Metadata only: an absent package is reported before paying for any heavy import."""
+        for name in names:
+            if importlib.util.find_spec(name) is None:
+                raise self.unavailable(f"backend unavailable: {name} is not installed")
+
+    def timed_import(self, phase: str, module: str, *names: str) -> tuple[Any, ...]:
+        """``module`` and its attributes ``names``, imported inside phase ``phase`` (lazy attributes
+        resolve there too); an import that fails makes the backend unavailable, not the round crash."""
+        with self.phase(phase):
+            try:
+                imported = importlib.import_module(module)
+                return (imported, *(getattr(imported, name) for name in names))
+            except ImportError as exc:
+                raise self.unavailable(f"backend unavailable: {module} is not importable ({exc})") from exc
+
     def wrap(self, module: str, attr: str, name: str, parent: str) -> str | None:
         """Record calls of ``module.attr`` (``Class.method`` allowed) as sub-phase ``name`` of ``parent``.
 

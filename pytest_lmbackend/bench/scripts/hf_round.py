@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
 from typing import Any
 
 from pytest_lmbackend.bench.child import RoundContext
@@ -11,20 +10,11 @@ from pytest_lmbackend.bench.child import RoundContext
 
 def run(ctx: RoundContext) -> None:
     opts = ctx.options
-    for name in ("torch", "transformers"):  # metadata only, before paying for any import
-        if importlib.util.find_spec(name) is None:
-            raise ctx.unavailable(f"backend unavailable: {name} is not installed")
-    with ctx.phase("import torch"):
-        try:
-            import torch
-        except ImportError as exc:
-            raise ctx.unavailable(f"backend unavailable: torch is not importable ({exc})") from exc
-    with ctx.phase("import transformers"):
-        try:
-            import transformers
-            from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-        except ImportError as exc:
-            raise ctx.unavailable(f"backend unavailable: transformers is not importable ({exc})") from exc
+    ctx.require_installed("torch", "transformers")
+    (torch,) = ctx.timed_import("import torch", "torch")
+    # the Auto classes resolve lazily: their import is part of importing transformers
+    transformers, AutoConfig, AutoModelForCausalLM, AutoTokenizer = ctx.timed_import(
+        "import transformers", "transformers", "AutoConfig", "AutoModelForCausalLM", "AutoTokenizer")
 
     device = str(opts.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.startswith("cuda"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
 import time
 from typing import Any
@@ -47,20 +46,9 @@ def run_turbomind(ctx: RoundContext) -> None:
 
 def _run(ctx: RoundContext, backend: str) -> None:
     opts = ctx.options
-    # metadata only: an absent package is reported before paying for torch's import
-    for name in ("torch", "transformers", "lmdeploy"):
-        if importlib.util.find_spec(name) is None:
-            raise ctx.unavailable(f"backend unavailable: {name} is not installed")
-    with ctx.phase("import torch"):
-        try:
-            import torch
-        except ImportError as exc:
-            raise ctx.unavailable(f"backend unavailable: torch is not importable ({exc})") from exc
-    with ctx.phase("import transformers"):
-        try:
-            import transformers  # noqa: F401 - timed apart from LMDeploy's own import
-        except ImportError as exc:
-            raise ctx.unavailable(f"backend unavailable: transformers is not importable ({exc})") from exc
+    ctx.require_installed("torch", "transformers", "lmdeploy")
+    (torch,) = ctx.timed_import("import torch", "torch")
+    ctx.timed_import("import transformers", "transformers")  # timed apart from LMDeploy's own import
     with ctx.phase("import lmdeploy"):
         try:
             import lmdeploy
