@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -421,3 +422,137 @@ def test_installed_version_of_a_development_install(tmp_path: Path, monkeypatch:
     assert releases_mod.installed_lmdeploy() == "0.9.1"
     monkeypatch.setattr("sys.path", [str(tmp_path / "missing")])
     assert releases_mod.installed_lmdeploy() is None
+
+
+# -- "quantization_config": null: what the real LMDeploy answered (transformers 4.x before 0.12.2:
+# 0.6.2 4.45.2, 0.7.1 4.48.3, 0.7.3 4.51.3, 0.10.2 4.57.1; 5.24.0 for 0.12.2-0.13.0 and 0.15-0.17,
+# 5.12.1 for 0.14.0, 5.17.0 for 0.18.0). "AttributeError": 'NoneType' object has no attribute 'to_dict'.
+NULL_QUANT_ANSWERS = """
+release  llama                    auto_map_only
+0.6.2    AttributeError           AttributeError
+0.7.1    AttributeError           AttributeError
+0.7.3    AttributeError           AttributeError
+0.10.2   AttributeError           AttributeError
+0.12.2   turbomind                TypeError
+0.12.3   turbomind                TypeError
+0.13.0   turbomind                TypeError
+0.14.0   turbomind                TypeError
+0.15.0   turbomind                TypeError
+0.18.0   turbomind                TypeError
+"""
+NULL_QUANT_CONFIGS: dict[str, dict[str, object]] = {
+    "llama": _llama_like("llama", hidden_size=4096, num_attention_heads=32, quantization_config=None),
+    "auto_map_only": {
+        "model_type": "internlm2", "hidden_size": 4096, "num_attention_heads": 32,
+        "auto_map": {"AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM"},
+        "quantization_config": None,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("release", "name", "answer"),
+    [
+        (row[0], name, answer)
+        for row in (line.split() for line in NULL_QUANT_ANSWERS.strip().splitlines()[1:])
+        for name, answer in zip(("llama", "auto_map_only"), row[1:], strict=True)
+    ],
+)
+def test_null_quantization_config(release: str, name: str, answer: str) -> None:
+    config = NULL_QUANT_CONFIGS[name]
+    if answer == "turbomind":
+        assert detect(config, lmdeploy=release).backend == "turbomind"
+        return
+    with pytest.raises(LMDeployCrashError) as info:
+        detect(config, lmdeploy=release)
+    assert info.value.raises == answer
+    if answer == "AttributeError":
+        assert info.value.field == "quantization_config"
+        assert f"LMDeploy {release} raises AttributeError" in str(info.value)
+
+
+def test_null_quantization_config_release_range() -> None:
+    # Releases before 0.12.2 run only with transformers 4.x (0.12.0 and 0.12.1 pin <5).
+    crashing = [r for r in KNOWN_RELEASES if rule_set(r).null_quant_raises]
+    assert crashing == list(KNOWN_RELEASES[: KNOWN_RELEASES.index("0.12.2")])
+
+
+def test_null_quantization_config_spares_a_workspace_that_reads_its_own_arch(tmp_path: Path) -> None:
+    # 0.5-0.11 take the arch from the workspace and get_task answers "llm" without loading config.json.
+    folder = _workspace(tmp_path, NULL_QUANT_CONFIGS["llama"])
+    found = detect(folder, lmdeploy="0.10.2")
+    assert (found.arch, found.backend, found.task) == ("LlamaForCausalLM", "turbomind", "llm")
+    found = detect(folder, lmdeploy="0.12.1")  # the arch now comes from config.json, which fails
+    assert (found.arch, found.backend, found.task) == (None, "turbomind", "llm")
+
+
+# -- TurboMind workspaces (triton_models/weights/config.yaml naming LlamaForCausalLM) whose config.json
+# has no usable architectures: what the real LMDeploy answered (arch backend task, or the exception).
+# 0.6.2-0.10.2 read the workspace's own arch; 0.12+ resolve it from config.json (architectures, auto_map,
+# language_config.auto_map); 0.14+ also read config.json in get_task.
+_AUTO_MAP = "AutoModelForCausalLM"
+XC2, IL2 = "InternLMXComposer2ForCausalLM", "InternLM2ForCausalLM"
+WORKSPACE_CONFIGS: dict[str, dict[str, object]] = {
+    "xcomposer2": {"model_type": "internlm2", "auto_map": {_AUTO_MAP: f"m.{XC2}"}},
+    "internlm2": {"model_type": "internlm2", "auto_map": {_AUTO_MAP: f"m.{IL2}"}},
+    "empty": {"architectures": [], "model_type": "internlm2", "auto_map": {_AUTO_MAP: f"m.{IL2}"}},
+    "language": {
+        "model_type": "deepseek_vl_v2",
+        "language_config": {"auto_map": {_AUTO_MAP: "m.DeepseekV2ForCausalLM"}},
+    },
+    "none": {"model_type": "internlm2"},
+    "arch": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"},
+}  # fmt: skip
+# Archs shortened: XC2, IL2 above; DSV2 DeepseekV2ForCausalLM; Llama, Qwen2 ...ForCausalLM; None: unknown.
+# TypeErr etc.: LMDeploy raised TypeError etc.
+WORKSPACE_ANSWERS = """
+config      0.7.3         0.10.2        0.12.2        0.12.3        0.14.0        0.15.0        0.18.0
+xcomposer2  Llama/TM/llm  Llama/TM/llm  XC2/TM/llm    XC2/TM/llm    XC2/TM/vlm    TypeErr       TypeErr
+internlm2   Llama/TM/llm  Llama/TM/llm  IL2/TM/llm    IL2/TM/llm    TypeErr       TypeErr       TypeErr
+empty       Llama/TM/llm  Llama/TM/llm  IL2/TM/llm    IL2/TM/llm    IndexErr      IndexErr      IndexErr
+language    Llama/TM/llm  Llama/TM/llm  DSV2/TM/llm   DSV2/TM/llm   TypeErr       TypeErr       TypeErr
+none        Llama/TM/llm  Llama/TM/llm  None/TM/llm   None/TM/llm   RuntimeErr    RuntimeErr    RuntimeErr
+arch        Llama/TM/llm  Llama/TM/llm  Qwen2/TM/llm  Qwen2/TM/llm  Qwen2/TM/llm  Qwen2/TM/llm  Qwen2/TM/llm
+"""
+SHORT = {"XC2": XC2, "IL2": IL2, "DSV2": "DeepseekV2ForCausalLM", "None": "None"}
+
+
+def _workspace(root: Path, config: dict[str, object]) -> Path:
+    folder = root / "workspace"
+    weights = folder / "triton_models" / "weights"
+    weights.mkdir(parents=True)
+    (weights / "config.yaml").write_text("model_config:\n  model_arch: LlamaForCausalLM\n", encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("name", "release", "answer"),
+    [
+        (row[0], release, answer)
+        for lines in [WORKSPACE_ANSWERS.strip().splitlines()]
+        for row in (line.split() for line in lines[1:])
+        for release, answer in zip(lines[0].split()[1:], row[1:], strict=True)
+    ],
+)
+def test_workspace_arch_from_config(tmp_path: Path, name: str, release: str, answer: str) -> None:
+    folder = _workspace(tmp_path, WORKSPACE_CONFIGS[name])
+    if "/" not in answer:
+        answer += "or"  # TypeErr -> TypeError
+        error = MissingArchitectureError if answer == "RuntimeError" else LMDeployCrashError
+        with pytest.raises(error) as info:
+            detect(folder, lmdeploy=release)
+        if isinstance(info.value, LMDeployCrashError):
+            assert info.value.raises == answer
+        return
+    arch, backend, task = answer.split("/")
+    arch = SHORT.get(arch, f"{arch}ForCausalLM")
+    found = detect(folder, lmdeploy=release)
+    assert (str(found.arch), found.backend, found.task) == (arch, backend.replace("TM", "turbomind"), task)
+
+
+def test_workspace_language_model_only_returns_before_reading_config(tmp_path: Path) -> None:
+    # 0.15+ get_task returns "llm" for language_model_only before get_model_arch, even without an arch.
+    folder = _workspace(tmp_path, WORKSPACE_CONFIGS["none"])
+    found = detect(folder, lmdeploy="0.18.0", language_model_only=True)
+    assert (found.arch, found.backend, found.task) == (None, "turbomind", "llm")

@@ -83,7 +83,15 @@ def _auto_map_arch(auto_map: Any, path: str, field: str) -> str | None:
 
 
 def model_arch(cfg: ModelConfig, rules: RuleSet) -> str:
-    """LMDeploy's ``get_model_arch(...)[0]`` for this release."""
+    """LMDeploy's ``get_model_arch(...)[0]`` for this release (from config.json)."""
+    if rules.null_quant_raises and "quantization_config" in cfg and cfg.get("quantization_config") is None:
+        # get_model_arch calls the loaded config's to_dict(), and transformers 4.x calls
+        # quantization_config.to_dict() on the None it kept.
+        raise LMDeployCrashError(
+            cfg.path, "quantization_config", rules.release, "AttributeError",
+            "it is null, and the transformers 4.x this release runs with calls .to_dict() on it "
+            "('NoneType' object has no attribute 'to_dict'); remove the field or use LMDeploy 0.12.2+",
+        )
     archs = cfg.get("architectures")
     if archs:
         arch: str = archs[0]
@@ -288,13 +296,19 @@ def evaluate(cfg: ModelConfig, rules: RuleSet, *, language_model_only: bool = Fa
     rel = rules.release
     # -- backend: autoget_backend / is_supported
     arch: str | None
+    arch_error: ConfigError | None = None
     if cfg.triton_models and rules.workspace_is_tm:
         arch = None
         if rules.workspace_arch and cfg.workspace_weights:
             arch = cfg.workspace_arch  # get_model_arch reads the workspace's own config here
-        elif cfg.data is not None and cfg.get("architectures"):
-            arch = model_arch(cfg, rules)
-        arch = arch or cfg.workspace_arch
+        elif cfg.data is not None:
+            # Elsewhere get_model_arch reads config.json (architectures, then auto_map); is_supported
+            # says TurboMind before asking it, so a config it fails on still runs (arch unknown),
+            # unless get_task asks again below.
+            try:
+                arch = model_arch(cfg, rules)
+            except ConfigError as exc:
+                arch_error = exc
         backend, why = TM, "a triton_models/ folder (TurboMind workspace) runs on TurboMind"
     else:
         if cfg.data is None:
@@ -308,18 +322,20 @@ def evaluate(cfg: ModelConfig, rules: RuleSet, *, language_model_only: bool = Fa
     # -- task: get_task / check_vl_llm
     if rules.workspace_task_llm and cfg.workspace_weights:
         return Detection(arch, backend, "llm", False, f"{why}; a workspace is a language model (llm)", rel)
+    if language_model_only and rules.llm_only_switch is not None:
+        # get_task returns before reading the config here, so a config it would fail on still gets "llm".
+        try:
+            is_vl = cfg.data is not None and arch_error is None and check_vl(cfg, backend, rules)[0]
+        except LMDeployCrashError:
+            is_vl = False
+        return Detection(arch, backend, "llm", is_vl, f"{why}; {rules.llm_only_switch} forces llm", rel)
     if cfg.data is None:
         raise LMDeployCrashError(
             cfg.path, "config.json", rel, "RuntimeError",
             "get_task reads config.json, which this workspace lacks",
         )
-    if language_model_only and rules.llm_only_switch is not None:
-        # get_task returns before check_vl_llm here, so a config it would fail on still gets "llm".
-        try:
-            is_vl = check_vl(cfg, backend, rules)[0]
-        except LMDeployCrashError:
-            is_vl = False
-        return Detection(arch, backend, "llm", is_vl, f"{why}; {rules.llm_only_switch} forces llm", rel)
+    if arch_error is not None:
+        raise arch_error  # get_task calls get_model_arch, which fails this time
     is_vl, vl_why = check_vl(cfg, backend, rules)
     if language_model_only:
         vl_why += f"; language_model_only does not exist in {rel} (0.14.0+)"

@@ -56,6 +56,7 @@ class RuleSet:
     llm_only_switch: str | None = None
     trust_remote_code: bool = True
     task_reads_raw_json: bool = False
+    null_quant_raises: bool = False
 
 
 class UnknownReleaseError(ValueError):

@@ -74,6 +74,10 @@ CHATGLM_CG = "ChatGLMForConditionalGeneration"
 #   llm_only_switch        the engine-config field that forces task "llm"
 #   trust_remote_code      the value LMDeploy loads configs with
 #   task_reads_raw_json    get_task reads config.json itself (a missing key is a KeyError there)
+#   null_quant_raises      ``"quantization_config": null`` makes loading the config raise AttributeError:
+#                          transformers 4.x calls ``.to_dict()`` on it, 5.x accepts it. Releases before
+#                          0.12.2 run with transformers 4.x only (0.12.0 and 0.12.1 pin ``<5``);
+#                          0.12.2 is the first that allows 5.x, and answers with it
 CHANGES: tuple[Change, ...] = (
     Change(
         "0.4.0",
@@ -90,7 +94,7 @@ CHANGES: tuple[Change, ...] = (
         switches=_sw(
             workspace_is_tm=True, workspace_task_llm=True, baichuan_40_heads_pt=True,
             head_dim_archs=frozenset({QWEN2}), head_dims=frozenset({128}), xcomposer2_auto_map=True,
-            qwen_visual_vl=True, trust_remote_code=True, task_reads_raw_json=True,
+            qwen_visual_vl=True, trust_remote_code=True, task_reads_raw_json=True, null_quant_raises=True,
         ),
         why="#1406",
     ),
@@ -199,8 +203,9 @@ CHANGES: tuple[Change, ...] = (
         switches=_sw(
             vision_pt_archs=frozenset({"DeepseekV2ForCausalLM", "Glm4MoeLiteForCausalLM"}),
             not_vl_archs=frozenset({"Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration"}),
+            null_quant_raises=False,
         ),
-        why="#4362, #4389",
+        why="#4362, #4389; requirements: transformers>=4.52.0 (no longer <5.0.0)",
     ),
     Change("0.12.3", switches=_sw(not_vl_tm_only=True), why="#4430"),
     Change(
