@@ -276,7 +276,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from pytest_lmbackend.markers import MarkerError, parse_marks
-    from pytest_lmbackend.selection import is_backend_bound
+    from pytest_lmbackend.selection import group_by_engine, is_backend_bound
     from pytest_lmbackend.session import BOUND_KEY, MARKS_KEY, PARAM_KEY
 
     state = _state(config)
@@ -299,6 +299,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.stash[PARAM_KEY] = param if isinstance(param, str) else None
     if errors:
         raise pytest.UsageError("bad pytest-lmbackend marker(s):\n  " + "\n  ".join(errors))
+    items[:] = [items[i] for i in group_by_engine([_engine_key(item) for item in items])]
+
+
+def _engine_key(item: pytest.Item) -> tuple[str, str | None] | None:
+    """What an item's ``lm_pipeline`` is shared by: its model and backend parameter; None without one."""
+    from pytest_lmbackend.session import MARKS_KEY, PARAM_KEY
+
+    marks = item.stash.get(MARKS_KEY, None)
+    if "lm_pipeline" not in getattr(item, "fixturenames", ()) or marks is None or marks.model is None:
+        return None
+    return (marks.model.key, item.stash.get(PARAM_KEY, None))
 
 
 def _requirement_parser(where: str) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -190,3 +190,18 @@ def parse_kinds(text: str) -> frozenset[str]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected requirement kinds separated by commas")
     return kinds
 
+
+
+def group_by_engine(keys: Sequence[Hashable | None]) -> list[int]:
+    """A stable order that brings together the items sharing an engine (``key``; None = no engine).
+
+    Each group moves to where its first member stood; every other item keeps its place relative to
+    the rest. Starting an LMDeploy engine costs about a minute, so interleaved models would otherwise
+    rebuild one engine per test when only a few stay alive. Deterministic, so every xdist worker
+    collects the same order.
+    """
+    first: dict[Hashable, int] = {}
+    anchors: list[int] = []
+    for index, key in enumerate(keys):
+        anchors.append(index if key is None else first.setdefault(key, index))
+    return sorted(range(len(keys)), key=lambda index: (anchors[index], index))

@@ -155,3 +155,46 @@ def test_evaluate_requirements_after_the_backend() -> None:
     out = evaluate(AUTO, marks, CPU, param="turbomind", requirement=requirement)
     assert out.verdict is not None and out.verdict.kind == "backend" and seen == []
 
+
+
+def test_engine_groups_gather_where_their_first_member_stood() -> None:
+    from pytest_lmbackend.selection import group_by_engine
+
+    keys = ["a", None, "b", "a", None, "b", "c", "a"]
+    order = group_by_engine(keys)
+    assert order == [0, 3, 7, 1, 2, 5, 4, 6]
+    assert sorted(order) == list(range(len(keys)))  # a permutation: nothing lost or repeated
+    assert group_by_engine([None, None, None]) == [0, 1, 2]
+    assert group_by_engine([]) == []
+
+
+def test_collection_order_groups_tests_sharing_a_pipeline(pytester: pytest.Pytester) -> None:
+    for name in ("m1", "m2"):
+        folder = pytester.path / name
+        folder.mkdir()
+        (folder / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.lm_model("m1")
+        def test_a1(lm_pipeline): pass
+
+        def test_plain(): pass
+
+        @pytest.mark.lm_model("m2")
+        def test_b1(lm_pipeline): pass
+
+        @pytest.mark.lm_model("m1")
+        def test_a2(lm_pipeline): pass
+
+        @pytest.mark.lm_model("m1")
+        def test_detect_only(lm_detection): pass
+
+        @pytest.mark.lm_model("m2")
+        def test_b2(lm_pipeline): pass
+        """
+    )
+    result = pytester.runpytest("--collect-only", "-q", "--lm-backend=auto", "--lm-hardware=cpu")
+    names = [line.split("::")[1] for line in result.outlines if "::" in line]
+    assert names == ["test_a1", "test_a2", "test_plain", "test_b1", "test_b2", "test_detect_only"]
