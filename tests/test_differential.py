@@ -94,18 +94,23 @@ def documented_divergence(cfg: Any, release: str, ours: Ours, theirs: Answer) ->
         return True
     # `architectures` that is not a list of strings: transformers 4.x makes a string into its first
     # letter ("L"), and entries of other types flow through as archs; a typed error is given instead.
+    return (
+        malformed_architectures(cfg)
+        and isinstance(ours, ConfigTypeError)
+        and ours.field == "architectures"
+        and theirs.error is None
+    )
+
+
+def malformed_architectures(cfg: Any) -> bool:
+    """`architectures` is a string, or a list holding something other than strings (null and []
+    are not malformed: both mean "no architectures", and the answers must agree there)."""
     if not isinstance(cfg, dict):
         return False
     archs = cfg.get("architectures")
-    malformed_archs = "architectures" in cfg and not (
-        isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)
-    )
-    return (
-        malformed_archs
-        and isinstance(ours, ConfigError)
-        and (ours.field or "").startswith("architectures")
-        and theirs.error is None
-    )
+    if isinstance(archs, str):
+        return True
+    return isinstance(archs, list) and any(not isinstance(a, str) for a in archs)
 
 
 def disagreement(cfg: Any, release: str, ours: Ours, theirs: Answer) -> str | None:
@@ -220,3 +225,23 @@ def test_the_bridge_reproduces_recorded_answers_for_real_configs(oracle: Oracle)
         if got != want:
             wrong.append(f"{row['dir']}: bridge {got}, recorded {want}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_malformed_architectures_are_the_documented_divergence() -> None:
+    """Without LMDeploy: a string or non-string entries are accepted as a typed-error divergence;
+    null, [] and a real answer from LMDeploy are not."""
+    answered = Answer.from_json({"arch": "L", "backend": "pytorch", "task": "llm", "is_vl": False})
+    crashed = Answer.from_json({"error": "TypeError: boom"})
+    base = {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32}
+    for archs in ("LlamaForCausalLM", [None], [123], ["LlamaForCausalLM", 7]):
+        cfg = {**base, "architectures": archs}
+        ours = ours_for(cfg, "0.7.3")
+        assert isinstance(ours, ConfigTypeError) and ours.field == "architectures"
+        assert documented_divergence(cfg, "0.7.3", ours, answered)
+        assert disagreement(cfg, "0.7.3", ours, answered) is None
+        assert disagreement(cfg, "0.18.0", ours, crashed) is None  # a typed error where LMDeploy raises
+    for archs in (None, []):
+        cfg = {**base, "architectures": archs}
+        ours = ours_for(cfg, "0.7.3")
+        assert not documented_divergence(cfg, "0.7.3", ours, answered)
+        assert disagreement(cfg, "0.7.3", ours, answered) is not None
