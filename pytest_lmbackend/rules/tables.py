@@ -74,6 +74,8 @@ CHATGLM_CG = "ChatGLMForConditionalGeneration"
 #   llm_only_switch        the engine-config field that forces task "llm"
 #   trust_remote_code      the value LMDeploy loads configs with
 #   task_reads_raw_json    get_task reads config.json itself (a missing key is a KeyError there)
+#   pytorch_config_wins    autoget_backend_config returns a PytorchEngineConfig as is, without reading
+#                          the model, and returns (backend, config) instead of the config alone
 #   null_quant_raises      ``"quantization_config": null`` makes loading the config raise AttributeError:
 #                          transformers 4.x calls ``.to_dict()`` on it, 5.x accepts it. Releases before
 #                          0.12.2 run with transformers 4.x only (0.12.0 and 0.12.1 pin ``<5``);
@@ -192,7 +194,12 @@ CHANGES: tuple[Change, ...] = (
         why="#3839, #3886",
     ),
     Change("0.11.0", vl_add=("Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration")),
-    Change("0.12.0", vl_add=("InternS1ProForConditionalGeneration",), switches=_sw(workspace_arch=False)),
+    Change(
+        "0.12.0",
+        vl_add=("InternS1ProForConditionalGeneration",),
+        switches=_sw(workspace_arch=False, pytorch_config_wins=True),
+        why="#4253",
+    ),
     Change("0.12.1", vl_add=("InternS1_1_ForConditionalGeneration",)),
     Change(
         "0.12.2",
