@@ -77,6 +77,16 @@ def has_non_finite(node: Any) -> bool:
     return False
 
 
+def field_value(cfg: Any, field: str) -> Any:
+    """The value at a dotted field name (``llm_config.hidden_size``), or None."""
+    node = cfg
+    for part in field.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def documented_divergence(cfg: Any, release: str, ours: Ours, theirs: Answer) -> bool:
     """Where this project deliberately does not mirror LMDeploy (docs/FINDINGS.md)."""
     # Releases before 0.13 force trust_remote_code: a config-only InternVLChatModel folder crashes
@@ -92,6 +102,12 @@ def documented_divergence(cfg: Any, release: str, ours: Ours, theirs: Answer) ->
     # 64 or 128) and answers; a ConfigTypeError naming the field is given instead.
     if isinstance(ours, ConfigTypeError) and theirs.error is None and has_non_finite(cfg):
         return True
+    # A float or a boolean where a rule reads an integer size ("hidden_size": 1.5): LMDeploy does
+    # Python arithmetic with it and answers; a ConfigTypeError naming the field is given instead.
+    if isinstance(ours, ConfigTypeError) and theirs.error is None and ours.field:
+        value = field_value(cfg, ours.field)
+        if isinstance(value, (float, bool)):
+            return True
     # `architectures` that is not a list of strings: transformers 4.x makes a string into its first
     # letter ("L"), and entries of other types flow through as archs; a typed error is given instead.
     return (
@@ -245,3 +261,19 @@ def test_malformed_architectures_are_the_documented_divergence() -> None:
         ours = ours_for(cfg, "0.7.3")
         assert not documented_divergence(cfg, "0.7.3", ours, answered)
         assert disagreement(cfg, "0.7.3", ours, answered) is not None
+
+
+def test_non_integer_sizes_are_the_documented_divergence() -> None:
+    """Without LMDeploy: a float or boolean size that a rule reads is a typed error here, where
+    LMDeploy computes with it and answers (docs/DETECTION.md, "Not mirrored")."""
+    answered = Answer.from_json({"arch": "LlamaForCausalLM", "backend": "pytorch", "task": "llm"})
+    base = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_attention_heads": 32}
+    for size in (1.5, 4096.0, True):
+        cfg = {**base, "hidden_size": size}
+        ours = ours_for(cfg, "0.7.3")
+        assert isinstance(ours, ConfigTypeError) and ours.field == "hidden_size"
+        assert disagreement(cfg, "0.7.3", ours, answered) is None
+    cfg = {**base, "hidden_size": "4096"}  # a string: LMDeploy raises TypeError, no divergence to excuse
+    ours = ours_for(cfg, "0.7.3")
+    assert isinstance(ours, ConfigTypeError)
+    assert not documented_divergence(cfg, "0.7.3", ours, answered)
