@@ -49,6 +49,14 @@ def test_version_between_releases_resolves_to_the_one_below() -> None:
     assert json.loads(result.stdout)["lmdeploy"] == "0.10.2"
 
 
+def test_a_version_past_the_newest_known_says_whose_rules_answer() -> None:
+    newest = KNOWN_RELEASES[-1]
+    result = cli("--lmdeploy", "99.0", "--json", str(MODELS / "qwen2-vl"))
+    assert json.loads(result.stdout)["lmdeploy"] == newest
+    assert f"LMDeploy 99.0 is not a known release; answering with the rules of {newest}" in result.stderr
+    assert cli("--lmdeploy", newest, "--json", str(MODELS / "qwen2-vl")).stderr == ""
+
+
 def test_all_gives_one_record_per_release() -> None:
     result = cli("--lmdeploy", "all", "--json", str(MODELS / "qwen2-vl"))
     assert result.returncode == 0

@@ -23,9 +23,14 @@ def release_spec(text: str) -> tuple[str, ...]:
     if text == ALL:
         return KNOWN_RELEASES
     try:
-        return (resolve_release(text),)
+        release = resolve_release(text)
     except UnknownReleaseError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if release == KNOWN_RELEASES[-1] and text.strip().lstrip("v") != release:
+        # A release newer than every table may have changed a rule: answer, but say whose rules answer.
+        print(f"note: LMDeploy {text} is not a known release; answering with the rules of {release}, "
+              "the newest known", file=sys.stderr)
+    return (release,)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
