@@ -193,10 +193,13 @@ def _options(config: pytest.Config) -> Options:
     if len(hardware) > 1 and not plan:
         raise ValueError(f"--lm-hardware={','.join(hardware)}: several profiles are for --lm-plan only")
     require = _option(config, "lm_require", parse_kinds) or frozenset()
-    unknown = sorted(require - PLUGIN_KINDS - _requirement_kinds())
+    every_kind = PLUGIN_KINDS | _requirement_kinds()
+    if "all" in require:  # a GPU runner that must run everything it holds: no kind may skip
+        require = every_kind
+    unknown = sorted(require - every_kind)
     if unknown:
-        known = ", ".join(sorted(PLUGIN_KINDS | _requirement_kinds()))
-        raise ValueError(f"--lm-require: unknown kind(s) {', '.join(unknown)}; known: {known}")
+        raise ValueError(f"--lm-require: unknown kind(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(every_kind))}, all")
     strict = config.getoption("lm_strict_fallback")
     if strict is None:
         ini = str(config.getini("lm_strict_fallback")).strip().lower()

@@ -158,6 +158,10 @@ def test_lm_require_turns_skips_into_failures(suite: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*needs 2 GPUs; found 1*(--lm-require=gpu)*"])
     result = suite.runpytest("test_req.py", "--lm-hardware=h100x2", "--lm-require=gpu")
     result.assert_outcomes(passed=1)
+    # `all`: every kind fails instead of skipping
+    result = suite.runpytest("test_req.py", "--lm-hardware=h100", "--lm-require=all")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*needs 2 GPUs; found 1*(--lm-require=gpu)*"])
 
 
 def test_bad_options_are_usage_errors(suite: pytest.Pytester) -> None:
