@@ -17,6 +17,7 @@ from typing import Literal
 import pytest
 from _pytest.reports import TestReport
 
+from pytest_lmbackend.hardware.units import parse_seconds
 from pytest_lmbackend.xdist import (
     MASK_ENV,
     SLICE_ENV,
@@ -50,13 +51,7 @@ _DROPPED_WITH_VALUE = frozenset({"--basetemp"})
 
 def parse_timeout(text: str) -> float:
     """argparse ``type=`` for ``--lm-isolated-timeout``: seconds > 0, or 0 for none."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"--lm-isolated-timeout must be seconds >= 0, got {text!r}")
-    return value
+    return parse_seconds(text, "--lm-isolated-timeout")
 
 
 def forwarded_args(args: Sequence[str], lm_takes_value: Callable[[str], bool]) -> list[str]:

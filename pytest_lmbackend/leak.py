@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
 
-from pytest_lmbackend.hardware.units import format_memory, parse_memory
+from pytest_lmbackend.hardware.units import format_memory, parse_memory, parse_seconds
 from pytest_lmbackend.xdist import item_devices, item_gpu_count, session_hardware
 
 if TYPE_CHECKING:
@@ -83,13 +83,7 @@ def parse_threshold(text: str) -> int:
 
 
 def parse_wait(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"--lm-leak-wait must be seconds >= 0, got {text!r}")
-    return value
+    return parse_seconds(text, "--lm-leak-wait")
 
 
 def device_key(gpu: GPU) -> str:

@@ -1,7 +1,8 @@
-"""Memory sizes and compute capabilities as people write them: ``"40GiB"``, ``"8.0"``."""
+"""Memory sizes, compute capabilities and durations as people write them: ``"40GiB"``, ``"8.0"``."""
 
 from __future__ import annotations
 
+import argparse
 import re
 
 _UNITS: dict[str, int] = {
@@ -73,3 +74,17 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
     if match is None:
         return None
     return tuple(int(part) for part in match.group(1).split("."))
+
+
+def parse_seconds(text: str, option: str) -> float:
+    """A duration option's value: seconds >= 0 (0 meaning none where the option says so).
+
+    :raises argparse.ArgumentTypeError: naming ``option``, so argparse reports it as a usage error.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{option} must be seconds >= 0, got {text!r}")
+    return value
