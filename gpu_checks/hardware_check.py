@@ -9,7 +9,9 @@ It compares ``probe()`` with ``torch.cuda`` (count, names, capability, memory, U
 time in fresh processes (target: 150 ms or less over bare Python); and, through pytest, that
 collection leaves torch, transformers and lmdeploy unimported and a test run leaves CUDA uninitialised.
 Every check records its error instead of stopping the script; it exits 0 unless it cannot write.
-Checks that would start after ``$HARDWARE_CHECK_BUDGET_S`` seconds (default 420) are skipped.
+The timing comes first and splits the probe's cost (pynvml import, NVML start, queries; NVML started
+through ctypes; nvidia-smi). Checks that would start after ``$HARDWARE_CHECK_BUDGET_S`` seconds
+(default 420) are skipped.
 On a machine without a GPU it still runs and says so.
 """
 
@@ -26,6 +28,7 @@ import textwrap
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +118,18 @@ def compare(probe: dict[str, Any], torch: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_views(results: dict[str, Any]) -> None:
+    try:
+        results["torch_unmasked"] = sub(TORCH_CODE, {"CUDA_VISIBLE_DEVICES": None})
+    except Exception as exc:
+        results["errors"]["torch"] = f"{type(exc).__name__}: {exc}"
     base = sub(PROBE_CODE, {"CUDA_VISIBLE_DEVICES": None})
     results["probe_unmasked"] = base
     uuids = [g["uuid"] for g in base["gpus"]]
     variants: list[str | None] = [None, "", "0", "1", "0,1", "1,0", "-1", "0,0", "GPU-XYZ", "bogus,0"]
     if uuids:
         variants += [uuids[0], uuids[0][:12], f"{uuids[-1]},{uuids[0]}"]
-    rows = []
-    for value in variants:
+
+    def one(value: str | None) -> dict[str, Any]:
         row: dict[str, Any] = {"CUDA_VISIBLE_DEVICES": value}
         try:
             mine = sub(PROBE_CODE, {"CUDA_VISIBLE_DEVICES": value})
@@ -133,7 +140,11 @@ def check_views(results: dict[str, Any]) -> None:
                        probe_warnings=mine["warnings"], **compare(mine, theirs))
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"
-        rows.append(row)
+        return row
+
+    # torch's import (5-8 s) dominates each pair and the pairs are independent: run them side by side
+    with ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) // 2))) as pool:
+        rows = list(pool.map(one, variants))
     results["visibility"] = rows
     results["visibility_all_agree"] = all(r.get("agree") for r in rows)
 
@@ -151,6 +162,58 @@ def check_smi_path(results: dict[str, Any]) -> None:
     results["nvidia_smi_path"] = {"source": smi["source"], "agrees_with_nvml": same, "smi": smi, "nvml": nvml}
 
 
+# Where the probe's time goes, in one fresh process: the pynvml import (and whether it had bytecode
+# to load), NVML's own start through pynvml, the queries, and NVML started straight through ctypes
+# (what a binding of our own would pay); then nvidia-smi as a subprocess.
+BREAKDOWN_CODE = textwrap.dedent("""
+    import ctypes, importlib.util, json, os, subprocess, sys, time
+    out = {}
+    t = time.perf_counter()
+    import pynvml
+    out["pynvml_import_s"] = time.perf_counter() - t
+    source = getattr(pynvml, "__file__", None) or ""
+    cached = importlib.util.cache_from_source(source) if source.endswith(".py") else ""
+    out["pynvml_file"] = source
+    out["pynvml_has_bytecode"] = bool(cached) and os.path.exists(cached)
+    out["dont_write_bytecode"] = sys.dont_write_bytecode
+    t = time.perf_counter()
+    pynvml.nvmlInit()
+    out["pynvml_init_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    n = pynvml.nvmlDeviceGetCount()
+    for i in range(n):
+        h = pynvml.nvmlDeviceGetHandleByIndex(i)
+        pynvml.nvmlDeviceGetUUID(h); pynvml.nvmlDeviceGetName(h)
+        pynvml.nvmlDeviceGetCudaComputeCapability(h); pynvml.nvmlDeviceGetMemoryInfo(h)
+        pynvml.nvmlDeviceGetPciInfo(h)
+    pynvml.nvmlSystemGetDriverVersion()
+    out["pynvml_queries_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pynvml.nvmlShutdown()
+    out["pynvml_shutdown_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    lib = ctypes.CDLL("libnvidia-ml.so.1")
+    out["ctypes_load_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    rc = lib.nvmlInit_v2()
+    out["ctypes_init_s"] = time.perf_counter() - t
+    out["ctypes_init_rc"] = rc
+    lib.nvmlShutdown()
+    t = time.perf_counter()
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,pci.bus_id,name,compute_cap,memory.total,"
+                          "memory.free", "--format=csv,noheader,nounits"], capture_output=True, text=True)
+    out["nvidia_smi_s"] = time.perf_counter() - t
+    out["nvidia_smi_rc"] = smi.returncode
+    t = time.perf_counter()
+    from pytest_lmbackend.hardware import probe
+    out["package_import_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    probe()
+    out["second_probe_s"] = time.perf_counter() - t
+    print(json.dumps(out))
+""")
+
+
 def check_timing(results: dict[str, Any], rounds: int = 7) -> None:
     bare, probes, inner = [], [], []
     for _ in range(rounds):
@@ -165,8 +228,13 @@ def check_timing(results: dict[str, Any], rounds: int = 7) -> None:
         "median_over_bare_s": statistics.median(over), "median_import_plus_probe_s": statistics.median(inner),
         "target_s": 0.150, "meets_target": statistics.median(inner) <= 0.150,
     }
-    torch_times = [sub(TORCH_CODE)["wall_s"] for _ in range(2)]
-    results["timing"]["torch_process_s"] = torch_times
+    breakdown = []
+    for _ in range(3):
+        try:
+            breakdown.append(sub(BREAKDOWN_CODE))
+        except Exception as exc:
+            breakdown.append({"error": f"{type(exc).__name__}: {exc}"})
+    results["timing"]["breakdown"] = breakdown
 
 
 def plugin_installed() -> bool:
@@ -233,7 +301,8 @@ def main() -> int:
         "errors": {},
     }
     checks: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
-        ("views", check_views), ("nvidia_smi", check_smi_path), ("timing", check_timing),
+        # cheapest and most wanted first: a run cut short keeps what it measured
+        ("timing", check_timing), ("nvidia_smi", check_smi_path), ("views", check_views),
         ("pytest", check_pytest),
     ]
     try:
@@ -244,10 +313,6 @@ def main() -> int:
                                      "err": smi.stderr[-2000:]}
     except Exception as exc:
         results["errors"]["nvidia_smi_raw"] = f"{type(exc).__name__}: {exc}"
-    try:
-        results["torch_unmasked"] = sub(TORCH_CODE, {"CUDA_VISIBLE_DEVICES": None})
-    except Exception as exc:
-        results["errors"]["torch"] = f"{type(exc).__name__}: {exc}"
     budget = float(os.environ.get("HARDWARE_CHECK_BUDGET_S", "420"))
     began = time.perf_counter()
     for name, check in checks:
@@ -276,6 +341,7 @@ def main() -> int:
         "visibility_all_agree": results.get("visibility_all_agree"),
         "median_import_plus_probe_s": results.get("timing", {}).get("median_import_plus_probe_s"),
         "median_over_bare_s": results.get("timing", {}).get("median_over_bare_s"),
+        "breakdown": results.get("timing", {}).get("breakdown", [None])[-1],
         "errors": sorted(results["errors"]),
     }
     print(json.dumps(summary, indent=2))
