@@ -30,6 +30,7 @@ from pytest_lmbackend.hardware import (
     detect_ascend,
     format_memory,
     has_turbomind_kernels,
+    libnvml,
     load_profile,
     load_profiles,
     native_bf16,
@@ -259,6 +260,13 @@ def fake_smi(folder: Path, body: str) -> dict[str, str]:
     script.write_text("#!/bin/sh\n" + body)
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return {"PATH": str(folder)}
+
+
+@pytest.fixture(autouse=True)
+def no_real_nvml_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our ctypes binding must not find a real driver here: these tests fake pynvml or nvidia-smi.
+    (tests/test_libnvml.py drives the ctypes binding against a stand-in C library.)"""
+    monkeypatch.setattr(libnvml, "LIBRARY", "libnvidia-ml-absent-in-tests.so.1")
 
 
 @pytest.fixture

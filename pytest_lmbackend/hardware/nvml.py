@@ -1,14 +1,20 @@
-"""Read the driver's device list through NVML (``pynvml`` from nvidia-ml-py), never through CUDA."""
+"""Read the driver's device list through NVML, never through CUDA.
+
+Two bindings answer the same calls: our own ``ctypes`` one (``libnvml.py``, the fast start) and
+``pynvml`` from nvidia-ml-py (where the library is not ``libnvidia-ml.so.1`` on Linux, or lacks a call).
+``$PYTEST_LM_NVML`` picks one: ``auto`` (default, ctypes then pynvml), ``ctypes`` or ``pynvml``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_lmbackend.hardware import libnvml
 from pytest_lmbackend.hardware.model import GPU
 from pytest_lmbackend.hardware.visibility import Device
 
@@ -42,14 +48,38 @@ def cuda_from_nvml(version: int) -> str:
     return f"{version // 1000}.{(version % 1000) // 10}"
 
 
-def _load() -> Any:
+ENV_BINDING = "PYTEST_LM_NVML"
+BINDINGS = ("auto", "ctypes", "pynvml")
+
+
+def _load_pynvml() -> Any:
     try:
         with warnings.catch_warnings():
             # the old "pynvml" wrapper package warns on import that it is deprecated
             warnings.simplefilter("ignore")
             return importlib.import_module("pynvml")
     except ImportError as exc:
-        raise ProbeFailed(f"NVML: pynvml (nvidia-ml-py) is not installed ({exc})") from exc
+        raise ProbeFailed(f"pynvml (nvidia-ml-py) is not installed ({exc})") from exc
+
+
+def _load(environ: Mapping[str, str]) -> Any:
+    """The binding to use: ours through ctypes first, pynvml where ours cannot load the library."""
+    raw = environ.get(ENV_BINDING, "")
+    choice = raw.strip().lower() or "auto"
+    if choice not in BINDINGS:
+        raise ProbeFailed(f"NVML: {ENV_BINDING}={raw!r} is not one of {', '.join(BINDINGS)}")
+    reasons: list[str] = []
+    if choice in ("auto", "ctypes"):
+        try:
+            return libnvml.load()
+        except libnvml.LibraryMissing as exc:
+            if choice == "ctypes":
+                raise ProbeFailed(f"NVML: {exc}") from exc
+            reasons.append(str(exc))
+    try:
+        return _load_pynvml()
+    except ProbeFailed as exc:
+        raise ProbeFailed("NVML: " + "; ".join([*reasons, str(exc)])) from exc
 
 
 def _try(notes: list[str], what: str, call: Callable[[], Any]) -> Any:
@@ -99,12 +129,13 @@ def _mig_device(nvml: Any, mig: Any, slot: int, parent: GPU, notes: list[str]) -
     return Device(gpu, mig_parent_uuid=parent.uuid, gpu_instance=gi, compute_instance=ci)
 
 
-def read_nvml() -> DriverView:
+def read_nvml(environ: Mapping[str, str] | None = None) -> DriverView:
     """Every device NVML lists, in its (PCI bus) order; ``ProbeFailed`` when NVML cannot answer at all.
 
     NVML lists GPUs whatever ``CUDA_VISIBLE_DEVICES`` says, and creates no CUDA context.
+    :param environ: where ``$PYTEST_LM_NVML`` is read (default: nothing set, ``auto``).
     """
-    nvml = _load()
+    nvml = _load(environ or {})
     try:
         nvml.nvmlInit()
     except Exception as exc:

@@ -50,7 +50,7 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
         return load_profile(spec)
     notes: list[str] = []
     ways: tuple[tuple[Source, Callable[[], DriverView]], ...] = (
-        ("nvml", read_nvml),
+        ("nvml", lambda: read_nvml(env)),
         ("nvidia-smi", lambda: _read_smi(env, timeout)),
     )
     view: DriverView | None = None
