@@ -160,6 +160,14 @@ def check_smi_path(results: dict[str, Any]) -> None:
 
     same = facts(smi) == facts(nvml)
     results["nvidia_smi_path"] = {"source": smi["source"], "agrees_with_nvml": same, "smi": smi, "nvml": nvml}
+    # our ctypes binding against nvidia-ml-py's pynvml on the real library
+    ours = sub(PROBE_CODE, {"CUDA_VISIBLE_DEVICES": None, "PYTEST_LM_NVML": "ctypes"})
+    theirs = sub(PROBE_CODE, {"CUDA_VISIBLE_DEVICES": None, "PYTEST_LM_NVML": "pynvml"})
+    results["nvml_bindings"] = {
+        "agree": facts(ours) == facts(theirs)
+        and (ours["driver"], ours["cuda"]) == (theirs["driver"], theirs["cuda"]),
+        "ctypes": ours, "pynvml": theirs,
+    }
 
 
 # Where the probe's time goes, in one fresh process: the pynvml import (and whether it had bytecode
@@ -228,6 +236,11 @@ def check_timing(results: dict[str, Any], rounds: int = 7) -> None:
         "median_over_bare_s": statistics.median(over), "median_import_plus_probe_s": statistics.median(inner),
         "target_s": 0.150, "meets_target": statistics.median(inner) <= 0.150,
     }
+    # the same probe made to use nvidia-ml-py's pynvml instead of our ctypes binding
+    with_pynvml = [sub(PROBE_CODE, {"PYTEST_LM_NVML": "pynvml"}) for _ in range(rounds)]
+    results["timing"]["pynvml_import_plus_probe_s"] = [d["import_s"] + d["probe_s"] for d in with_pynvml]
+    results["timing"]["median_pynvml_import_plus_probe_s"] = statistics.median(
+        results["timing"]["pynvml_import_plus_probe_s"])
     breakdown = []
     for _ in range(3):
         try:
@@ -334,6 +347,7 @@ def main() -> int:
         results["unmasked_comparison"] = compare(results["probe_unmasked"], results["torch_unmasked"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "hardware.json").write_text(json.dumps(results, indent=2, default=str))
+    timing = results.get("timing", {})
     summary = {
         "gpus": len(results.get("probe_unmasked", {}).get("gpus", [])),
         "source": results.get("probe_unmasked", {}).get("source"),
@@ -341,6 +355,8 @@ def main() -> int:
         "visibility_all_agree": results.get("visibility_all_agree"),
         "median_import_plus_probe_s": results.get("timing", {}).get("median_import_plus_probe_s"),
         "median_over_bare_s": results.get("timing", {}).get("median_over_bare_s"),
+        "median_pynvml_import_plus_probe_s": timing.get("median_pynvml_import_plus_probe_s"),
+        "bindings_agree": results.get("nvml_bindings", {}).get("agree"),
         "breakdown": results.get("timing", {}).get("breakdown", [None])[-1],
         "errors": sorted(results["errors"]),
     }

@@ -30,11 +30,11 @@ from pytest_lmbackend.hardware import (
     detect_ascend,
     format_memory,
     has_turbomind_kernels,
-    libnvml,
     load_profile,
     load_profiles,
     native_bf16,
     native_fp8,
+    nvml,
     parse_capability,
     parse_memory,
     probe,
@@ -263,10 +263,11 @@ def fake_smi(folder: Path, body: str) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def no_real_nvml_library(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Our ctypes binding must not find a real driver here: these tests fake pynvml or nvidia-smi.
-    (tests/test_libnvml.py drives the ctypes binding against a stand-in C library.)"""
-    monkeypatch.setattr(libnvml, "LIBRARY", "libnvidia-ml-absent-in-tests.so.1")
+def pynvml_binding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests fake pynvml (or its absence) and nvidia-smi: the probe must read NVML through
+    pynvml here, never a real driver through our ctypes binding (tests/test_libnvml.py drives that
+    one against a stand-in C library)."""
+    monkeypatch.setattr(nvml, "DEFAULT_BINDING", "pynvml")
 
 
 @pytest.fixture

@@ -156,6 +156,22 @@ def test_a_library_without_nvml_calls_falls_back_to_pynvml(monkeypatch: pytest.M
     assert not any("pynvml was asked" in w for w in hw.warnings)
 
 
+def test_no_library_on_linux_does_not_try_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynvml would load the same file name and fail the same way: its import is not paid for it."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("elsewhere the probe leaves the library search to pynvml")
+    monkeypatch.setattr(libnvml, "LIBRARY", "libnvidia-ml-absent-in-tests.so.1")
+    fake = types.ModuleType("pynvml")
+    fake.nvmlInit = lambda: (_ for _ in ()).throw(RuntimeError("pynvml was asked"))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    hw = probe(environ={**QUIET})
+    assert hw.source == "none"
+    assert any("cannot load libnvidia-ml-absent-in-tests.so.1" in w for w in hw.warnings)
+    assert not any("pynvml was asked" in w for w in hw.warnings)
+    hw = probe(environ={**QUIET, "PYTEST_LM_NVML": "pynvml"})
+    assert any("pynvml was asked" in w for w in hw.warnings)
+
+
 def test_a_bad_binding_name_is_a_clear_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(libnvml, "LIBRARY", "libnvidia-ml-absent-in-tests.so.1")
     hw = probe(environ={**QUIET, "PYTEST_LM_NVML": "cuda"})

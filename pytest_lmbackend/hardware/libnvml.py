@@ -39,6 +39,10 @@ class LibraryMissing(Exception):
     """The C library cannot be used here (not found, not Linux, or lacking a call we need)."""
 
 
+class LibraryNotFound(LibraryMissing):
+    """The loader found no ``libnvidia-ml.so.1``: pynvml, which loads the same name, would not either."""
+
+
 class NVMLError(Exception):
     """An NVML call answered an error code; ``code`` is NVML's ``nvmlReturn_t``."""
 
@@ -215,5 +219,5 @@ def load(path: str | None = None) -> LibNVML:
     try:
         lib = ctypes.CDLL(name)
     except OSError as exc:
-        raise LibraryMissing(f"cannot load {name}: {exc}") from exc
+        raise LibraryNotFound(f"cannot load {name}: {exc}") from exc
     return LibNVML(lib)

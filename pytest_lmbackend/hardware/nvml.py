@@ -50,6 +50,7 @@ def cuda_from_nvml(version: int) -> str:
 
 ENV_BINDING = "PYTEST_LM_NVML"
 BINDINGS = ("auto", "ctypes", "pynvml")
+DEFAULT_BINDING = "auto"
 
 
 def _load_pynvml() -> Any:
@@ -63,9 +64,9 @@ def _load_pynvml() -> Any:
 
 
 def _load(environ: Mapping[str, str]) -> Any:
-    """The binding to use: ours through ctypes first, pynvml where ours cannot load the library."""
+    """The binding to use: ours through ctypes first, pynvml where ours cannot use the library."""
     raw = environ.get(ENV_BINDING, "")
-    choice = raw.strip().lower() or "auto"
+    choice = raw.strip().lower() or DEFAULT_BINDING
     if choice not in BINDINGS:
         raise ProbeFailed(f"NVML: {ENV_BINDING}={raw!r} is not one of {', '.join(BINDINGS)}")
     reasons: list[str] = []
@@ -73,7 +74,8 @@ def _load(environ: Mapping[str, str]) -> Any:
         try:
             return libnvml.load()
         except libnvml.LibraryMissing as exc:
-            if choice == "ctypes":
+            # on Linux pynvml loads the very same file name: no need to pay its import to fail again
+            if choice == "ctypes" or isinstance(exc, libnvml.LibraryNotFound):
                 raise ProbeFailed(f"NVML: {exc}") from exc
             reasons.append(str(exc))
     try:
