@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -108,17 +110,63 @@ def tail(text: str, limit: int = OUTPUT_TAIL) -> str:
 # --- the spawned side -----------------------------------------------------------------------------
 
 
+WARNING_KEY = "$lm_warning"
+
+
+def warning_to_json(message: warnings.WarningMessage, when: str, nodeid: str,
+                    location: tuple[str, int, str] | None) -> dict[str, object]:
+    """A warning the spawned test raised, as one JSON-able dict (its category by import path)."""
+    category = message.category
+    return {WARNING_KEY: {
+        "message": str(message.message), "category": f"{category.__module__}:{category.__qualname__}",
+        "filename": message.filename, "lineno": message.lineno, "when": when, "nodeid": nodeid,
+        "location": list(location) if location is not None else None,
+    }}
+
+
+def warning_from_json(data: Mapping[str, object]) -> tuple[warnings.WarningMessage, str, str,
+                                                             tuple[str, int, str] | None]:
+    """``warning_to_json`` read back: the category re-imported where it can be (else UserWarning,
+    the message then naming the original category), as ``pytest_warning_recorded`` takes it."""
+    module_name, _, qualname = str(data["category"]).partition(":")
+    category: type[Warning] = UserWarning
+    text = str(data["message"])
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+        if not (isinstance(found, type) and issubclass(found, Warning)):
+            raise TypeError(qualname)
+        category = found
+    except Exception:
+        text = f"{qualname}: {text}"
+    location = data.get("location")
+    where = (str(location[0]), int(location[1]), str(location[2])) if isinstance(location, list) else None
+    lineno = data.get("lineno")
+    message = warnings.WarningMessage(text, category, str(data["filename"]),
+                                      int(lineno) if isinstance(lineno, int) else 0)
+    return message, str(data["when"]), str(data["nodeid"]), where
+
+
 class ReportWriter:
-    """In the spawned interpreter: each test report, serialised as pytest-xdist does, one JSON line."""
+    """In the spawned interpreter: each test report, serialised as pytest-xdist does, and each
+    warning, one JSON line each."""
 
     def __init__(self, config: pytest.Config, path: str) -> None:
         self.config = config
         self.path = path
 
-    def pytest_runtest_logreport(self, report: TestReport) -> None:
-        data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+    def _write(self, data: object) -> None:
         with open(self.path, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(data) + "\n")
+
+    def pytest_runtest_logreport(self, report: TestReport) -> None:
+        self._write(self.config.hook.pytest_report_to_serializable(config=self.config, report=report))
+
+    def pytest_warning_recorded(self, warning_message: warnings.WarningMessage, when: str, nodeid: str,
+                                location: tuple[str, int, str] | None) -> None:
+        if when == "runtest":  # the outer run collects too: its own config/collect warnings stand
+            self._write(warning_to_json(warning_message, when, nodeid, location))
 
 
 # --- the outer side -------------------------------------------------------------------------------
@@ -200,7 +248,14 @@ def run_isolated(item: pytest.Item) -> list[TestReport]:
         reports: list[TestReport] = []
         if os.path.exists(reports_path):
             for line in Path(reports_path).read_text(encoding="utf-8").splitlines():
-                report = config.hook.pytest_report_from_serializable(config=config, data=json.loads(line))
+                data = json.loads(line)
+                if WARNING_KEY in data:
+                    message, when, nodeid, location = warning_from_json(data[WARNING_KEY])
+                    # into the outer run's warnings summary, as pytest-xdist does for its workers
+                    config.hook.pytest_warning_recorded.call_historic(kwargs=dict(
+                        warning_message=message, when=when, nodeid=nodeid, location=location))
+                    continue
+                report = config.hook.pytest_report_from_serializable(config=config, data=data)
                 if isinstance(report, TestReport) and report.nodeid == item.nodeid:
                     longrepr: object = report.longrepr
                     if isinstance(longrepr, list):

@@ -174,3 +174,50 @@ def test_under_xdist_the_child_gets_the_items_gpus_of_its_worker(pytester: pytes
     uuids = [g.uuid for g in hardware.load_profile("h100x4").gpus]
     seen = {p.name: p.read_text() for p in out.iterdir()}
     assert seen == {"gw0": ",".join(uuids[0:2]), "gw1": ",".join(uuids[2:4])}
+
+
+def test_warnings_of_the_isolated_test_reach_the_outer_summary(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_warns="""
+        import warnings, pytest
+
+        class EngineWarning(UserWarning):
+            pass
+
+        @pytest.mark.lm_isolated
+        def test_warns():
+            warnings.warn("cache grows past 80%", EngineWarning)
+            warnings.warn("old knob", DeprecationWarning)
+
+        def local_category():
+            class Hidden(RuntimeWarning):
+                pass
+            return Hidden
+
+        @pytest.mark.lm_isolated
+        def test_warns_with_a_class_made_in_a_function():
+            warnings.warn("from a local class", local_category())
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-W", "always")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*warnings summary*",
+        "test_warns.py::test_warns",
+        "*test_warns.py:*: EngineWarning: cache grows past 80%*",
+        "*DeprecationWarning: old knob*",
+    ])
+    # a category that cannot be imported back arrives as UserWarning and keeps its own name
+    result.stdout.fnmatch_lines(["*UserWarning: local_category.<locals>.Hidden: from a local class*"])
+    assert result.stdout.str().count("EngineWarning: cache grows past 80%") == 1
+
+
+def test_warning_json_round_trip() -> None:
+    import warnings
+
+    message = warnings.WarningMessage(DeprecationWarning("old"), DeprecationWarning, "/t/x.py", 3)
+    data = json.loads(json.dumps(isolation.warning_to_json(message, "runtest", "x.py::t", ("x.py", 2, "t"))))
+    back, when, nodeid, location = isolation.warning_from_json(data[isolation.WARNING_KEY])
+    assert (back.category, str(back.message), back.filename, back.lineno) == (DeprecationWarning, "old",
+                                                                               "/t/x.py", 3)
+    assert (when, nodeid, location) == ("runtest", "x.py::t", ("x.py", 2, "t"))

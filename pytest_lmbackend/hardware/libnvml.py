@@ -219,5 +219,6 @@ def load(path: str | None = None) -> LibNVML:
     try:
         lib = ctypes.CDLL(name)
     except OSError as exc:
-        raise LibraryNotFound(f"cannot load {name}: {exc}") from exc
+        text = str(exc)  # the loader's own words usually start with the file's name
+        raise LibraryNotFound(text if text.startswith(name) else f"cannot load {name}: {text}") from exc
     return LibNVML(lib)
