@@ -445,6 +445,23 @@ def test_nvml_init_failure_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert any("Driver Not Loaded" in w for w in hw.warnings)
 
 
+def test_a_hanging_nvml_is_given_up_at_the_timeout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import threading
+
+    release = threading.Event()
+    fake = fake_pynvml([nvml_gpu(0)])
+    fake.nvmlInit = lambda: release.wait(60)  # type: ignore[attr-defined]  # a driver that never answers
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    try:
+        start = time.monotonic()
+        hw = probe(environ=fake_smi(tmp_path, SMI_SCRIPT), timeout=0.5)
+        assert time.monotonic() - start < 5
+        assert hw.source == "nvidia-smi" and len(hw.gpus) == 2
+        assert any(w.startswith("NVML: did not answer in time (limit 0.5 s)") for w in hw.warnings)
+    finally:
+        release.set()
+
+
 def test_nvml_mig_devices_replace_their_parent(monkeypatch: pytest.MonkeyPatch) -> None:
     migs = [{"uuid": f"MIG-{s}aaaaaaa-0000", "name": "NVIDIA A100-SXM4-40GB MIG 3g.20gb",
              "memory": (20 * GiB, 19 * GiB), "gi": s + 1, "ci": 0} for s in range(2)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
 
 from pytest_lmbackend.hardware.model import Hardware, ProfileError, Source
@@ -29,6 +30,32 @@ def _read_smi(environ: Mapping[str, str], timeout: float) -> DriverView:
     return read_smi(environ, timeout)
 
 
+def _within(read: Callable[[], DriverView], timeout: float, what: str) -> DriverView:
+    """``read()`` in a daemon thread, given up after ``timeout`` seconds.
+
+    NVML is called in-process and cannot be killed; a driver in a bad state can keep its first call
+    waiting for minutes. The thread is left behind (a daemon: it does not hold the interpreter's exit)
+    and the probe goes on to the next way.
+    """
+    box: list[DriverView | BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(read())
+        except BaseException as exc:  # handed to the caller's thread as it is
+            box.append(exc)
+
+    thread = threading.Thread(target=run, name="lmbackend-nvml-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not box:
+        raise ProbeFailed(f"{what}: did not answer in time (limit {timeout:g} s); left waiting")
+    result = box[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = None,
           timeout: float = DEFAULT_TIMEOUT) -> Hardware:
     """The hardware this session runs on, or the one ``profile`` (or ``$PYTEST_LM_HARDWARE``) fakes.
@@ -36,7 +63,8 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
     Never imports torch nor creates a CUDA context. Every failure of NVML or ``nvidia-smi`` ends in
     ``Hardware.warnings`` and, when nothing answers, an honest "no GPU" (``source == "none"``).
 
-    :param timeout: seconds ``nvidia-smi`` may take before it is killed.
+    :param timeout: seconds NVML may take before the probe stops waiting for it, and seconds
+        ``nvidia-smi`` may take before it is killed.
     :raises ProfileError: a named profile that does not exist or a profile file that is wrong.
     """
     env = os.environ if environ is None else environ
@@ -50,7 +78,7 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
         return load_profile(spec)
     notes: list[str] = []
     ways: tuple[tuple[Source, Callable[[], DriverView]], ...] = (
-        ("nvml", lambda: read_nvml(env)),
+        ("nvml", lambda: _within(lambda: read_nvml(env), timeout, "NVML")),
         ("nvidia-smi", lambda: _read_smi(env, timeout)),
     )
     view: DriverView | None = None
