@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import importlib
 import json
 import os
 import pickle
@@ -12,9 +13,10 @@ import re
 import stat
 import subprocess
 import sys
+import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -445,21 +447,54 @@ def test_nvml_init_failure_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert any("Driver Not Loaded" in w for w in hw.warnings)
 
 
-def test_a_hanging_nvml_is_given_up_at_the_timeout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import threading
+@pytest.fixture
+def hanging_nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """pynvml whose nvmlInit waits until the test ends; the probe's memory of it is undone after."""
+    # the package's own name `probe` is the function; the module is reached by its full name
+    probe_module = importlib.import_module("pytest_lmbackend.hardware.probe")
 
     release = threading.Event()
     fake = fake_pynvml([nvml_gpu(0)])
     fake.nvmlInit = lambda: release.wait(60)  # type: ignore[attr-defined]  # a driver that never answers
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    try:
-        start = time.monotonic()
-        hw = probe(environ=fake_smi(tmp_path, SMI_SCRIPT), timeout=0.5)
-        assert time.monotonic() - start < 5
-        assert hw.source == "nvidia-smi" and len(hw.gpus) == 2
-        assert any(w.startswith("NVML: did not answer in time (limit 0.5 s)") for w in hw.warnings)
-    finally:
-        release.set()
+    monkeypatch.setattr(probe_module, "_stuck", None)
+    yield release
+    release.set()
+    stuck = probe_module._stuck
+    if stuck is not None:
+        stuck.join(5)
+
+
+def test_a_hanging_nvml_is_given_up_at_its_own_timeout(hanging_nvml: threading.Event, tmp_path: Path) -> None:
+    from pytest_lmbackend.hardware.probe import nvml_unresponsive
+
+    env = {**fake_smi(tmp_path, SMI_SCRIPT), "PYTEST_LM_NVML_TIMEOUT": "0.5"}
+    start = time.monotonic()
+    hw = probe(environ=env, timeout=5)
+    assert time.monotonic() - start < 4
+    assert hw.source == "nvidia-smi" and len(hw.gpus) == 2
+    assert any(w.startswith("NVML: did not answer in time (limit 0.5 s, $PYTEST_LM_NVML_TIMEOUT)")
+               for w in hw.warnings)
+    assert nvml_unresponsive()
+    waiting = [t for t in threading.enumerate() if t.name == "lmbackend-nvml-probe"]
+    assert len(waiting) == 1 and waiting[0].daemon  # does not hold the interpreter's exit
+    # a second probe neither waits again nor leaves a second thread behind
+    start = time.monotonic()
+    again = probe(environ=env, timeout=5)
+    assert time.monotonic() - start < 0.4
+    assert any("still not answering an earlier probe" in w for w in again.warnings)
+    assert len([t for t in threading.enumerate() if t.name == "lmbackend-nvml-probe"]) == 1
+    hanging_nvml.set()
+    waiting[0].join(5)
+    assert not nvml_unresponsive()
+
+
+@pytest.mark.usefixtures("no_nvml")
+@pytest.mark.parametrize("value", ["soon", "-3", "nan"])
+def test_a_bad_nvml_timeout_is_a_note_and_the_default(value: str) -> None:
+    hw = probe(environ={"PATH": "", "PYTEST_LM_NVML_TIMEOUT": value})
+    assert any(w.startswith(f"PYTEST_LM_NVML_TIMEOUT must be seconds >= 0, got {value!r}; using 60 s")
+               for w in hw.warnings)
 
 
 def test_nvml_mig_devices_replace_their_parent(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 
@@ -297,3 +298,36 @@ def test_under_xdist_each_worker_checks_its_own_tests(pytester: pytest.Pytester,
     # each worker holds one GPU: the 2-GPU test skips there; the leak on GPU 0 is still caught
     result.assert_outcomes(passed=5, skipped=1, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaky*", "*256 MiB more in use*"])
+
+
+def test_no_nvml_reads_while_the_probe_left_nvml_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the probe gave up on a hanging NVML, the leak check must not call it on the test's
+    thread: it would hang the test on the same driver."""
+    import dataclasses
+    import threading
+    import types
+
+    from pytest_lmbackend import xdist
+    from pytest_lmbackend.hardware import load_profile
+    # the package's own name `probe` is the function; the module is reached by its full name
+    probe_module = importlib.import_module("pytest_lmbackend.hardware.probe")
+
+    hardware = dataclasses.replace(load_profile("h100"), source="nvml")
+    config = types.SimpleNamespace(stash=pytest.Stash())
+    config.stash[xdist._HARDWARE_KEY] = hardware
+    checker = leak.LeakChecker(config, "fail", 64 * MiB, 0.0)  # type: ignore[arg-type]
+
+    def refuse(gpus: object) -> dict[str, int]:
+        raise AssertionError("NVML was asked")
+
+    monkeypatch.setattr(checker.reader, "used", refuse)
+    release = threading.Event()
+    stuck = threading.Thread(target=release.wait, daemon=True)
+    stuck.start()
+    monkeypatch.setattr(probe_module, "_stuck", stuck)
+    try:
+        assert checker._read(hardware.gpus) is None
+        assert checker.unavailable == "NVML did not answer the hardware probe in time"
+    finally:
+        release.set()
+        stuck.join(5)

@@ -30,28 +30,64 @@ def _read_smi(environ: Mapping[str, str], timeout: float) -> DriverView:
     return read_smi(environ, timeout)
 
 
+ENV_NVML_TIMEOUT = "PYTEST_LM_NVML_TIMEOUT"
+# A healthy NVML start without persistence mode can take 5-15 s on a many-GPU server; a hung driver
+# takes minutes. Between the two: long enough never to lose GPUs that are merely slow.
+DEFAULT_NVML_TIMEOUT = 60.0
+
+# The thread of a probe whose NVML call never came back: later probes do not queue behind it.
+_stuck: threading.Thread | None = None
+
+
+def nvml_unresponsive() -> bool:
+    """True while an earlier probe's NVML call is still waiting on the driver (the probe gave up
+    on it): anything else in this process that would call NVML would wait on the same driver."""
+    return _stuck is not None and _stuck.is_alive()
+
+
+def nvml_timeout(environ: Mapping[str, str], notes: list[str]) -> float:
+    """``$PYTEST_LM_NVML_TIMEOUT`` (seconds, 0 for no limit), else the default; a bad value is a note."""
+    raw = environ.get(ENV_NVML_TIMEOUT, "").strip()
+    if not raw:
+        return DEFAULT_NVML_TIMEOUT
+    from argparse import ArgumentTypeError
+
+    from pytest_lmbackend.hardware.units import parse_seconds
+
+    try:
+        return parse_seconds(raw, ENV_NVML_TIMEOUT)
+    except ArgumentTypeError as exc:
+        notes.append(f"{exc}; using {DEFAULT_NVML_TIMEOUT:g} s")
+        return DEFAULT_NVML_TIMEOUT
+
+
 def _within(read: Callable[[], DriverView], timeout: float, what: str) -> DriverView:
-    """``read()`` in a daemon thread, given up after ``timeout`` seconds.
+    """``read()`` in a daemon thread, given up after ``timeout`` seconds (0: no limit).
 
     NVML is called in-process and cannot be killed; a driver in a bad state can keep its first call
-    waiting for minutes. The thread is left behind (a daemon: it does not hold the interpreter's exit)
-    and the probe goes on to the next way.
+    waiting for minutes. The thread is left behind (a daemon: it does not hold the interpreter's exit),
+    remembered so that later probes do not wait again, and the probe goes on to the next way.
     """
-    box: list[DriverView | BaseException] = []
+    global _stuck
+    if nvml_unresponsive():
+        raise ProbeFailed(f"{what}: still not answering an earlier probe; not asked again")
+    box: list[DriverView | Exception] = []
 
     def run() -> None:
         try:
             box.append(read())
-        except BaseException as exc:  # handed to the caller's thread as it is
+        except Exception as exc:  # handed to the caller's thread, which turns it into a note
             box.append(exc)
 
     thread = threading.Thread(target=run, name="lmbackend-nvml-probe", daemon=True)
     thread.start()
-    thread.join(timeout)
+    thread.join(timeout if 0 < timeout < 1e7 else None)  # 0 or inf: no limit
     if not box:
-        raise ProbeFailed(f"{what}: did not answer in time (limit {timeout:g} s); left waiting")
+        _stuck = thread
+        raise ProbeFailed(f"{what}: did not answer in time (limit {timeout:g} s, "
+                          f"${ENV_NVML_TIMEOUT}); left waiting")
     result = box[0]
-    if isinstance(result, BaseException):
+    if isinstance(result, Exception):
         raise result
     return result
 
@@ -63,8 +99,9 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
     Never imports torch nor creates a CUDA context. Every failure of NVML or ``nvidia-smi`` ends in
     ``Hardware.warnings`` and, when nothing answers, an honest "no GPU" (``source == "none"``).
 
-    :param timeout: seconds NVML may take before the probe stops waiting for it, and seconds
-        ``nvidia-smi`` may take before it is killed.
+    :param timeout: seconds ``nvidia-smi`` may take before it is killed. NVML, called in-process,
+        has its own limit, ``$PYTEST_LM_NVML_TIMEOUT`` (default 60 s), after which the probe stops
+        waiting for it.
     :raises ProfileError: a named profile that does not exist or a profile file that is wrong.
     """
     env = os.environ if environ is None else environ
@@ -77,8 +114,9 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
 
         return load_profile(spec)
     notes: list[str] = []
+    limit = nvml_timeout(env, notes)
     ways: tuple[tuple[Source, Callable[[], DriverView]], ...] = (
-        ("nvml", lambda: _within(lambda: read_nvml(env), timeout, "NVML")),
+        ("nvml", lambda: _within(lambda: read_nvml(env), limit, "NVML")),
         ("nvidia-smi", lambda: _read_smi(env, timeout)),
     )
     view: DriverView | None = None
