@@ -220,7 +220,7 @@ class LeakChecker:
         if isinstance(self.reader, NvmlReader) and hardware.source == "profile":
             self.unavailable = f"the hardware is the profile {hardware.name!r}, not this machine's GPUs"
             return None
-        from pytest_lmbackend.hardware.probe import nvml_unresponsive
+        from pytest_lmbackend.hardware.probing import nvml_unresponsive
 
         if isinstance(self.reader, NvmlReader) and nvml_unresponsive():
             # the probe gave up on NVML: asking it again would hang this test on the same driver

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -156,7 +157,9 @@ def _configure(config: pytest.Config) -> None:
         check_backend_names(options.backend, registry)
     except (ValueError, argparse.ArgumentTypeError) as exc:
         raise pytest.UsageError(str(exc)) from exc
-    state = LmSession(options=options, registry=registry)
+    from pytest_lmbackend.xdist import masked_profile
+
+    state = LmSession(options=options, registry=registry, refine=lambda hw: masked_profile(config, hw))
     try:
         if options.hardware:  # a bad profile is a usage error now, not a failure in every test
             state.hardware_views()
@@ -181,17 +184,34 @@ def _option(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | 
         raise ValueError(f"ini {name}: {exc}") from exc
 
 
+def _hardware_option(config: pytest.Config) -> tuple[tuple[str, ...], str]:
+    """The profiles asked for and where: ``--lm-hardware``, else ``$PYTEST_LM_HARDWARE`` (the
+    environment outranks the ini file, as ``PYTEST_ADDOPTS`` does), else the ini key ``lm_hardware``."""
+    from pytest_lmbackend.hardware import ENV_PROFILE
+
+    value = config.getoption("lm_hardware")
+    if value is not None:
+        return tuple(value), "--lm-hardware"
+    env = os.environ.get(ENV_PROFILE, "").strip()
+    if env:
+        try:
+            return _profiles(env), f"${ENV_PROFILE}"
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"${ENV_PROFILE}: {exc}") from exc
+    return _option(config, "lm_hardware", _profiles) or (), "ini lm_hardware"
+
+
 def _options(config: pytest.Config) -> Options:
     from pytest_lmbackend.selection import BackendMode, parse_backend_option, parse_kinds
     from pytest_lmbackend.session import Options
 
     backend = _option(config, "lm_backend", parse_backend_option) or BackendMode("auto")
-    hardware = _option(config, "lm_hardware", _profiles) or ()
+    hardware, origin = _hardware_option(config)
     plan = bool(config.getoption("lm_plan") or config.getini("lm_plan"))
     if plan and getattr(config.option, "numprocesses", None):
         raise ValueError("--lm-plan runs nothing, so it takes no -n: drop -n/--numprocesses")
     if len(hardware) > 1 and not plan:
-        raise ValueError(f"--lm-hardware={','.join(hardware)}: several profiles are for --lm-plan only")
+        raise ValueError(f"{origin}={','.join(hardware)}: several profiles are for --lm-plan only")
     require = _option(config, "lm_require", parse_kinds) or frozenset()
     every_kind = PLUGIN_KINDS | _requirement_kinds()
     if "all" in require:  # a GPU runner that must run everything it holds: no kind may skip
@@ -215,6 +235,7 @@ def _options(config: pytest.Config) -> Options:
         backend=backend,
         lmdeploy=_option(config, "lm_lmdeploy", _release),
         hardware=hardware,
+        hardware_origin=origin,
         plan=plan,
         require=require,
         strict_fallback=bool(strict),
@@ -292,7 +313,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.iter_markers(), where=item.nodeid, backend_names=state.registry.names,
                 base_dirs=_base_dirs(config, item.path), parse_requirement=_requirement_parser(item.nodeid),
             )
-        except MarkerError as exc:
+            marks = _one_requirement(marks, item.nodeid)
+        except (MarkerError, ValueError) as exc:  # RequirementError is a ValueError naming the test
             errors.append(str(exc))
             continue
         item.stash[MARKS_KEY] = marks
@@ -313,6 +335,18 @@ def _engine_key(item: pytest.Item) -> tuple[str, str | None] | None:
     if "lm_pipeline" not in getattr(item, "fixturenames", ()) or marks is None or marks.model is None:
         return None
     return (marks.model.key, item.stash.get(PARAM_KEY, None))
+
+
+def _one_requirement(marks: Any, where: str) -> Any:
+    """Every ``lm_requires`` / ``gpu_num_N`` of an item (module, class, function) merged into one, so
+    that GPU facts asked by one marker are judged on every GPU a count from another marker gives."""
+    if len(marks.requirements) <= 1:
+        return marks
+    import dataclasses
+
+    from pytest_lmbackend.requirements import combine
+
+    return dataclasses.replace(marks, requirements=(combine(marks.requirements, where=where),))
 
 
 def _requirement_parser(where: str) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:

@@ -212,7 +212,9 @@ def combine(requirements: Iterable[Requirement], *, where: str = "") -> Requirem
     where = where or next((r.where for r in reqs if r.where), "")
     tm = {r.turbomind_kernels for r in reqs if r.turbomind_kernels is not None}
     if len(tm) > 1:
-        raise _error(where, "turbomind_kernels", None, "both True and False are asked on one test")
+        raise RequirementError(f"{where}: lm_requires: turbomind_kernels=True and turbomind_kernels=False "
+                               "both asked of one test (by different markers)", where=where,
+                               key="turbomind_kernels")
     counts = [r.gpus for r in reqs if r.gpus is not None]
     vrams = [r.vram for r in reqs if r.vram is not None]
     frees = [r.free_vram for r in reqs if r.free_vram is not None]

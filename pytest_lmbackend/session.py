@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ class Options:
     backend: BackendMode
     lmdeploy: str | None = None
     hardware: tuple[str, ...] = ()
+    hardware_origin: str = "--lm-hardware"  # where the profile names came from, for messages
     plan: bool = False
     require: frozenset[str] = frozenset()
     strict_fallback: bool = True
@@ -38,6 +39,9 @@ class LmSession:
 
     options: Options
     registry: Registry
+    # applied to the one Hardware of a run (not to --lm-plan's columns): a pinned xdist worker sees a
+    # fake profile through its CUDA_VISIBLE_DEVICES, as a real probe there sees the real GPUs
+    refine: Callable[[Any], Any] | None = None
     _hardware: list[Any] | None = None
     _facts: list[RunnerFacts] | None = None
     _release: str | None = None
@@ -47,7 +51,11 @@ class LmSession:
     def hardware_views(self) -> list[Any]:
         """One Hardware per ``--lm-hardware`` profile, else the probe's single answer."""
         if self._hardware is None:
-            self._hardware = load_hardware(self.options.hardware, several=self.options.plan)
+            views = load_hardware(self.options.hardware, several=self.options.plan,
+                                  origin=self.options.hardware_origin)
+            if self.refine is not None and not self.options.plan:
+                views = [self.refine(hw) for hw in views]
+            self._hardware = views
             self._facts = [facts_from_hardware(hw) for hw in self._hardware]
         return self._hardware
 
@@ -109,8 +117,10 @@ class LmSession:
         )
 
 
-def load_hardware(specs: Sequence[str], *, several: bool = False) -> list[Any]:
-    """Profiles named on the command line (else ``$PYTEST_LM_HARDWARE``), or one real probe.
+def load_hardware(specs: Sequence[str], *, several: bool = False,
+                  origin: str = "--lm-hardware") -> list[Any]:
+    """The profiles named (by ``origin``: the option, ``$PYTEST_LM_HARDWARE`` or the ini key), or
+    one real probe when none is.
 
     Several profiles are for ``--lm-plan`` only (``several=True``); a session runs on one.
     """
@@ -122,7 +132,7 @@ def load_hardware(specs: Sequence[str], *, several: bool = False) -> list[Any]:
             return list(hw.probe_many(profile=spec))
         return [hw.probe(profile=spec)]
     except (ValueError, OSError) as exc:  # ProfileError is a ValueError naming profile and field
-        raise SetupError(f"--lm-hardware: {exc}") from exc
+        raise SetupError(f"{origin}: {exc}") from exc
 
 
 SESSION_KEY: pytest.StashKey[LmSession] = pytest.StashKey()

@@ -451,7 +451,7 @@ def test_nvml_init_failure_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def hanging_nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """pynvml whose nvmlInit waits until the test ends; the probe's memory of it is undone after."""
     # the package's own name `probe` is the function; the module is reached by its full name
-    probe_module = importlib.import_module("pytest_lmbackend.hardware.probe")
+    probe_module = importlib.import_module("pytest_lmbackend.hardware.probing")
 
     release = threading.Event()
     fake = fake_pynvml([nvml_gpu(0)])
@@ -466,7 +466,7 @@ def hanging_nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
 
 
 def test_a_hanging_nvml_is_given_up_at_its_own_timeout(hanging_nvml: threading.Event, tmp_path: Path) -> None:
-    from pytest_lmbackend.hardware.probe import nvml_unresponsive
+    from pytest_lmbackend.hardware.probing import nvml_unresponsive
 
     env = {**fake_smi(tmp_path, SMI_SCRIPT), "PYTEST_LM_NVML_TIMEOUT": "0.5"}
     start = time.monotonic()

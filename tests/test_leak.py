@@ -310,7 +310,7 @@ def test_no_nvml_reads_while_the_probe_left_nvml_waiting(monkeypatch: pytest.Mon
     from pytest_lmbackend import xdist
     from pytest_lmbackend.hardware import load_profile
     # the package's own name `probe` is the function; the module is reached by its full name
-    probe_module = importlib.import_module("pytest_lmbackend.hardware.probe")
+    probe_module = importlib.import_module("pytest_lmbackend.hardware.probing")
 
     hardware = dataclasses.replace(load_profile("h100"), source="nvml")
     config = types.SimpleNamespace(stash=pytest.Stash())

@@ -168,3 +168,66 @@ def test_bad_markers_are_one_usage_error_naming_each_test(pytester: pytest.Pytes
         "*::test_unknown_backend: lm_backend('vllm'): unknown backend*",
     ])
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+MIXED_PROFILE = """
+cuda = "12.4"
+[[gpus]]
+name = "A"
+capability = "9.0"
+memory_total = "40GiB"
+[[gpus]]
+name = "B"
+capability = "8.0"
+memory_total = "20GiB"
+[[gpus]]
+name = "C"
+capability = "8.6"
+memory_total = "24GiB"
+"""
+
+
+def test_counts_and_facts_from_different_markers_are_judged_together(pytester: pytest.Pytester) -> None:
+    """gpu_num_2 (or a class/module count) with a capability from another marker: both GPUs the
+    test gets must meet it, not just GPU 0; and the largest count is the one reported."""
+    pytester.makefile(".toml", mixed=MIXED_PROFILE)
+    pytester.makepyfile(
+        test_split="""
+        import pytest
+
+        @pytest.mark.gpu_num_2
+        @pytest.mark.lm_requires(capability=">=9.0")
+        def test_gpu_num_and_capability(): pass
+
+        @pytest.mark.lm_requires(vram="30GiB")
+        class TestTwo:
+            pytestmark = pytest.mark.lm_requires(gpus=2)
+            def test_vram_on_both(self): pass
+
+        @pytest.mark.lm_requires(gpus=8)
+        @pytest.mark.gpu_num_2
+        def test_largest_count(): pass
+
+        @pytest.mark.lm_requires(capability=">=9.0")
+        def test_one_gpu_by_default(): pass
+        """,
+        test_contradiction="""
+        import pytest
+
+        @pytest.mark.lm_requires(turbomind_kernels=True)
+        class TestK:
+            @pytest.mark.lm_requires(turbomind_kernels=False)
+            def test_both(self): pass
+        """,
+    )
+    result = pytester.runpytest("-p", "no:xdist", "-rs", "--lm-hardware=mixed.toml", "test_split.py")
+    result.assert_outcomes(passed=1, skipped=3)
+    result.stdout.fnmatch_lines_random([
+        "SKIPPED * needs compute capability >= 9.0; GPU 1 (B) has 8.0",
+        "SKIPPED * needs 30 GiB of GPU memory; GPU 1 (B) has 20 GiB",
+        "SKIPPED * needs 8 GPUs; found 3: GPU 0 (A), GPU 1 (B), GPU 2 (C)",
+    ])
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=mixed.toml", "test_contradiction.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_contradiction.py::TestK::test_both: lm_requires: "
+                                 "turbomind_kernels=True and turbomind_kernels=False both asked*"])

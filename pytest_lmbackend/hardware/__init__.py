@@ -26,7 +26,13 @@ if TYPE_CHECKING:
         normalize,
         notable_packages,
     )
-    from pytest_lmbackend.hardware.probe import DEFAULT_TIMEOUT, ENV_PROFILE, probe, probe_many, profile_spec
+    from pytest_lmbackend.hardware.probing import (
+        DEFAULT_TIMEOUT,
+        ENV_PROFILE,
+        probe,
+        probe_many,
+        profile_spec,
+    )
     from pytest_lmbackend.hardware.profiles import load_profile, load_profiles, shipped_profiles
     from pytest_lmbackend.hardware.visibility import apply_visibility
 
@@ -35,8 +41,10 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "TURBOMIND_KEY": "packages", "detect_ascend": "packages", "normalize": "packages",
     "notable_packages": "packages",
-    "DEFAULT_TIMEOUT": "probe", "ENV_PROFILE": "probe", "probe": "probe", "probe_many": "probe",
-    "profile_spec": "probe",
+    # the module is "probing", not "probe": importing a submodule binds its name on this package,
+    # which would hide the function probe()
+    "DEFAULT_TIMEOUT": "probing", "ENV_PROFILE": "probing", "probe": "probing", "probe_many": "probing",
+    "profile_spec": "probing",
     "load_profile": "profiles", "load_profiles": "profiles", "shipped_profiles": "profiles",
     "apply_visibility": "visibility",
 }
@@ -46,9 +54,11 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    loaded = importlib.import_module(f"{__name__}.{module}")
+    for other, where in _LAZY.items():  # every name of that module at once
+        if where == module:
+            globals()[other] = getattr(loaded, other)
+    return globals()[name]
 
 
 __all__ = [

@@ -108,8 +108,8 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
     spec = profile_spec(profile, env)
     if spec is not None:
         if "," in spec:
-            raise ProfileError(f"hardware profile {spec!r}: several profiles are for --lm-plan only "
-                               "(load_profiles); a session runs on one", path=spec)
+            raise ProfileError(f"hardware profile {spec!r}: several profiles are for --lm-plan only; "
+                               "a session runs on one", path=spec)
         from pytest_lmbackend.hardware.profiles import load_profile
 
         return load_profile(spec)
