@@ -278,3 +278,38 @@ def test_profile_from_environment(suite: pytest.Pytester, monkeypatch: pytest.Mo
     monkeypatch.setenv("PYTEST_LM_HARDWARE", write_profile(suite, "h100-tm", turbomind=True))
     result = suite.runpytest("--lm-lmdeploy=0.18.0")
     result.assert_outcomes(passed=5)
+
+
+def test_a_bad_profile_from_the_environment_is_one_usage_error(pytester: pytest.Pytester,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makefile(".toml", bad='[[gpus]]\nname = "X"\ncapability = "abc"\nmemory_total = "1GiB"\n')
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
+    monkeypatch.setenv("PYTEST_LM_HARDWARE", "bad.toml")
+    result = pytester.runpytest("-p", "no:xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*$PYTEST_LM_HARDWARE: *bad.toml*capability*"])
+    assert "--lm-hardware" not in result.stderr.str()
+    monkeypatch.setenv("PYTEST_LM_HARDWARE", "h100x8,a10")
+    result = pytester.runpytest("-p", "no:xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*$PYTEST_LM_HARDWARE=h100x8,a10: several profiles are for --lm-plan only*"])
+
+
+def test_the_environment_outranks_the_ini_and_the_option_outranks_both(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeini("[pytest]\nlm_hardware = a100-40gb\n")
+    pytester.makepyfile(
+        """
+        import os
+        def test_which(lm_hardware):
+            assert lm_hardware.profile == os.environ["EXPECTED_PROFILE"]
+        """
+    )
+    monkeypatch.delenv("PYTEST_LM_HARDWARE", raising=False)
+    monkeypatch.setenv("EXPECTED_PROFILE", "a100-40gb")
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
+    monkeypatch.setenv("PYTEST_LM_HARDWARE", "h100")
+    monkeypatch.setenv("EXPECTED_PROFILE", "h100")
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
+    monkeypatch.setenv("EXPECTED_PROFILE", "t4")
+    pytester.runpytest("-p", "no:xdist", "--lm-hardware=t4").assert_outcomes(passed=1)

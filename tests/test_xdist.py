@@ -235,6 +235,37 @@ def test_two_workers_each_get_their_own_gpu(pytester: pytest.Pytester,
     result.stdout.fnmatch_lines(["lmbackend xdist GPUs: gw0 -> GPU 0 (*); gw1 -> GPU 1 (*)"])
 
 
+def test_requirements_are_judged_on_the_workers_own_gpu(pytester: pytest.Pytester,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile of mixed GPUs under -n 3: each worker judges lm_requires on the GPU it holds, and
+    its lm_hardware shows that GPU only, as a real probe in that worker would."""
+    monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
+    monkeypatch.delenv("PYTEST_LM_HARDWARE", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pytester.makefile(".toml", mixed=(
+        'cuda = "12.4"\n'
+        '[[gpus]]\nname = "A"\ncapability = "9.0"\nmemory_total = "40GiB"\n'
+        '[[gpus]]\nname = "B"\ncapability = "8.0"\nmemory_total = "20GiB"\n'
+        '[[gpus]]\nname = "C"\ncapability = "8.6"\nmemory_total = "24GiB"\n'))
+    pytester.makepyfile(
+        """
+        import os, pytest
+
+        @pytest.mark.parametrize("i", range(9))
+        @pytest.mark.lm_requires(capability=">=9.0")
+        def test_hopper(i, lm_hardware):
+            assert [g.name for g in lm_hardware.gpus] == ["A"], os.environ["PYTEST_XDIST_WORKER"]
+        """
+    )
+    result = pytester.runpytest("-n", "3", "--lm-hardware=mixed.toml", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) >= 1
+    assert outcomes.get("skipped", 0) >= 1  # 9 tests over 3 workers: the 8.0 and 8.6 ones skip theirs
+    result.stdout.re_match_lines([r"SKIPPED \[\d+\] .*needs compute capability >= 9\.0; "
+                                  r"GPU 0 \(physical [12], [BC]\) has 8\.[06]"])
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
 def test_four_workers_under_an_outer_mask(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     uuids = _profile_uuids("h100x8")
     # the runner itself was given GPUs 6, 1, 3, 4, 7 (by index and by UUID) in that order
