@@ -604,6 +604,12 @@ count = 2
     ("ascend = 'yes'", "ascend", "true or false"),
     ("packages = ['lmdeploy']", "packages", "map package names"),
     ("backends = 'pytorch'", "backends", "list of backend names"),
+    ("cuda = 'banana'", "cuda", "must be a version"),
+    ("cuda = -1", "cuda", "must be a version"),
+    ("driver = 'v550'", "driver", "must be a version"),
+    ("gpus = [{name = 'X', capability = '8.0', memory_total = 1, uuid = 'GPU-a'},"
+     " {name = 'Y', capability = '8.0', memory_total = 1, uuid = 'gpu-A'}]", "gpus.uuid",
+     "given to GPU 0 and GPU 1"),
 ])
 def test_bad_profile_files_name_the_file_and_field(tmp_path: Path, text: str, field: str,
                                                    message: str) -> None:
@@ -613,6 +619,33 @@ def test_bad_profile_files_name_the_file_and_field(tmp_path: Path, text: str, fi
         load_profile(str(path), local_packages={})
     assert info.value.path == str(path) and info.value.field == field
     assert str(path) in str(info.value) and field in str(info.value) and message in str(info.value)
+
+
+def test_a_cuda_version_written_as_a_whole_number_is_that_major_release(tmp_path: Path) -> None:
+    """cuda = 13 in a profile is CUDA 13.0: LMDeploy >= 0.11 builds sm70 only below it."""
+    for written in ("13", "'13'", "'13.0'"):
+        path = tmp_path / "v100-cu13.toml"
+        path.write_text(f"cuda = {written}\ngpus = [{{name = 'V', capability = '7.0', memory_total = 1}}]")
+        hw = load_profile(str(path), local_packages={})
+        missing = turbomind_kernels_missing(hw.gpus[0].capability, hw.cuda, lmdeploy="0.18.0")
+        assert missing is not None and "only with CUDA < 13.0" in missing, written
+    assert turbomind_kernels_missing((7, 0), "12", lmdeploy="0.18.0") is None
+    assert turbomind_kernels_missing((9, 0), "11", lmdeploy="0.18.0") is not None  # sm90 needs 11.8
+
+
+@pytest.mark.parametrize(("spec", "count", "name"), [
+    ("a100-80gbx4", 4, "NVIDIA A100-SXM4-80GB"), ("b200x2", 2, "NVIDIA B200"),
+    ("h100x3", 3, "NVIDIA H100 80GB HBM3"),
+])
+def test_xn_repeats_the_kind_of_a_shipped_profile(spec: str, count: int, name: str) -> None:
+    hw = load_profile(spec, local_packages={})
+    assert len(hw.gpus) == count and {g.name for g in hw.gpus} == {name}
+
+
+def test_xn_on_a_name_that_already_counts_gpus_is_refused() -> None:
+    with pytest.raises(ProfileError, match="'a100-80gbx8' already names several GPUs; for 2 of its kind "
+                                           "say a100-80gbx2"):
+        load_profile("a100-80gbx8x2", local_packages={})
 
 
 def test_shipped_names_win_over_files_of_the_same_name(tmp_path: Path,

@@ -37,6 +37,11 @@ def supports_dtype(capability: tuple[int, int], dtype: str) -> bool:
     return capability >= DTYPE_MIN_CAPABILITY[DTYPE_ALIASES[dtype.lower()]]
 
 
+def _padded(version: tuple[int, ...]) -> tuple[int, ...]:
+    """(13,) as (13, 0, 0): a CUDA version written "13" is 13.0, not older than it."""
+    return version + (0,) * (3 - len(version))
+
+
 @dataclass(frozen=True)
 class KernelBuild:
     """One entry of TurboMind's default x86_64 ``CMAKE_CUDA_ARCHITECTURES``.
@@ -52,7 +57,8 @@ class KernelBuild:
     ptx: bool = False
 
     def built_with(self, cuda: tuple[int, ...]) -> bool:
-        return cuda >= self.min_cuda and (self.below_cuda is None or cuda < self.below_cuda)
+        cuda = _padded(cuda)
+        return cuda >= _padded(self.min_cuda) and (self.below_cuda is None or cuda < _padded(self.below_cuda))
 
     def runs_on(self, capability: tuple[int, int]) -> bool:
         major, minor = divmod(self.sm, 10)
@@ -126,7 +132,7 @@ def turbomind_kernels_missing(
     if any(b.built_with(cuda_version) for b in matching):
         return None
     build = matching[0]
-    if build.below_cuda is not None and cuda_version >= build.below_cuda:
+    if build.below_cuda is not None and _padded(cuda_version) >= _padded(build.below_cuda):
         limit = ".".join(map(str, build.below_cuda))
         return f"{release} builds {build.label()} only with CUDA < {limit}; found CUDA {cuda}"
     limit = ".".join(map(str, build.min_cuda))

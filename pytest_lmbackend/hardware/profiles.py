@@ -73,6 +73,18 @@ def _optional_str(data: Mapping[str, Any], key: str, shown: str) -> str | None:
     return value
 
 
+_VERSION = re.compile(r"\d+(\.\d+){0,3}")
+
+
+def _version(data: Mapping[str, Any], key: str, shown: str) -> str | None:
+    """A driver or CUDA version: digits and dots (``"12.8"``, ``"550.127.05"``); a number is read as
+    written (``cuda = 13`` is "13", which compares as 13.0). Quote it: TOML reads 12.10 as 12.1."""
+    value = _optional_str(data, key, shown)
+    if value is not None and not _VERSION.fullmatch(value.strip()):
+        raise _fail(shown, key, f"must be a version such as \"12.8\", not {data.get(key)!r}")
+    return value.strip() if value is not None else None
+
+
 def _gpus(data: Mapping[str, Any], shown: str, profile: str) -> list[GPU]:
     entries = data.get("gpus", [])
     if not isinstance(entries, list):
@@ -119,6 +131,12 @@ def _gpus(data: Mapping[str, Any], shown: str, profile: str) -> list[GPU]:
                             capability=capability, memory_total=total, memory_free=free, pci_bus_id=bus))
     if len(gpus) > MAX_GPUS:
         raise _fail(shown, "gpus", f"more than {MAX_GPUS} GPUs")
+    seen: dict[str, int] = {}
+    for gpu in gpus:
+        first = seen.setdefault(gpu.uuid.lower(), gpu.index)
+        if first != gpu.index:
+            raise _fail(shown, "gpus.uuid",
+                        f"{gpu.uuid!r} is given to GPU {first} and GPU {gpu.index}: each GPU has its own")
     return gpus
 
 
@@ -150,10 +168,27 @@ def hardware_from_data(data: Mapping[str, Any], *, shown: str, profile: str,
     visible: tuple[GPU, ...] = tuple(gpus)
     if visible_spec is not None:
         visible, notes = apply_visibility([Device(g) for g in gpus], visible_spec)
-    return Hardware(gpus=visible, driver=_optional_str(data, "driver", shown),
-                    cuda=_optional_str(data, "cuda", shown), source="profile", profile=profile,
+    return Hardware(gpus=visible, driver=_version(data, "driver", shown),
+                    cuda=_version(data, "cuda", shown), source="profile", profile=profile,
                     ascend=ascend, packages=packages,
                     backends=tuple(backends) if backends is not None else None, warnings=notes)
+
+
+def _repeat_base(kind: str) -> Path | None:
+    """The shipped profile an ``xN`` name repeats: ``kind`` itself (``a10``), else a shipped
+    ``kindxM`` of one kind (``a100-80gbx8`` for ``a100-80gbx4``)."""
+    exact = PROFILE_DIR / f"{kind}.toml"
+    if exact.is_file():
+        return exact
+    for path in sorted(PROFILE_DIR.glob(f"{kind}x*.toml")):
+        found = _REPEAT.match(path.stem)
+        if found is None or found.group(1) != kind:
+            continue
+        entries = _read_file(path, f"{path.stem!r}").get("gpus") or []
+        held = sum(e.get("count", 1) for e in entries if isinstance(e, dict))
+        if held == int(found.group(2)):  # really M of a kind, not a product name like rtx3090
+            return path
+    return None
 
 
 def _repeat(data: dict[str, Any], count: int, shown: str) -> dict[str, Any]:
@@ -192,11 +227,16 @@ def load_profile(spec: str, *, local_packages: Mapping[str, str] | None = None) 
         return hardware_from_data(_read_file(file, f"{name!r}"), shown=f"{name!r}", profile=name,
                                   local_packages=local_packages)
     match = _REPEAT.match(name)
-    if match and (PROFILE_DIR / f"{match.group(1)}.toml").is_file():
+    base_file = _repeat_base(match.group(1)) if match else None
+    if match and base_file is not None:
         count = int(match.group(2))
         if not 1 <= count <= MAX_GPUS:
             raise ProfileError(f"hardware profile {spec!r}: GPU count must be 1 to {MAX_GPUS}", path=spec)
-        base = _read_file(PROFILE_DIR / f"{match.group(1)}.toml", f"{match.group(1)!r}")
+        if _REPEAT.match(match.group(1)) and base_file.stem == match.group(1):
+            kind = _REPEAT.match(match.group(1)).group(1)  # type: ignore[union-attr]
+            raise ProfileError(f"hardware profile {spec!r}: {match.group(1)!r} already names several GPUs; "
+                               f"for {count} of its kind say {kind}x{count}", path=spec)
+        base = _read_file(base_file, f"{base_file.stem!r}")
         data = _repeat(base, count, f"{spec!r}")
         return hardware_from_data(data, shown=f"{spec!r}", profile=name, local_packages=local_packages)
     if Path(spec).is_file():  # a file without a suffix, after the shipped names so "h100" stays ours
