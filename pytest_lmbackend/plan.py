@@ -32,11 +32,12 @@ def group_skips(skips: Iterable[Skip]) -> list[SkipGroup]:
     return sorted(groups, key=lambda g: (-g.count, g.kind))
 
 
-def format_skip_summary(skips: Iterable[Skip], *, max_reasons: int = 5) -> list[str]:
-    """``capability: 3 skipped`` then the reasons, indented, with counts; [] when nothing skipped."""
+def format_skip_summary(skips: Iterable[Skip], *, max_reasons: int = 5, verb: str = "skipped") -> list[str]:
+    """``capability: 3 skipped`` (or another ``verb``) then the reasons, indented, with counts; []
+    when nothing skipped."""
     lines: list[str] = []
     for group in group_skips(skips):
-        lines.append(f"{group.kind}: {group.count} skipped")
+        lines.append(f"{group.kind}: {group.count} {verb}")
         for reason, count in group.reasons[:max_reasons]:
             lines.append(f"  {count} x {reason}")
         hidden = len(group.reasons) - max_reasons
@@ -49,7 +50,8 @@ def _cell(outcome: Skip | None, required: Collection[str], notes: dict[tuple[str
     if outcome is None:
         return RUN
     number = notes.setdefault((outcome.kind, outcome.reason), len(notes) + 1)
-    action = "FAIL" if outcome.kind in required else "skip"
+    fails = outcome.kind in required or bool(set(outcome.unchecked) & set(required))
+    action = "FAIL" if fails else "skip"
     return f"{action} [{number}]"
 
 

@@ -406,9 +406,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     verdict = outcome.verdict
     if verdict is None:
         return
-    if verdict.error or verdict.kind in state.options.require:
-        why = "" if verdict.error else f" (--lm-require={verdict.kind})"
-        pytest.fail(f"{verdict.reason}{why}", pytrace=False)
+    if verdict.error:
+        pytest.fail(verdict.reason, pytrace=False)
+    required = verdict.failing_kind(state.options.require)
+    if required is not None:
+        why = "" if required == verdict.kind else ", so the required " + required + " was not met"
+        pytest.fail(f"{verdict.reason}{why} (--lm-require={required})", pytrace=False)
     item.user_properties.append((SKIP_KIND_PROPERTY, verdict.kind))
     pytest.skip(verdict.reason)
 

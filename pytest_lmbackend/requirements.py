@@ -101,6 +101,7 @@ class Skip:
 
     kind: str
     reason: str
+    unchecked: frozenset[str] = frozenset()  # GPU-fact kinds left unjudged for want of GPUs
 
 
 def _error(where: str, key: str | None, value: object, problem: str) -> RequirementError:
@@ -306,6 +307,13 @@ def _device_skip(req: Requirement, hw: Hardware, gpu: GPU) -> Skip | None:
     return None
 
 
+def _asked_of_gpus(req: Requirement) -> frozenset[str]:
+    asked = {"capability": bool(req.capability), "vram": req.vram is not None,
+             "free_vram": req.free_vram is not None, "dtype": bool(req.dtypes),
+             "turbomind_kernels": req.turbomind_kernels is not None}
+    return frozenset(kind for kind, yes in asked.items() if yes)
+
+
 def evaluate(req: Requirement, hw: Hardware, gpus: Sequence[int] | None = None) -> Skip | None:
     """The first unmet part of ``req`` on ``hw``, or None when the test can run.
 
@@ -319,7 +327,8 @@ def evaluate(req: Requirement, hw: Hardware, gpus: Sequence[int] | None = None) 
         devices = [by_index[i] for i in gpus if i in by_index]
     needed = req.gpu_count
     if needed > len(devices):
-        return Skip("gpu", f"needs {_plural(needed, 'GPU')}; {_found_gpus(hw, devices, gpus is not None)}")
+        return Skip("gpu", f"needs {_plural(needed, 'GPU')}; {_found_gpus(hw, devices, gpus is not None)}",
+                    unchecked=_asked_of_gpus(req))
     for gpu in devices[:needed]:
         skip = _device_skip(req, hw, gpu)
         if skip is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,6 +89,16 @@ class Verdict:
     kind: str
     reason: str
     error: bool = False
+    # GPU-fact kinds the test asked for that could not be checked for want of GPUs (kind "gpu")
+    unchecked: frozenset[str] = frozenset()
+
+    def failing_kind(self, require: Collection[str]) -> str | None:
+        """The ``--lm-require`` kind that turns this skip into a failure, else None. A test asking a
+        capability on a runner without the GPUs fails under ``--lm-require=capability`` too: the
+        capability was required and nothing met it."""
+        if self.kind in require:
+            return self.kind
+        return next((k for k in sorted(self.unchecked) if k in require), None)
 
 
 @dataclass(frozen=True)

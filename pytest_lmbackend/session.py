@@ -103,7 +103,8 @@ class LmSession:
             from pytest_lmbackend.requirements import evaluate
 
             skip = evaluate(req, hardware, gpus)
-            return None if skip is None else Verdict(str(skip.kind), str(skip.reason))
+            return None if skip is None else Verdict(str(skip.kind), str(skip.reason),
+                                                     unchecked=frozenset(skip.unchecked))
 
         return evaluate_item(
             mode=self.options.backend,

@@ -59,22 +59,28 @@ def plan_table(nodeids: Sequence[str], columns: Sequence[str],
     for title, col in zip(columns, outcomes, strict=True):
         runs = sum(1 for o in col if o.verdict is None)
         verdicts = [o.verdict for o in col if o.verdict is not None]
+        failing = [v for v in verdicts if v.error or v.failing_kind(require) is not None]
+        skipping = [v for v in verdicts if v not in failing]
         lines.append("")
-        lines.append(f"{title}: {runs} would run, {len(verdicts)} would not")
-        lines += ["  " + line for line in skip_lines(verdicts)]
+        lines.append(f"{title}: {runs} would run, {len(skipping)} would skip, {len(failing)} would fail")
+        lines += ["  " + line for line in skip_lines(failing, verb="would fail")]
+        lines += ["  " + line for line in skip_lines(skipping)]
     return lines
 
 
 def _cell(outcome: ItemOutcome, require: frozenset[str]) -> str:
     verdict = outcome.verdict
-    if verdict is not None and not verdict.error and verdict.kind in require:
-        return f"FAIL:{verdict.kind}"
+    if verdict is not None and not verdict.error:
+        kind = verdict.failing_kind(require)
+        if kind is not None:
+            return f"FAIL:{kind}"
     return status_cell(outcome)
 
 
-def skip_lines(verdicts: Sequence[Verdict]) -> list[str]:
-    """``kind: N skipped`` then each distinct reason with its count, most frequent first."""
+def skip_lines(verdicts: Sequence[Verdict], *, verb: str = "skipped") -> list[str]:
+    """``kind: N skipped`` (or another ``verb``) then each distinct reason with its count, most
+    frequent first."""
     from pytest_lmbackend.plan import format_skip_summary
     from pytest_lmbackend.requirements import Skip
 
-    return format_skip_summary(Skip(v.kind, v.reason) for v in verdicts)
+    return format_skip_summary((Skip(v.kind, v.reason) for v in verdicts), verb=verb)

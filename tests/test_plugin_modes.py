@@ -207,8 +207,8 @@ def test_plan_prints_columns_and_runs_nothing(suite: pytest.Pytester) -> None:
         "test_suite.py::test_pt_model * run[[]pytorch[]] * run[[]pytorch[]] * skip:backend[[]pytorch[]]",
         "test_suite.py::test_tm_model * run[[]turbomind[]] * skip:backend[[]turbomind[]] * skip:backend*",
         "test_suite.py::test_unbound * run[[]turbomind[]] * run[[]pytorch[]] * run[[]transformers[]]",
-        "h100-tm: 5 would run, 0 would not",
-        "h200-pt: 4 would run, 1 would not",
+        "h100-tm: 5 would run, 0 would skip, 0 would fail",
+        "h200-pt: 4 would run, 1 would skip, 0 would fail",
     ])
     assert "passed" not in result.stdout.str()
 
@@ -223,7 +223,33 @@ def test_plan_with_xdist_is_a_usage_error(suite: pytest.Pytester) -> None:
 def test_plan_shows_required_kinds_as_failures(suite: pytest.Pytester) -> None:
     result = suite.runpytest("--lm-plan", "--lm-hardware=cpu", "--lm-require=backend")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["test_suite.py::test_pt_model * FAIL:backend"])
+    result.stdout.fnmatch_lines(["test_suite.py::test_pt_model * FAIL:backend",
+                                 "cpu: 3 would run, 0 would skip, 2 would fail",
+                                 "  backend: 2 would fail"])
+
+
+def test_a_required_gpu_fact_fails_on_a_runner_without_the_gpus(pytester: pytest.Pytester) -> None:
+    """--lm-require=capability on a runner whose driver broke (no GPU): the capability a test
+    requires is not met, so the test fails, in the run and in the plan."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.lm_requires(capability=">=9.0")
+        def test_hopper(): pass
+
+        @pytest.mark.lm_requires(gpus=2)
+        def test_count_only(): pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=cpu", "--lm-require=capability")
+    result.assert_outcomes(errors=1, skipped=1)
+    result.stdout.fnmatch_lines(["*needs 1 GPU; profile 'cpu' has none, so the required capability was not "
+                                 "met (--lm-require=capability)*"])
+    plan = pytester.runpytest("-p", "no:xdist", "--lm-plan", "--lm-hardware=cpu,h100",
+                              "--lm-require=capability")
+    plan.stdout.fnmatch_lines(["*test_hopper * FAIL:capability * run",
+                               "*test_count_only * skip:gpu * skip:gpu"])
 
 
 def test_header_and_summary(suite: pytest.Pytester) -> None:
