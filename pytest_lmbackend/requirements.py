@@ -277,6 +277,15 @@ def _package_skip(spec: PackageSpec, hw: Hardware) -> Skip | None:
     return None if ok else Skip("packages", f"needs package {spec}; found {spec.name} {version}{where}")
 
 
+def _sizes(wanted: int, found: int) -> tuple[str, str]:
+    """Both sizes as text that shows they differ: exact bytes beside the rounded form when the
+    rounded forms alone would read the same ("needs 79.65 GiB; has 79.65 GiB")."""
+    a, b = format_memory(wanted), format_memory(found)
+    if a != b:
+        return a, b
+    return f"{a} ({wanted:,} bytes)", f"{b} ({found:,} bytes)"
+
+
 def _device_skip(req: Requirement, hw: Hardware, gpu: GPU) -> Skip | None:
     label = gpu.label()
     has = format_capability(gpu.capability)
@@ -284,12 +293,15 @@ def _device_skip(req: Requirement, hw: Hardware, gpu: GPU) -> Skip | None:
         if not spec.matches(gpu.capability):
             return Skip("capability", f"needs compute capability {spec}; {label} has {has}")
     if req.vram is not None and gpu.memory_total < req.vram:
-        return Skip("vram", f"needs {format_memory(req.vram)} of GPU memory; {label} has "
-                            f"{format_memory(gpu.memory_total)}")
+        wanted, found = _sizes(req.vram, gpu.memory_total)
+        return Skip("vram", f"needs {wanted} of GPU memory; {label} has {found}")
     if req.free_vram is not None and (gpu.memory_free is None or gpu.memory_free < req.free_vram):
-        free, total = format_memory(gpu.memory_free), format_memory(gpu.memory_total)
-        return Skip("free_vram", f"needs {format_memory(req.free_vram)} of free GPU memory; "
-                                 f"{label} has {free} free of {total}")
+        if gpu.memory_free is None:
+            wanted, free = format_memory(req.free_vram), format_memory(None)
+        else:
+            wanted, free = _sizes(req.free_vram, gpu.memory_free)
+        return Skip("free_vram", f"needs {wanted} of free GPU memory; "
+                                 f"{label} has {free} free of {format_memory(gpu.memory_total)}")
     for dtype in req.dtypes:
         needed = DTYPE_MIN_CAPABILITY[dtype]
         if gpu.capability < needed:

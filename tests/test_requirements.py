@@ -213,3 +213,13 @@ def test_parse_kinds() -> None:
     assert parse_kinds("all") == frozenset(KINDS)
     with pytest.raises(ValueError, match="unknown requirement kind 'gpus'"):
         parse_kinds("gpus")
+
+
+def test_sizes_that_round_alike_are_shown_exactly() -> None:
+    h100 = load_profile("h100", local_packages={})
+    skip = evaluate(req(vram="81560MiB"), h100)
+    assert skip is not None and skip.reason == (
+        "needs 79.65 GiB (85,521,858,560 bytes) of GPU memory; GPU 0 (NVIDIA H100 80GB HBM3) has "
+        "79.65 GiB (85,520,809,984 bytes)")
+    skip = evaluate(req(vram="90GiB"), h100)
+    assert skip is not None and "(" not in skip.reason.split(";")[0]  # plainly different: no bytes
