@@ -233,7 +233,7 @@ def combine(requirements: Iterable[Requirement], *, where: str = "") -> Requirem
 
 def parse_kinds(text: str) -> frozenset[str]:
     """``--lm-require=gpu,capability``: the kinds that fail instead of skip; ``all`` for every kind."""
-    kinds = {k.strip() for k in text.split(",") if k.strip()}
+    kinds = {k.strip().replace("-", "_") for k in text.split(",") if k.strip()}  # free-vram = free_vram
     if "all" in kinds:
         return frozenset(KINDS)
     unknown = sorted(kinds - set(KINDS))

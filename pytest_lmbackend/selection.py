@@ -195,7 +195,7 @@ def evaluate_item(
 
 def parse_kinds(text: str) -> frozenset[str]:
     """argparse ``type=`` for ``--lm-require``: ``KIND[,KIND...]``; kinds are checked at configure."""
-    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
+    kinds = frozenset(k.strip().replace("-", "_") for k in text.split(",") if k.strip())  # free-vram
     if not kinds or not all(k.replace("_", "").isalnum() for k in kinds):
         raise argparse.ArgumentTypeError(f"{text!r}: expected requirement kinds separated by commas")
     return kinds

@@ -85,6 +85,13 @@ def test_parse_memory_rejects_with_the_value_named(bad: object) -> None:
         parse_memory(bad)
 
 
+def test_parse_memory_refuses_a_bare_letter_and_negative_strings() -> None:
+    with pytest.raises(ValueError, match=r"'40G' is ambiguous: write 40GiB .* or 40GB"):
+        parse_memory("40G")
+    with pytest.raises(ValueError, match="must not be negative, got '-1GiB'"):
+        parse_memory("-1GiB")
+
+
 def test_format_memory() -> None:
     assert format_memory(80 * GiB) == "80 GiB"
     assert format_memory(81559 * MiB) == "79.65 GiB"

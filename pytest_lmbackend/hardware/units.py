@@ -7,11 +7,12 @@ import re
 
 _UNITS: dict[str, int] = {
     "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
-    "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
 }
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+# "40G" could mean either: GPU tools say GiB where people write GB; it is refused, naming both
+_AMBIGUOUS = {"k", "m", "g", "t"}
+_SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _CAPABILITY = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
 
 
@@ -29,6 +30,12 @@ def parse_memory(value: object) -> int:
     if not isinstance(value, str):
         raise ValueError(f"memory size must be an int (bytes) or a string like '40GiB', not {value!r}")
     match = _SIZE.match(value)
+    if match is not None and match.group(1).startswith("-"):
+        raise ValueError(f"memory size must not be negative, got {value!r}")
+    if match is not None and match.group(2).lower() in _AMBIGUOUS:
+        number, letter = match.group(1), match.group(2).upper()
+        raise ValueError(f"memory size {value!r} is ambiguous: write {number}{letter}iB (powers of 1024, "
+                         f"as nvidia-smi counts) or {number}{letter}B (powers of 1000)")
     if match is None or match.group(2).lower() not in _UNITS:
         raise ValueError(
             f"cannot read memory size {value!r}: use a number and a unit "
