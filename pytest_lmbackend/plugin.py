@@ -370,6 +370,11 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     try:
         views = state.hardware_views()
         columns = [str(getattr(hw, "name", None) or f"hardware {n}") for n, hw in enumerate(views)]
+        specs = state.options.hardware
+        if len(set(columns)) < len(columns) and len(specs) == len(columns):
+            # two files both calling themselves "ci-h100": tell the columns apart by what was given
+            columns = [c if columns.count(c) == 1 else f"{c} ({spec})" for c, spec in zip(columns, specs,
+                                                                                         strict=True)]
         outcomes = [[_evaluate(state, item, view=n) for item in items] for n in range(len(views))]
     except SetupError as exc:
         raise pytest.UsageError(str(exc)) from exc

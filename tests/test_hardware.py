@@ -588,6 +588,9 @@ count = 2
     hw = load_profile(str(toml))
     assert hw.profile == "ci-runner" and hw.cuda == "12.4" and hw.backends == ("pytorch",)
     assert [(g.index, g.physical_index, g.memory_free) for g in hw.gpus] == [(0, 1, 10**9)]
+    toml.write_text(toml.read_text().replace('cuda_visible_devices = "1"', 'cuda_visible_devices = "1,7"'))
+    (note,) = load_profile(str(toml)).warnings
+    assert note.startswith("profile 'ci-runner': cuda_visible_devices='1,7': ")  # not this machine's env
     assert dict(hw.packages) == {"lmdeploy": "0.18.0", "flash-attn": "2.7.4"}
     js = tmp_path / "one.json"
     js.write_text(json.dumps({"cuda": "13.0", "gpus": [{"name": "X", "capability": [9, 0],

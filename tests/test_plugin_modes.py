@@ -339,3 +339,13 @@ def test_the_environment_outranks_the_ini_and_the_option_outranks_both(
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
     monkeypatch.setenv("EXPECTED_PROFILE", "t4")
     pytester.runpytest("-p", "no:xdist", "--lm-hardware=t4").assert_outcomes(passed=1)
+
+
+def test_plan_columns_of_profiles_with_one_name_are_told_apart(pytester: pytest.Pytester) -> None:
+    for folder, cap in (("a", "9.0"), ("b", "8.0")):
+        pytester.mkdir(folder).joinpath("p.toml").write_text(
+            f'name = "ci-h100"\n[[gpus]]\nname = "X"\ncapability = "{cap}"\nmemory_total = "80GiB"\n')
+    pytester.makepyfile("import pytest\n@pytest.mark.lm_requires(capability='>=9.0')\ndef test_h(): pass\n")
+    result = pytester.runpytest("-p", "no:xdist", "--lm-plan", "--lm-hardware=a/p.toml,b/p.toml")
+    result.stdout.fnmatch_lines(["test * ci-h100 (a/p.toml) * ci-h100 (b/p.toml)",
+                                 "*test_h * run * skip:capability"])

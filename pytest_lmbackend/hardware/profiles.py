@@ -167,7 +167,10 @@ def hardware_from_data(data: Mapping[str, Any], *, shown: str, profile: str,
     visible_spec = _optional_str(data, "cuda_visible_devices", shown)
     visible: tuple[GPU, ...] = tuple(gpus)
     if visible_spec is not None:
-        visible, notes = apply_visibility([Device(g) for g in gpus], visible_spec)
+        visible, masked = apply_visibility([Device(g) for g in gpus], visible_spec)
+        # the profile's own mask, not this machine's environment
+        notes = tuple(f"profile {profile!r}: cuda_visible_devices{n.removeprefix('CUDA_VISIBLE_DEVICES')}"
+                      for n in masked)
     return Hardware(gpus=visible, driver=_version(data, "driver", shown),
                     cuda=_version(data, "cuda", shown), source="profile", profile=profile,
                     ascend=ascend, packages=packages,
