@@ -2,13 +2,16 @@
  * either binding (ours through ctypes, nvidia-ml-py's pynvml), with the signatures of nvml.h.
  *
  * Two GPUs: 0 is an H100 (MIG not supported), 1 an A100 in MIG mode with MIG devices in slots 0 and 2
- * (slot 1 empty). FAKE_NVML_SCENARIO in the environment: "driver-not-loaded" makes init fail with
- * NVML's code 9; "lost-gpu" makes GPU 1's handle answer "GPU is lost" (15).
+ * (slot 1 empty; GPU/compute instances 1/0 and 2/1). FAKE_NVML_SCENARIO in the environment:
+ * "driver-not-loaded" makes init fail with NVML's code 9; "lost-gpu" makes GPU 1's handle answer
+ * "GPU is lost" (15); "mig-pending" leaves the A100's MIG mode off until a reset (current 0,
+ * pending 1); "hang-init" makes init take 3 s, as a driver in a bad state does.
  * fakeNvmlState() reports init/shutdown balance and how many calls came before init.
  * Build: cc -shared -fPIC -o libnvidia-ml.so.1 fake_nvml.c
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int nvmlReturn_t;
 typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
@@ -38,7 +41,7 @@ static fake_device migs[3] = {
      20937965568ULL, 20600000000ULL, 0, 0, 1, 1, 0},
     {NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 1, 0, 0},
     {"MIG-5c3d2e1f-aaaa-5bbb-8ccc-000000000002", "NVIDIA A100-SXM4-40GB MIG 2g.10gb", "", 8, 0,
-     10468982784ULL, 10300000000ULL, 0, 0, 1, 2, 0},
+     10468982784ULL, 10300000000ULL, 0, 0, 1, 2, 1},
 };
 
 static int inits = 0, shutdowns = 0, before_init = 0;
@@ -61,6 +64,7 @@ static fake_device *dev(void *handle) { return (fake_device *)handle; }
 
 nvmlReturn_t nvmlInit_v2(void) {
     if (scenario("driver-not-loaded")) return 9;
+    if (scenario("hang-init")) sleep(3);
     inits++;
     return 0;
 }
@@ -142,6 +146,7 @@ nvmlReturn_t nvmlDeviceGetMigMode(void *device, unsigned int *current, unsigned 
     if (!dev(device)->mig_capable) return 3;
     *current = (unsigned int)dev(device)->mig_on;
     *pending = (unsigned int)dev(device)->mig_on;
+    if (scenario("mig-pending")) *current = 0;
     return 0;
 }
 nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(void *device, unsigned int *count) {

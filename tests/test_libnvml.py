@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ def fake_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("no C compiler (cc or $CC) to build the NVML stand-in tests/fake_nvml.c")
     folder = tmp_path_factory.mktemp("fake-nvml")
     target = folder / libnvml.LIBRARY
-    subprocess.run([compiler, "-shared", "-fPIC", "-O0", "-Wall", "-Werror", "-o", str(target), str(SOURCE)],
-                   check=True, capture_output=True, text=True, timeout=120)
+    built = subprocess.run([compiler, "-shared", "-fPIC", "-O0", "-Wall", "-Werror", "-o", str(target),
+                            str(SOURCE)], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, f"{compiler} could not build {SOURCE.name}:\n{built.stderr}"
     return target
 
 
@@ -124,6 +126,39 @@ def test_a_lost_gpu_is_skipped_with_the_reason(use_fake: Path, monkeypatch: pyte
     assert any("GPU 1 skipped" in w and "GPU is lost" in w for w in hw.warnings)
 
 
+def test_mig_mode_pending_a_reset_is_not_mig_yet(use_fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Current mode off, pending on: CUDA still sees the whole GPU until it is reset."""
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", "mig-pending")
+    hw = probe(environ={**QUIET, "PYTEST_LM_NVML": "ctypes"})
+    assert [(g.uuid[:4], g.name) for g in hw.gpus] == [("GPU-", "NVIDIA H100 80GB HBM3"),
+                                                       ("GPU-", "NVIDIA A100-SXM4-40GB")]
+
+
+HANG = textwrap.dedent("""
+    import json, threading, time
+    from pytest_lmbackend.hardware import probe
+    start = time.monotonic()
+    hw = probe()
+    waiting = [t for t in threading.enumerate() if t.name == "lmbackend-nvml-probe"]
+    print(json.dumps({"s": time.monotonic() - start, "source": hw.source, "warnings": list(hw.warnings),
+                      "waiting": [t.daemon for t in waiting]}))
+""")
+
+
+def test_a_hanging_driver_is_left_waiting_in_a_daemon_thread(fake_library: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "PYTEST_LM_HARDWARE")}
+    env.update(QUIET, LD_LIBRARY_PATH=str(fake_library.parent), PYTEST_LM_NVML="ctypes",
+               PYTEST_LM_NVML_TIMEOUT="0.5", FAKE_NVML_SCENARIO="hang-init")
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", HANG], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["s"] < 2.5 and result["source"] == "none"
+    assert result["waiting"] == [True]  # still inside nvmlInit, and a daemon: the exit did not wait
+    assert any("did not answer in time (limit 0.5 s" in w for w in result["warnings"])
+    assert time.monotonic() - start < 10
+
+
 def test_errors_carry_nvml_text_code_and_function(use_fake: Path) -> None:
     nvml = libnvml.load()
     with pytest.raises(libnvml.NVMLError) as info:
@@ -143,6 +178,10 @@ def test_errors_carry_nvml_text_code_and_function(use_fake: Path) -> None:
 def test_a_library_without_nvml_calls_falls_back_to_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("libc.so.6 stands in for a library that lacks NVML's calls")
+    try:
+        ctypes.CDLL("libc.so.6")
+    except OSError:
+        pytest.skip("no libc.so.6 (not glibc) to stand in for a library without NVML's calls")
     monkeypatch.setattr(libnvml, "LIBRARY", "libc.so.6")
     with pytest.raises(libnvml.LibraryMissing, match="has no nvmlInit_v2"):
         libnvml.load()
@@ -205,7 +244,12 @@ def read_in_subprocess(folder: Path, binding: str, visible: str | None) -> dict[
     return result
 
 
-@pytest.mark.parametrize("visible", [None, "", "1", "MIG-5c3d2e1f-aaaa-5bbb-8ccc-000000000002,0", "GPU-f598"])
+# the old MIG form names GPU and compute instance ids: right only if both calls were read right
+OLD_MIG_FORM = "MIG-GPU-2b7c1e44-0d5a-4c1f-9e0b-7a1d2c3e4f50/2/1"
+
+
+@pytest.mark.parametrize("visible", [None, "", "1", "MIG-5c3d2e1f-aaaa-5bbb-8ccc-000000000002,0", "GPU-f598",
+                                     OLD_MIG_FORM])
 def test_ctypes_and_pynvml_agree_on_the_same_library(fake_library: Path, visible: str | None) -> None:
     pytest.importorskip("pynvml")
     ours = read_in_subprocess(fake_library.parent, "ctypes", visible)
@@ -214,5 +258,7 @@ def test_ctypes_and_pynvml_agree_on_the_same_library(fake_library: Path, visible
     assert (ours["pynvml_imported"], theirs["pynvml_imported"]) == (False, True)
     for key in ("driver", "cuda", "gpus", "warnings"):
         assert ours[key] == theirs[key], key
-    expected = {None: 3, "": 0, "1": 1, "GPU-f598": 1}.get(visible, 2)  # 2: the MIG device and GPU 0
+    expected = {None: 3, "": 0, "1": 1, "GPU-f598": 1, OLD_MIG_FORM: 1}.get(visible, 2)  # 2: MIG + GPU 0
     assert len(ours["gpus"]) == expected
+    if visible == OLD_MIG_FORM:
+        assert ours["gpus"][0][2] == "MIG-5c3d2e1f-aaaa-5bbb-8ccc-000000000002"
