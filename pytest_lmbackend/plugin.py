@@ -162,12 +162,25 @@ def _configure(config: pytest.Config) -> None:
     state = LmSession(options=options, registry=registry, refine=lambda hw: masked_profile(config, hw))
     try:
         if options.hardware:  # a bad profile is a usage error now, not a failure in every test
-            state.hardware_views()
+            for hw in state.hardware_views():
+                _check_stated_backends(hw, registry.names, options.hardware_origin)
         if options.lmdeploy is not None:
             _ = state.release
     except SetupError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[SESSION_KEY] = state
+
+
+def _check_stated_backends(hardware: Any, names: tuple[str, ...], origin: str) -> None:
+    """A profile's ``backends`` must name registered backends: a typo would silently make every
+    test of that backend skip as unavailable."""
+    from pytest_lmbackend.session import SetupError
+
+    unknown = [b for b in (getattr(hardware, "backends", None) or ()) if b not in names]
+    if unknown:
+        raise SetupError(f"{origin}: hardware profile {hardware.profile!r}: field 'backends': "
+                         f"{', '.join(map(repr, unknown))} is not a registered backend "
+                         f"(registered: {', '.join(names)})")
 
 
 def _option(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | None:

@@ -349,3 +349,12 @@ def test_plan_columns_of_profiles_with_one_name_are_told_apart(pytester: pytest.
     result = pytester.runpytest("-p", "no:xdist", "--lm-plan", "--lm-hardware=a/p.toml,b/p.toml")
     result.stdout.fnmatch_lines(["test * ci-h100 (a/p.toml) * ci-h100 (b/p.toml)",
                                  "*test_h * run * skip:capability"])
+
+
+def test_a_profile_stating_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", runner='backends = ["pytorch", "vllm"]\n')
+    pytester.makepyfile("def test_a(): pass\n")
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=runner.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--lm-hardware: hardware profile 'runner': field 'backends': 'vllm' "
+                                 "is not a registered backend (registered: turbomind, pytorch, *"])
