@@ -516,6 +516,14 @@ def test_nvml_mig_devices_replace_their_parent(monkeypatch: pytest.MonkeyPatch) 
     assert [(g.index, g.uuid, g.memory_total) for g in hw.gpus] == [(0, "MIG-1aaaaaaa-0000", 20 * GiB)]
 
 
+def test_a_gpu_in_mig_mode_without_mig_devices_is_not_usable(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = fake_pynvml([nvml_gpu(0), nvml_gpu(1)], mig={0: []})
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    hw = probe(environ={"PATH": ""})
+    assert [(g.index, g.physical_index) for g in hw.gpus] == [(0, 1)]
+    assert any("GPU 0 (NVIDIA H100 80GB HBM3) is in MIG mode with no MIG devices" in w for w in hw.warnings)
+
+
 def test_mixed_gpus_warn_about_cuda_device_order(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = fake_pynvml([nvml_gpu(0), nvml_gpu(1, "NVIDIA A100-SXM4-40GB", (8, 0))])
     monkeypatch.setitem(sys.modules, "pynvml", fake)

@@ -92,14 +92,14 @@ def _try(notes: list[str], what: str, call: Callable[[], Any]) -> Any:
         return None
 
 
-def _mig_devices(nvml: Any, handle: Any, parent: GPU, notes: list[str]) -> list[Device]:
-    """The MIG devices of a GPU in MIG mode, or [] when it is not in MIG mode."""
+def _mig_devices(nvml: Any, handle: Any, parent: GPU, notes: list[str]) -> list[Device] | None:
+    """The MIG devices of a GPU in MIG mode (maybe none), or None when it is not in MIG mode."""
     try:
         current, _pending = nvml.nvmlDeviceGetMigMode(handle)
     except Exception:
-        return []  # NotSupported on GPUs without MIG: the usual case
+        return None  # NotSupported on GPUs without MIG: the usual case
     if not current:
-        return []
+        return None
     found: list[Device] = []
     count = _try(notes, f"MIG device count of GPU {parent.physical_index}",
                  lambda: nvml.nvmlDeviceGetMaxMigDeviceCount(handle)) or 0
@@ -160,7 +160,13 @@ def read_nvml(environ: Mapping[str, str] | None = None) -> DriverView:
                 continue
             handle, gpu = device
             migs = _mig_devices(nvml, handle, gpu, notes)
-            devices.extend(migs or [Device(gpu)])
+            if migs is None:
+                devices.append(Device(gpu))
+            elif migs:
+                devices.extend(migs)
+            else:  # CUDA cannot use a GPU in MIG mode as a whole, nor one without MIG devices
+                notes.append(f"NVML: GPU {index} ({gpu.name}) is in MIG mode with no MIG devices; "
+                             "CUDA sees nothing of it")
         # positions in the enumeration CUDA masks, MIG devices in place of their parents
         numbered = tuple(dataclasses.replace(d, gpu=dataclasses.replace(d.gpu, index=i))
                          for i, d in enumerate(devices))
