@@ -51,9 +51,12 @@ def get_model_arch(
 def is_supported(
     model_path: PathLike, trust_remote_code: bool = False, *, lmdeploy: str | None = None
 ) -> bool:
-    """``lmdeploy.turbomind.supported_models.is_supported``: would TurboMind take this model."""
-    del trust_remote_code
-    return detect(model_path, lmdeploy=lmdeploy).backend == "turbomind"
+    """``lmdeploy.turbomind.supported_models.is_supported``: would TurboMind take this model.
+
+    Only the arch lookup, the smooth_quant check and TurboMind's table, as LMDeploy's own: what makes
+    ``check_vl_llm`` or ``get_task`` fail on a config does not make this one fail.
+    """
+    return autoget_backend(model_path, trust_remote_code, lmdeploy=lmdeploy) == "turbomind"
 
 
 def autoget_backend(

@@ -70,6 +70,29 @@ def test_autoget_backend_answers_where_only_get_task_fails() -> None:
     assert autoget_backend(MODELS / "tm-workspace", lmdeploy="0.18.0") == "turbomind"
 
 
+@pytest.mark.parametrize(("config", "real"), [
+    # what real LMDeploy 0.18.0 (transformers 5.17.0) answered; its check_vl_llm / get_task raise on each
+    ({"architectures": None, "model_type": "llama",
+      "auto_map": {"AutoModelForCausalLM": "modeling_x.LlamaForCausalLM"}}, True),
+    ({"architectures": [], "model_type": "llama",
+      "auto_map": {"AutoModelForCausalLM": "modeling_x.LlamaForCausalLM"}}, True),
+    ({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "language_config": None,
+      "vision_config": {}}, True),
+    ({"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_vl_v2",
+      "language_config": {"architectures": []}, "vision_config": {}}, False),
+])
+def test_is_supported_answers_where_only_the_task_half_fails(tmp_path: Path, config: dict[str, Any],
+                                                             real: bool) -> None:
+    """TurboMind's is_supported reads the arch, smooth_quant and its table, nothing of the task."""
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert is_supported(str(tmp_path), lmdeploy="0.18.0") is real
+    assert autoget_backend(tmp_path, lmdeploy="0.18.0") == ("turbomind" if real else "pytorch")
+    with pytest.raises(ConfigError):
+        get_task("turbomind" if real else "pytorch", tmp_path, lmdeploy="0.18.0")
+
+
 def test_check_vl_llm_both_signatures() -> None:
     cfg = read_config(MODELS / "qwen3-5-vl").data
     assert cfg is not None
