@@ -37,8 +37,9 @@ __all__ = [
 ]
 
 # Deeper than any real config by far; a cap turns a pathological file into a typed error instead
-# of a RecursionError from the JSON parser or the nested search.
-MAX_DEPTH = 100
+# of a RecursionError from the JSON parser. LMDeploy itself answered for 150 levels (transformers
+# copies the config recursively, so it gives up somewhere short of Python's recursion limit).
+MAX_DEPTH = 400
 
 MAPPING_LABEL = "<mapping>"
 
@@ -114,11 +115,24 @@ class ModelConfig:
 
     @cached_property
     def quant_method(self) -> Any:
-        """First ``quant_method`` found by a depth-first search, in file order (as LMDeploy searches).
+        """First ``quant_method`` found by a depth-first search, in file order (as LMDeploy searches
+        a plain config).
 
         Computed on first use: most answers never need it, and the walk costs more than the rules.
         """
-        return None if self.data is None else _search_quant(self.data, self.path, 1)
+        return None if self.data is None else _search_quant(self.data, self.path)
+
+    def quant_method_in_order(self, first: tuple[str, ...] = (), last: tuple[str, ...] = ()) -> Any:
+        """The same search with the top-level keys ``first`` visited before the rest and ``last``
+        after it (each in the order given), the rest in file order: how LMDeploy sees a composite
+        config whose class sets its sub-configs before or after the file's keys (``rules.subconfigs``)."""
+        data = self.data
+        if data is None or not any(key in data for key in (*first, *last)):
+            return self.quant_method
+        ordered = {key: data[key] for key in first if key in data}
+        ordered.update((key, value) for key, value in data.items() if key not in ordered and key not in last)
+        ordered.update((key, data[key]) for key in last if key in data and key not in ordered)
+        return _search_quant(ordered, self.path)
 
     def get(self, key: str, default: Any = None) -> Any:
         return default if self.data is None else self.data.get(key, default)
@@ -140,26 +154,25 @@ def _is_node(value: Any) -> bool:
     return kind is dict or kind is list or (kind not in _LEAVES and isinstance(value, (Mapping, list)))
 
 
-def _search_quant(node: Any, path: str, depth: int) -> Any:
-    # One pass does both jobs: LMDeploy's first-match ``quant_method`` search and the depth cap.
+def _search_quant(root: Any, path: str) -> Any:
+    """The first ``quant_method`` of a depth-first search (LMDeploy's ``search_nested_config``), and
+    the depth cap, in one pass; iterative, so no depth can exhaust Python's stack."""
     # Exact-type checks first: parsed JSON holds only dict, list and scalars, and ABC checks cost 10x more.
-    if depth > MAX_DEPTH:
-        raise ConfigDepthError(path, None, f"nesting deeper than {MAX_DEPTH} levels")
     leaves = _LEAVES
-    if type(node) is list:
-        for item in node:
-            if type(item) not in leaves and _is_node(item):
-                found = _search_quant(item, path, depth + 1)
-                if found is not None:
-                    return found
-        return None
-    for key, value in node.items():
-        if key == "quant_method":
-            return value
-        if type(value) not in leaves and _is_node(value):
-            found = _search_quant(value, path, depth + 1)
-            if found is not None:
-                return found
+    stack: list[Any] = [iter(root.items()) if type(root) is dict or not isinstance(root, list)
+                        else iter(enumerate(root))]
+    while stack:
+        for key, value in stack[-1]:
+            if key == "quant_method":  # list positions are ints: never equal
+                return value
+            if type(value) not in leaves and _is_node(value):
+                if len(stack) >= MAX_DEPTH:
+                    raise ConfigDepthError(path, None, f"nesting deeper than {MAX_DEPTH} levels")
+                stack.append(iter(enumerate(value)) if type(value) is list or isinstance(value, list)
+                             else iter(value.items()))
+                break
+        else:
+            stack.pop()
     return None
 
 
@@ -239,7 +252,22 @@ def _stat_key(path: str) -> tuple[int, int, int] | None:
         if exc.errno == errno.ELOOP:
             raise SymlinkLoopError(path, None, "symlink loop") from None
         raise ConfigNotFoundError(path, None, f"cannot stat: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        # reading a FIFO or a device would wait forever or never end
+        raise ConfigNotFoundError(path, None, "not a regular file (a FIFO, socket or device)")
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _why_no_config(folder: str, config_path: str) -> str:
+    if os.path.islink(config_path):
+        return (f"config.json is a dangling symlink (to {os.readlink(config_path)!r}): an unfinished "
+                "download?")
+    base = os.path.basename(os.path.normpath(folder))
+    if base.startswith("models--") and os.path.isdir(os.path.join(folder, "snapshots")):
+        repo_id = base[len("models--"):].replace("--", "/", 1)
+        return (f"no config.json in this folder: it is a Hugging Face cache repo; pass "
+                f"snapshots/<revision> or the id {repo_id!r}")
+    return "no config.json in this folder"
 
 
 def _read_folder(folder: str, source: str, config_path: str, key: tuple[int, int, int] | None) -> ModelConfig:
@@ -252,7 +280,7 @@ def _read_folder(folder: str, source: str, config_path: str, key: tuple[int, int
     arch = _workspace_arch(os.path.join(folder, "triton_models", "weights")) if weights else None
     if key is None:
         if not triton:
-            raise ConfigNotFoundError(folder, "config.json", "no config.json in this folder")
+            raise ConfigNotFoundError(folder, "config.json", _why_no_config(folder, config_path))
         cfg = ModelConfig(source, folder, None, folder, triton, weights, arch)
     else:
         try:
@@ -288,33 +316,34 @@ def hub_cache_dirs() -> list[str]:
 
 
 def _resolve_hub_id(repo_id: str) -> str:
+    """The snapshot folder ``refs/main`` names, as huggingface_hub resolves it offline (the file's
+    text exactly, no fallback to another snapshot: LMDeploy fails there too)."""
     dirs = hub_cache_dirs()
     name = "models--" + repo_id.replace("/", "--")
+    problems: list[str] = []
     for cache in dirs:
         repo = os.path.join(cache, name)
         if not os.path.isdir(repo):
             continue
+        ref = os.path.join(repo, "refs", "main")
         try:
-            with open(os.path.join(repo, "refs", "main"), encoding="utf-8") as fh:
-                revision = fh.read().strip()
-        except OSError:
-            revision = ""
-        if revision:
-            snapshot = os.path.join(repo, "snapshots", revision)
-            if os.path.isdir(snapshot):
-                return snapshot
+            with open(ref, encoding="utf-8") as fh:
+                revision = fh.read()
+        except OSError as exc:
+            problems.append(f"{ref}: {exc.strerror or exc}")
+            continue
+        snapshot = os.path.join(repo, "snapshots", revision)
+        if revision and os.sep not in revision and os.path.isdir(snapshot):
+            return snapshot
         snapshots = os.path.join(repo, "snapshots")
-        try:
-            candidates = sorted(
-                (os.path.join(snapshots, s) for s in os.listdir(snapshots)),
-                key=lambda p: os.stat(p).st_mtime_ns,
-                reverse=True,
-            )
-        except OSError:
-            candidates = []
-        for snapshot in candidates:
-            if os.path.exists(os.path.join(snapshot, "config.json")):
-                return snapshot
+        problems.append(f"{ref} names {revision!r}, which is not a folder in {snapshots}")
+    if problems:
+        raise HubModelNotCachedError(
+            repo_id, None,
+            "in the local Hugging Face cache without a usable revision (" + "; ".join(problems)
+            + "); huggingface_hub offline, and so LMDeploy, cannot resolve it either: "
+            "pass the snapshot folder",
+        )
     raise HubModelNotCachedError(
         repo_id,
         None,
@@ -331,9 +360,14 @@ def read_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> ModelConf
     """
     if isinstance(source, Mapping):
         return from_mapping(source)
+    if not isinstance(source, (str, bytes, os.PathLike)):
+        raise ConfigTypeError(repr(source)[:80], None, "a model source is a folder or config.json path, "
+                              f"a hub id or a config mapping, not {type(source).__name__}")
     text = os.fspath(source)
     if not isinstance(text, str):
         raise ConfigTypeError(repr(text), None, "a path must be text, not bytes")
+    if not text.strip():
+        raise ConfigNotFoundError(repr(text), None, "an empty path names no model")
     # The common case first: a folder holding config.json.
     config_path = os.path.join(text, "config.json")
     key = _stat_key(config_path)

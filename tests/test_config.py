@@ -201,9 +201,51 @@ def test_hub_id_from_hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    write(tmp_path / "home" / "hub" / "models--acme--m" / "snapshots" / "r1", {"architectures": ["M"]})
+    repo = tmp_path / "home" / "hub" / "models--acme--m"
+    write(repo / "snapshots" / "r1", {"architectures": ["M"]})
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("r1")
     assert config.hub_cache_dirs() == [os.path.join(str(tmp_path / "home"), "hub")]
     assert read_config("acme/m").get("architectures") == ["M"]
+
+
+@pytest.mark.parametrize("ref", [None, "r1\n", "r2"])
+def test_hub_id_without_a_usable_ref_is_not_guessed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    ref: str | None) -> None:
+    """huggingface_hub offline reads refs/main exactly and looks no further; LMDeploy then fails.
+    No snapshot is guessed: the error names the ref file."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--acme--m"
+    write(repo / "snapshots" / "r1", {"architectures": ["M"]})
+    if ref is not None:
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(ref)
+    with pytest.raises(HubModelNotCachedError, match="without a usable revision") as info:
+        read_config("acme/m")
+    assert "refs" in str(info.value) and "pass the snapshot folder" in str(info.value)
+
+
+def test_sources_that_are_no_path_and_odd_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigTypeError, match=r"a model source is a folder or config\.json path, .*NoneType"):
+        read_config(None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigTypeError, match="not int"):
+        read_config(123)  # type: ignore[arg-type]
+    with pytest.raises(ConfigNotFoundError, match="an empty path names no model"):
+        read_config("")
+    (tmp_path / "dangling").mkdir()
+    (tmp_path / "dangling" / "config.json").symlink_to("../../blobs/missing")
+    with pytest.raises(ConfigNotFoundError, match=r"dangling symlink .*unfinished download"):
+        read_config(tmp_path / "dangling")
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "config.json")
+    with pytest.raises(ConfigNotFoundError, match="not a regular file"):
+        read_config(fifo)  # would otherwise wait forever for a writer
+    repo = tmp_path / "models--acme--m"
+    (repo / "snapshots" / "r1").mkdir(parents=True)
+    with pytest.raises(ConfigNotFoundError, match="Hugging Face cache repo; pass snapshots/<revision> or the "
+                                                   "id 'acme/m'"):
+        read_config(repo)
 
 
 def test_hub_id_not_cached_never_downloads(hub_cache: Path) -> None:
@@ -219,3 +261,19 @@ def test_model_config_is_frozen() -> None:
     assert isinstance(cfg, ModelConfig)
     with pytest.raises(AttributeError):
         cfg.path = "x"  # type: ignore[misc]
+
+
+def test_the_quant_method_search_takes_an_order_and_any_depth_up_to_the_cap() -> None:
+    cfg = read_config({"quantization_config": {"quant_method": "awq"},
+                       "text_config": {"quant_method": "smooth_quant"}, "x": [{"quant_method": "fp8"}]})
+    assert cfg.quant_method == "awq"
+    assert cfg.quant_method_in_order(first=("text_config",)) == "smooth_quant"
+    assert cfg.quant_method_in_order(last=("quantization_config", "text_config")) == "fp8"
+    deep: dict[str, object] = {"architectures": ["LlamaForCausalLM"]}
+    node = deep
+    for _ in range(150):  # real LMDeploy answered at this depth
+        child: dict[str, object] = {}
+        node["a"] = child
+        node = child
+    node["quant_method"] = "smooth_quant"
+    assert read_config(deep).quant_method == "smooth_quant"

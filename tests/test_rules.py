@@ -556,3 +556,45 @@ def test_workspace_language_model_only_returns_before_reading_config(tmp_path: P
     folder = _workspace(tmp_path, WORKSPACE_CONFIGS["none"])
     found = detect(folder, lmdeploy="0.18.0", language_model_only=True)
     assert (found.arch, found.backend, found.task) == (None, "turbomind", "llm")
+
+
+# Two quant_method values in one config: which one LMDeploy meets first depends on the order in which
+# the release's transformers sets a composite config's keys (pytest_lmbackend.rules.subconfigs).
+# Answers of the real LMDeploy 0.10.2 (transformers 4.57.1) and 0.18.0 (transformers 5.17.0).
+_QWEN2_VL_TEXT = {"model_type": "qwen2_vl_text", "hidden_size": 1536, "num_attention_heads": 12,
+                  "num_key_value_heads": 2, "num_hidden_layers": 2}
+_TWO_QUANTS = {
+    "smooth-quant-in-text-config": {
+        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
+        "quantization_config": {"quant_method": "awq", "bits": 4},
+        "text_config": {**_QWEN2_VL_TEXT, "quantization_config": {"quant_method": "smooth_quant", "bits": 8}},
+        "vision_config": {"depth": 2},
+    },
+    "awq-in-text-config": {
+        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
+        "quantization_config": {"quant_method": "smooth_quant", "bits": 8},
+        "text_config": {**_QWEN2_VL_TEXT, "quantization_config": {"quant_method": "awq", "bits": 4}},
+        "vision_config": {"depth": 2},
+    },
+    # a class whose sub-configs transformers 4 sets after the file's keys, 5 before them
+    "sub-configs-last-then-first": {
+        "architectures": ["LlamaForCausalLM"], "model_type": "clip",
+        "text_config": {"quantization_config": {"quant_method": "smooth_quant", "bits": 8}},
+        "quantization_config": {"quant_method": "awq", "bits": 4},
+        "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8, "num_hidden_layers": 2,
+    },
+}
+
+
+@pytest.mark.parametrize(("name", "release", "backend"), [
+    ("smooth-quant-in-text-config", "0.10.2", "pytorch"),
+    ("smooth-quant-in-text-config", "0.18.0", "pytorch"),
+    ("awq-in-text-config", "0.10.2", "turbomind"),
+    ("awq-in-text-config", "0.18.0", "turbomind"),
+    ("sub-configs-last-then-first", "0.10.2", "turbomind"),
+    ("sub-configs-last-then-first", "0.18.0", "pytorch"),
+])
+def test_the_quant_method_met_first_follows_transformers_key_order(name: str, release: str,
+                                                                   backend: str) -> None:
+    assert detect(_TWO_QUANTS[name], lmdeploy=release).backend == backend
+

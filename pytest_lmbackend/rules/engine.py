@@ -14,6 +14,7 @@ from pytest_lmbackend.config import (
     ModelConfig,
 )
 from pytest_lmbackend.rules.releases import RuleSet, left_in, since
+from pytest_lmbackend.rules.subconfigs import SUBCONFIGS_FIRST, SUBCONFIGS_LAST
 from pytest_lmbackend.rules.tables import COMPUTED, HEAD_DIM_WHEN_UNSET, LLAMA, QWEN2, TRANSFORMERS_DEFAULTS
 
 __all__ = ["Detection", "LMDeployCrashError", "evaluate", "model_arch"]
@@ -179,6 +180,19 @@ def _sub_arch(cfg: ModelConfig, name: str, sub: Mapping[str, Any], rules: RuleSe
     raise ConfigTypeError(cfg.path, f"{name}.architectures", "must be a list of strings")
 
 
+def _quant_method(cfg: ModelConfig, rules: RuleSet) -> Any:
+    """The ``quant_method`` LMDeploy's search meets first, in the order the release's transformers
+    gives a composite config's keys (file order where remote code supplies the config class)."""
+    model_type = cfg.get("model_type")
+    auto_map = cfg.get("auto_map")
+    if not isinstance(model_type, str) or (isinstance(auto_map, Mapping) and "AutoConfig" in auto_map):
+        return cfg.quant_method
+    major = rules.transformers_major
+    first = SUBCONFIGS_FIRST.get(major, {}).get(model_type, ())
+    last = SUBCONFIGS_LAST.get(major, {}).get(model_type, ())
+    return cfg.quant_method_in_order(first, last) if first or last else cfg.quant_method
+
+
 def turbomind_rule(cfg: ModelConfig, arch: str, rules: RuleSet) -> tuple[bool, str]:
     """TurboMind's ``is_supported`` for a config (workspace already handled): (supported, why)."""
     rel = rules.release
@@ -189,7 +203,7 @@ def turbomind_rule(cfg: ModelConfig, arch: str, rules: RuleSet) -> tuple[bool, s
         if dropped is not None:
             return False, f"{arch} left TurboMind's table in {dropped}"
         return False, f"{arch} is not in TurboMind's table in {rel}"
-    if rules.smooth_quant_pt and cfg.quant_method == "smooth_quant":
+    if rules.smooth_quant_pt and _quant_method(cfg, rules) == "smooth_quant":
         return False, "quant_method smooth_quant is PyTorch-only since 0.6.5"
     first = since(rel, arch)
     base = f"{arch} is in TurboMind's table since {first}"

@@ -57,6 +57,7 @@ class RuleSet:
     trust_remote_code: bool = True
     task_reads_raw_json: bool = False
     null_quant_raises: bool = False
+    transformers_major: int = 4
     pytorch_config_wins: bool = False
 
 

@@ -80,6 +80,9 @@ CHATGLM_CG = "ChatGLMForConditionalGeneration"
 #                          transformers 4.x calls ``.to_dict()`` on it, 5.x accepts it. Releases before
 #                          0.12.2 run with transformers 4.x only (0.12.0 and 0.12.1 pin ``<5``);
 #                          0.12.2 is the first that allows 5.x, and answers with it
+#   transformers_major     the transformers a release answers with (4 before 0.12.2, then 5): where a
+#                          composite config's sub-configs come in LMDeploy's quant_method search
+#                          (``subconfigs.py``)
 CHANGES: tuple[Change, ...] = (
     Change(
         "0.4.0",
@@ -210,7 +213,7 @@ CHANGES: tuple[Change, ...] = (
         switches=_sw(
             vision_pt_archs=frozenset({"DeepseekV2ForCausalLM", "Glm4MoeLiteForCausalLM"}),
             not_vl_archs=frozenset({"Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration"}),
-            null_quant_raises=False,
+            null_quant_raises=False, transformers_major=5,
         ),
         why="#4362, #4389; requirements: transformers>=4.52.0 (no longer <5.0.0)",
     ),
