@@ -72,8 +72,17 @@ class ModelBinding:
 
     @property
     def key(self) -> str:
-        """A stable text key for sharing per-model resources."""
-        return self.source if isinstance(self.source, str) else f"mapping:{self.given}"
+        """A stable text key for sharing per-model resources: the path, or a mapping's content (two
+        different mappings must never share a detection or an engine)."""
+        if isinstance(self.source, str):
+            return self.source
+        import json
+
+        try:
+            content = json.dumps(self.source, sort_keys=True, separators=(",", ":"), default=repr)
+        except (TypeError, ValueError):  # keys that are not strings, cycles: fall back to identity
+            content = f"id:{id(self.source)}"
+        return f"mapping:{content}"
 
 
 @dataclass(frozen=True)

@@ -296,3 +296,20 @@ def test_third_party_backend_and_pipeline_hooks(project: pytest.Pytester) -> Non
     ])
     result = project.runpytest("-v", "--lm-backend=auto")
     result.stdout.fnmatch_lines(["*test_any PASSED*", "*test_echo PASSED*"])
+
+
+def test_each_mapping_bound_test_gets_its_own_detection(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.lm_model({"architectures": ["LlamaForCausalLM"], "model_type": "llama"})
+        def test_llama(lm_detection):
+            assert lm_detection.arch == "LlamaForCausalLM"
+
+        @pytest.mark.lm_model({"architectures": ["MistralForCausalLM"], "model_type": "mistral"})
+        def test_mistral(lm_detection):
+            assert lm_detection.arch == "MistralForCausalLM"
+        """
+    )
+    pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100").assert_outcomes(passed=2)
