@@ -322,8 +322,26 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return None
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    for report in run_isolated(item):
+    reports = run_isolated(item)
+    local = _teardown_here(item, nextitem)
+    if local is not None:  # a finalizer of this process failed: the item's teardown carries it
+        reports = [r for r in reports if r.when != "teardown"] + [local]
+    for report in reports:
         ihook.pytest_runtest_logreport(report=report)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
+
+
+def _teardown_here(item: pytest.Item, nextitem: pytest.Item | None) -> TestReport | None:
+    """What pytest's teardown phase does in this process: finish the fixtures of the nodes above the
+    item (module, class, session) that ``nextitem`` does not share. The item ran elsewhere, but an
+    earlier test of its module may have set up module fixtures here; left alone, the next test would
+    find the stack out of order. A failed finalizer comes back as a failed teardown report."""
+    if item.session.shouldfail or item.session.shouldstop:
+        nextitem = None
+    call = pytest.CallInfo.from_call(lambda: item.session._setupstate.teardown_exact(nextitem),
+                                     when="teardown", reraise=(pytest.exit.Exception, KeyboardInterrupt))
+    if call.excinfo is None:
+        return None
+    return TestReport.from_item_and_call(item, call)
 

@@ -221,3 +221,37 @@ def test_warning_json_round_trip() -> None:
     assert (back.category, str(back.message), back.filename, back.lineno) == (DeprecationWarning, "old",
                                                                                "/t/x.py", 3)
     assert (when, nodeid, location) == ("runtest", "x.py::t", ("x.py", 2, "t"))
+
+
+def test_an_isolated_test_last_in_its_module_tears_down_the_module_here(pytester: pytest.Pytester) -> None:
+    """The module fixture an earlier in-process test set up is finished before the next module's
+    tests, as pytest's own teardown phase would; the next test does not find the stack disordered."""
+    pytester.makepyfile(
+        test_a="""
+        import pytest
+
+        EVENTS = []
+
+        @pytest.fixture(scope="module")
+        def mod():
+            EVENTS.append("setup a")
+            yield
+            EVENTS.append("teardown a")
+
+        def test_first(mod):
+            pass
+
+        @pytest.mark.lm_isolated
+        def test_iso():
+            assert True
+        """,
+        test_b="""
+        from test_a import EVENTS
+
+        def test_plain():
+            assert EVENTS == ["setup a", "teardown a"]
+        """,
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=3)
+    assert "not torn down properly" not in result.stdout.str()
