@@ -123,6 +123,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("lm_require", "default for --lm-require", default="")
     parser.addini("lm_strict_fallback", "default for --lm-strict-fallback (empty: on with auto)", default="")
     parser.addini("lm_pipeline_cache", "how many pipelines lm_pipeline keeps alive at once", default="1")
+    parser.addini("lm_group_by_engine", "bring tests sharing an lm_pipeline together: 'parent' (within "
+                  "their module or class, the default), 'session' (across modules: module and class "
+                  "fixtures may then be set up twice) or 'off'", default="parent")
     parser.addini("lm_engine_options", "engine options as key=value lines (Python literals), for "
                   "lm_backend_config and lm_pipeline", type="linelist", default=[])
 
@@ -244,7 +247,14 @@ def _options(config: pytest.Config) -> Options:
             raise ValueError(f"ini lm_strict_fallback: {ini!r} is not true or false")
         else:
             strict = backend.mode == "auto"
+    cache = str(config.getini("lm_pipeline_cache") or "1").strip()
+    if not cache.isdigit() or int(cache) < 1:
+        raise ValueError(f"ini lm_pipeline_cache: {cache!r} is not a whole number >= 1")
+    grouping = str(config.getini("lm_group_by_engine") or "parent").strip().lower()
+    if grouping not in ("parent", "session", "off"):
+        raise ValueError(f"ini lm_group_by_engine: {grouping!r} is not one of parent, session, off")
     return Options(
+        group_by_engine=grouping,
         backend=backend,
         lmdeploy=_option(config, "lm_lmdeploy", _release),
         hardware=hardware,
@@ -337,7 +347,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.stash[PARAM_KEY] = param if isinstance(param, str) else None
     if errors:
         raise pytest.UsageError("bad pytest-lmbackend marker(s):\n  " + "\n  ".join(errors))
-    items[:] = [items[i] for i in group_by_engine([_engine_key(item) for item in items])]
+    grouping = state.options.group_by_engine
+    if grouping != "off":
+        keys: list[tuple[str, str, str | None] | None] = [
+            None if k is None
+            # "parent": never across a module or class, whose fixtures keep their order
+            else (item.parent.nodeid if grouping == "parent" and item.parent else "", *k)
+            for k, item in ((_engine_key(item), item) for item in items)
+        ]
+        items[:] = [items[i] for i in group_by_engine(keys)]
 
 
 def _engine_key(item: pytest.Item) -> tuple[str, str | None] | None:

@@ -31,6 +31,7 @@ class Options:
     require: frozenset[str] = frozenset()
     strict_fallback: bool = True
     engine_options: Mapping[str, Any] = field(default_factory=dict)
+    group_by_engine: str = "parent"
 
 
 @dataclass

@@ -198,3 +198,31 @@ def test_collection_order_groups_tests_sharing_a_pipeline(pytester: pytest.Pytes
     result = pytester.runpytest("--collect-only", "-q", "--lm-backend=auto", "--lm-hardware=cpu")
     names = [line.split("::")[1] for line in result.outlines if "::" in line]
     assert names == ["test_a1", "test_a2", "test_plain", "test_b1", "test_b2", "test_detect_only"]
+
+
+def test_grouping_stays_within_a_module_unless_asked(pytester: pytest.Pytester) -> None:
+    """Moving a test into another module's run would set that module's fixtures up twice."""
+    (pytester.path / "m1").mkdir()
+    (pytester.path / "m1" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    for name in ("test_x", "test_y"):
+        pytester.makepyfile(**{name: f"""
+            import pytest
+
+            @pytest.mark.lm_model("m1")
+            def {name}_engine(lm_pipeline): pass
+
+            def {name}_plain(): pass
+            """})
+    def order(*args: str) -> list[str]:
+        result = pytester.runpytest("--collect-only", "-q", "--lm-hardware=cpu", *args)
+        return [line.split("::")[1] for line in result.outlines if "::" in line]
+
+    assert order() == ["test_x_engine", "test_x_plain", "test_y_engine", "test_y_plain"]
+    assert order("-o", "lm_group_by_engine=session") == [
+        "test_x_engine", "test_y_engine", "test_x_plain", "test_y_plain"]
+    result = pytester.runpytest("--collect-only", "-o", "lm_group_by_engine=sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini lm_group_by_engine: 'sometimes' is not one of parent, session, off*"])
+    result = pytester.runpytest("--collect-only", "-o", "lm_pipeline_cache=abc")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini lm_pipeline_cache: 'abc' is not a whole number >= 1*"])
