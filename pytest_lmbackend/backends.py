@@ -56,6 +56,11 @@ class RunnerFacts:
 AvailabilityCheck = Callable[[RunnerFacts], "str | None"]
 
 
+class BackendCheckError(Exception):
+    """A backend's availability check raised or answered something that is not a reason: a bug in
+    the plugin that registered it, named with the backend and the check."""
+
+
 @dataclass(frozen=True)
 class Backend:
     """A named way to run a model. Lower ``rank`` is preferred when picking the best available one."""
@@ -71,7 +76,16 @@ class Backend:
                 return None
             listed = ", ".join(sorted(facts.stated_backends)) or "none"
             return f"backend {self.name} is not available: {facts.where()} states backends: {listed}"
-        return self.check(facts)
+        check = getattr(self.check, "__qualname__", repr(self.check))
+        try:
+            reason = self.check(facts)
+        except Exception as exc:
+            raise BackendCheckError(f"backend {self.name!r}: its availability check {check} raised "
+                                    f"{type(exc).__name__}: {exc}") from exc
+        if reason is not None and not isinstance(reason, str):
+            raise BackendCheckError(f"backend {self.name!r}: its availability check {check} returned "
+                                    f"{reason!r}; a check returns None (available) or the reason it is not")
+        return reason
 
 
 def _check_turbomind(facts: RunnerFacts) -> str | None:

@@ -394,6 +394,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     state = _state(session.config)
     if not state.options.plan:
         return None
+    from pytest_lmbackend.backends import BackendCheckError
     from pytest_lmbackend.session import MARKS_KEY, SetupError
     from pytest_lmbackend.summary import plan_table
 
@@ -407,7 +408,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             columns = [c if columns.count(c) == 1 else f"{c} ({spec})" for c, spec in zip(columns, specs,
                                                                                          strict=True)]
         outcomes = [[_evaluate(state, item, view=n) for item in items] for n in range(len(views))]
-    except SetupError as exc:
+    except (SetupError, BackendCheckError) as exc:
         raise pytest.UsageError(str(exc)) from exc
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     lines = [f"lm-plan: {len(items)} tests, --lm-backend={state.options.backend}, "
@@ -429,6 +430,7 @@ def _evaluate(state: LmSession, item: pytest.Item, *, view: int = 0) -> Any:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    from pytest_lmbackend.backends import BackendCheckError
     from pytest_lmbackend.session import MARKS_KEY, OUTCOME_KEY, SKIP_KIND_PROPERTY, SetupError
 
     if MARKS_KEY not in item.stash:
@@ -436,7 +438,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     state = _state(item.config)
     try:
         outcome = _evaluate(state, item)
-    except SetupError as exc:
+    except (SetupError, BackendCheckError) as exc:
         raise pytest.fail.Exception(str(exc), pytrace=False) from None
     item.stash[OUTCOME_KEY] = outcome
     verdict = outcome.verdict
@@ -467,6 +469,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    from pytest_lmbackend.backends import BackendCheckError
     from pytest_lmbackend.session import SetupError
     from pytest_lmbackend.summary import backend_lines, fallback_hardware_lines
 
@@ -478,8 +481,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     except SetupError as exc:
         return [f"lmbackend: {exc}"]
     lines = _hardware_lines(hardware) or fallback_hardware_lines(facts)
-    return [*lines, *backend_lines(state.registry.availability(facts), facts,
-                                   mode=str(state.options.backend), release=release)]
+    try:
+        availability = state.registry.availability(facts)
+    except BackendCheckError as exc:
+        return [*lines, f"lmbackend: ERROR: {exc}"]
+    return [*lines, *backend_lines(availability, facts, mode=str(state.options.backend), release=release)]
 
 
 def _hardware_lines(hardware: Any) -> list[str]:

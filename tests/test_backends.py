@@ -143,3 +143,28 @@ def test_turbomind_extension_found_on_disk_without_import(tmp_path: Path,
 
 def test_builtins_have_distinct_names() -> None:
     assert len({b.name for b in BUILTIN_BACKENDS}) == len(BUILTIN_BACKENDS)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("raise RuntimeError('check exploded')", "raised RuntimeError: check exploded"),
+    ("return 42", "returned 42; a check returns None (available) or the reason it is not"),
+])
+def test_a_broken_third_party_check_is_named_not_an_internal_error(pytester: pytest.Pytester, body: str,
+                                                                    message: str) -> None:
+    pytester.makeconftest(
+        f"""
+        from pytest_lmbackend.backends import Backend
+
+        def _check(facts):
+            {body}
+
+        def pytest_lmbackend_register_backends(config):
+            return [Backend("my.vllm-2", "x", _check, rank=5)]
+        """
+    )
+    pytester.makepyfile("def test_a(lm_backend): pass\n")
+    for extra in ((), ("-q",), ("--lm-plan",)):
+        result = pytester.runpytest("-p", "no:xdist", "--lm-backend=all", "--lm-hardware=cpu", *extra)
+        text = result.stdout.str() + result.stderr.str()
+        assert "INTERNALERROR" not in text, extra
+        assert f"backend 'my.vllm-2': its availability check _check {message}" in text, extra
