@@ -368,3 +368,42 @@ def test_profiles_are_registered() -> None:
     fast, deep = settings.get_profile(FAST), settings.get_profile(DEEP)
     assert fast.derandomize and fast.database is None and fast.max_examples <= 100
     assert deep.max_examples >= 20 * fast.max_examples and not deep.derandomize
+
+
+def test_the_documented_example_holds(pytester: pytest.Pytester) -> None:
+    """docs/FUZZING.md's first example, as written there, passes under the default profile."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "FUZZING.md").read_text(encoding="utf-8")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    pytester.makepyfile(test_doc=code)
+    pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_answered_by_draws_only_what_the_release_answers() -> None:
+    from pytest_lmbackend.rules import detect
+
+    @settings(max_examples=60, database=None)
+    @given(hf_configs(answered_by="0.18.0"))
+    def check(cfg: dict[str, Any]) -> None:
+        detect(cfg, lmdeploy="0.18.0")  # would raise LMDeployCrashError for a crashing one
+
+    check()
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: hf_configs(vl="yes"), "hf_configs(vl=...): True, False or None, not 'yes'"),
+    (lambda: hf_configs(valid="no"), "hf_configs(valid=...): True or False, not 'no'"),
+    (lambda: hf_configs(family=3), "hf_configs(family=...): a name or a list of names, not 3"),
+    (lambda: model_dirs({"architectures": ["X"]}), "model_dirs(configs=...): a Hypothesis strategy"),
+    (lambda: model_dirs(hf_configs), "model_dirs(configs=...): a Hypothesis strategy"),
+    (lambda: model_dirs(workspace="x"), "model_dirs(workspace=...): True, False or None, not 'x'"),
+    (lambda: malformed_configs(kinds=()), "malformed_configs(kinds=()): name at least one"),
+])
+def test_bad_strategy_arguments_are_said_at_once(call: Any, message: str) -> None:
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    assert message in str(info.value)
+
+
+def test_one_malformed_kind_may_be_named_alone() -> None:
+    drawn = find(malformed_configs(kinds="missing"), lambda m: True, settings=SEARCH)
+    assert drawn.layout == "missing"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hypothesis import strategies as st
@@ -322,12 +322,45 @@ def _select_families(
     return chosen
 
 
+def _names(value: object, what: str) -> tuple[str, ...] | None:
+    """None, one name or an iterable of names; anything else is the caller's mistake, said now."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        names = tuple(value)
+        if all(isinstance(n, str) for n in names):
+            return names
+    raise TypeError(f"hf_configs({what}=...): a name or a list of names, not {value!r}")
+
+
+def _flag(value: object, what: str, *, optional: bool) -> None:
+    if not (isinstance(value, bool) or (optional and value is None)):
+        allowed = "True, False or None" if optional else "True or False"
+        raise TypeError(f"hf_configs({what}=...): {allowed}, not {value!r}")
+
+
+def _answered(release: str) -> Any:
+    from pytest_lmbackend.rules import LMDeployCrashError, detect
+
+    def answered(cfg: dict[str, Any]) -> bool:
+        try:
+            detect(cfg, lmdeploy=release)
+        except LMDeployCrashError:
+            return False
+        return True
+
+    return answered
+
+
 def hf_configs(
     family: str | Iterable[str] | None = None,
     vl: bool | None = None,
     quantization: str | Iterable[str] | None = None,
     lmdeploy: str | None = None,
     valid: bool = True,
+    answered_by: str | None = None,
 ) -> st.SearchStrategy[dict[str, Any]]:
     """Hugging Face `config.json` dicts shaped like real checkpoints.
 
@@ -340,15 +373,26 @@ def hf_configs(
         tables name, plus the families no table names.
     :param valid: False breaks each config in one way a reader must reject or survive
         (missing, empty or mistyped `architectures`, mistyped numbers, mistyped sections).
+    :param answered_by: a release: only configs that release answers without crashing. Valid
+        configs include some LMDeploy itself fails on (an arch named only by ``auto_map`` makes
+        ``check_vl_llm`` raise), for which ``detect`` raises ``LMDeployCrashError``.
     """
-    families = _select_families(family, vl, lmdeploy)
-    if quantization is None:
+    _flag(vl, "vl", optional=True)
+    _flag(valid, "valid", optional=False)
+    families = _select_families(_names(family, "family"), vl, lmdeploy)
+    quants_given = _names(quantization, "quantization")
+    if quants_given is None:
         quants = QUANTIZATIONS
     else:
-        quants = (quantization,) if isinstance(quantization, str) else tuple(quantization)
+        quants = quants_given
         bad = [q for q in quants if q not in QUANTIZATIONS]
         if bad or not quants:
             raise ValueError(
                 f"hf_configs(quantization=...): unknown kind {bad!r}; known: {list(QUANTIZATIONS)}"
             )
-    return _config(st.sampled_from(families), vl, st.sampled_from(quants), valid)
+    strategy = _config(st.sampled_from(families), vl, st.sampled_from(quants), valid)
+    if answered_by is not None:
+        from pytest_lmbackend.rules import resolve_release
+
+        strategy = strategy.filter(_answered(str(resolve_release(answered_by))))
+    return strategy

@@ -8,13 +8,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from hypothesis import strategies as st
-from hypothesis.control import _current_build_context, cleanup
+from hypothesis.control import _current_build_context, cleanup, note
 
 from ._configs import hf_configs
 
@@ -166,7 +166,7 @@ MALFORMED_KINDS: tuple[str, ...] = (
 )
 
 
-def malformed_configs(kinds: tuple[str, ...] | None = None) -> st.SearchStrategy[MalformedConfig]:
+def malformed_configs(kinds: str | Iterable[str] | None = None) -> st.SearchStrategy[MalformedConfig]:
     """Hostile `config.json` files: bad JSON, wrong types, hostile encodings, sizes and layouts.
 
     :param kinds: restrict to these names from ``MALFORMED_KINDS``; None draws all of them.
@@ -174,8 +174,11 @@ def malformed_configs(kinds: tuple[str, ...] | None = None) -> st.SearchStrategy
     if kinds is None:
         chosen = tuple(range(len(MALFORMED_KINDS)))
     else:
+        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        if not kinds:
+            raise ValueError(f"malformed_configs(kinds=()): name at least one of {list(MALFORMED_KINDS)}")
         unknown = [k for k in kinds if k not in MALFORMED_KINDS]
-        if unknown or not kinds:
+        if unknown:
             raise ValueError(f"malformed_configs: unknown kind {unknown!r}; known: {list(MALFORMED_KINDS)}")
         chosen = tuple(i for i, k in enumerate(MALFORMED_KINDS) if k in kinds)
     return st.sampled_from(chosen).map(_build)
@@ -235,7 +238,12 @@ def write_model_dir(
 def _model_dir(draw: st.DrawFn, configs: st.SearchStrategy[Any], workspace: bool | None) -> Path:
     config = draw(configs)
     with_workspace = draw(st.booleans()) if workspace is None else workspace
-    return write_model_dir(_fresh_folder(), config, workspace=with_workspace)
+    folder = write_model_dir(_fresh_folder(), config, workspace=with_workspace)
+    if _current_build_context.value is not None:
+        # the folder is gone once the example ends: a failure report must show what it held
+        note(f"model_dirs: {folder} held config {config!r:.2000}"
+             + (" and a TurboMind workspace" if with_workspace else ""))
+    return folder
 
 
 def model_dirs(
@@ -252,4 +260,9 @@ def model_dirs(
     :param workspace: True adds a TurboMind workspace (``triton_models/weights/config.yaml``),
         None draws with or without one.
     """
+    if configs is not None and not isinstance(configs, st.SearchStrategy):
+        raise TypeError(f"model_dirs(configs=...): a Hypothesis strategy of configs (such as hf_configs()), "
+                        f"not {configs!r:.80}; for one fixed config use st.just(config)")
+    if not (workspace is None or isinstance(workspace, bool)):
+        raise TypeError(f"model_dirs(workspace=...): True, False or None, not {workspace!r}")
     return _model_dir(hf_configs() if configs is None else configs, workspace)
