@@ -28,7 +28,20 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _forgiving_streams() -> None:
+    """Text the terminal cannot encode (an architecture named in UTF-8 on an ASCII terminal) is
+    escaped, not a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _forgiving_streams()
     args_list = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in args_list if not a.startswith("-")), None)
     if selected not in COMMANDS:
@@ -40,5 +53,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _entry() -> int:
+    """The console entry: a reader that closes the pipe early (``| head``) ends the output quietly."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        import os
+
+        # Python would report the failed flush at exit again: point stdout at nothing first
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_entry())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,20 @@ def test_hub_id_not_cached(tmp_path: Path) -> None:
     error = json.loads(result.stdout)["error"]
     assert error["type"] == "HubModelNotCachedError"
     assert "not in the local Hugging Face cache" in error["message"]
+
+
+def test_a_reader_that_stops_early_and_an_ascii_terminal(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"architectures": ["LlamaForCausalLM\\u00e9"]}', encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    shown = subprocess.run([sys.executable, "-m", "pytest_lmbackend", "detect", str(folder)],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0 and "LlamaForCausalLM\\xe9" in shown.stdout, shown.stderr
+    many = " ".join(f"'{folder}'" for _ in range(400))
+    command = f"{sys.executable} -m pytest_lmbackend detect --lmdeploy all --json {many} | head -1"
+    piped = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert piped.stdout.count("\n") == 1 and "Traceback" not in piped.stderr, piped.stderr
