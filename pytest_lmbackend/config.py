@@ -270,8 +270,10 @@ def _why_no_config(folder: str, config_path: str) -> str:
     return "no config.json in this folder"
 
 
-def _read_folder(folder: str, source: str, config_path: str, key: tuple[int, int, int] | None) -> ModelConfig:
-    triton = os.path.exists(os.path.join(folder, "triton_models"))
+def _read_folder(folder: str, source: str, config_path: str, key: tuple[int, int, int] | None,
+                 *, workspace: bool = True) -> ModelConfig:
+    # LMDeploy looks for ``<model_path>/triton_models``: given a config.json file, that is never there
+    triton = workspace and os.path.exists(os.path.join(folder, "triton_models"))
     weights = triton and os.path.exists(os.path.join(folder, "triton_models", "weights"))
     cached = _CACHE.get(config_path)
     if cached is not None and cached[0] == key and cached[1] == triton and cached[2] == weights:
@@ -385,4 +387,4 @@ def read_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> ModelConf
         raise ConfigNotFoundError(text, None, "no such file or folder") from None
     if stat.S_ISDIR(st.st_mode):
         return _read_folder(text, text, config_path, None)
-    return _read_folder(os.path.dirname(text) or ".", text, text, _stat_key(text))
+    return _read_folder(os.path.dirname(text) or ".", text, text, _stat_key(text), workspace=False)

@@ -277,3 +277,13 @@ def test_the_quant_method_search_takes_an_order_and_any_depth_up_to_the_cap() ->
         node = child
     node["quant_method"] = "smooth_quant"
     assert read_config(deep).quant_method == "smooth_quant"
+
+
+def test_a_config_file_path_never_sees_a_workspace_beside_it(tmp_path: Path) -> None:
+    """LMDeploy 0.18.0 answered pytorch for the file and turbomind for its folder."""
+    from pytest_lmbackend.rules import detect
+
+    write(tmp_path, {"architectures": ["MistralForCausalLM"], "model_type": "mistral"})
+    (tmp_path / "triton_models").mkdir()
+    assert detect(tmp_path / "config.json", lmdeploy="0.18.0").backend == "pytorch"
+    assert detect(tmp_path, lmdeploy="0.18.0").backend == "turbomind"
