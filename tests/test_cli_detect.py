@@ -150,3 +150,16 @@ def test_a_reader_that_stops_early_and_an_ascii_terminal(tmp_path: Path) -> None
     command = f"{sys.executable} -m pytest_lmbackend detect --lmdeploy all --json {many} | head -1"
     piped = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
     assert piped.stdout.count("\n") == 1 and "Traceback" not in piped.stderr, piped.stderr
+
+
+def test_notes_for_a_pre_release_and_an_option_a_release_lacks(capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_lmbackend.__main__ import main
+
+    models = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+    assert main(["detect", "--lmdeploy", "0.14.0a1", str(models / "llama-head128")]) == 0
+    err = capsys.readouterr().err
+    assert "LMDeploy 0.14.0a1 is not a known release; answering with the rules of 0.13.0" in err
+    assert main(["detect", "--lmdeploy", "0.10.2", "--language-model-only", str(models / "qwen2-vl")]) == 0
+    assert "--language-model-only has no effect for LMDeploy 0.10.2" in capsys.readouterr().err
+    assert main(["detect", "--lmdeploy", "0.18.0", "--language-model-only", str(models / "qwen2-vl")]) == 0
+    assert "no effect" not in capsys.readouterr().err

@@ -26,10 +26,14 @@ def release_spec(text: str) -> tuple[str, ...]:
         release = resolve_release(text)
     except UnknownReleaseError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if release == KNOWN_RELEASES[-1] and text.strip().lstrip("v") != release:
-        # A release newer than every table may have changed a rule: answer, but say whose rules answer.
-        print(f"note: LMDeploy {text} is not a known release; answering with the rules of {release}, "
-              "the newest known", file=sys.stderr)
+    if text.strip().lstrip("v") != release:
+        if release == KNOWN_RELEASES[-1]:
+            # newer than every table: a rule may have changed since; answer, but say whose rules answer
+            why = "the newest known"
+        else:  # a pre-release, a local build, or a patch release that changed no rule
+            why = "the newest known release at or before it"
+        print(f"note: LMDeploy {text} is not a known release; answering with the rules of {release}, {why}",
+              file=sys.stderr)
     return (release,)
 
 
@@ -101,6 +105,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     releases: tuple[str, ...] = args.lmdeploy or (resolve_release(None),)
     llm_only = bool(getattr(args, "language_model_only", False))
+    if llm_only:
+        from pytest_lmbackend.rules import rule_set
+
+        without = [r for r in releases if rule_set(r).llm_only_switch is None]
+        if without:
+            print(f"note: --language-model-only has no effect for LMDeploy {', '.join(without[:3])}"
+                  f"{', ...' if len(without) > 3 else ''}: no engine option forces the task there "
+                  "(disable_vision_encoder came in 0.14)", file=sys.stderr)
     results = [(path, _outcomes(path, releases, llm_only)) for path in args.paths]
     if args.json:
         for path, outcomes in results:
