@@ -185,21 +185,56 @@ def lm_pipeline(
     except ImportError as exc:  # e.g. a fake profile claims packages this interpreter lacks
         message = f"{request.node.nodeid}: backend {lm_backend} cannot start here: {exc}"
         raise pytest.fail.Exception(message, pytrace=False) from None
+    except Exception as exc:
+        hint = _no_weights(model_dir)
+        if hint is None:
+            raise
+        # the engine's own error (a tokenizer or weight file it looked for) is deep and long; the
+        # cause is plain
+        message = (f"{request.node.nodeid}: backend {lm_backend} could not start on {hint} "
+                   f"({type(exc).__name__}: {str(exc)[:300]})")
+        raise pytest.fail.Exception(message, pytrace=False) from None
+
+
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.safetensors.index.json",
+                    "*.bin.index.json")
 
 
 def _model_dir(model: ModelBinding, made: dict[str, Path], factory: pytest.TempPathFactory) -> str:
-    if not isinstance(model.source, str):
-        pytest.fail(f"lm_pipeline needs a model folder; lm_model({model.given}) is a mapping", pytrace=False)
-    if not model.synthetic:
-        return model.source
-    if model.key not in made:
-        from pytest_lmbackend import modeldir
+    """The folder a pipeline starts from: the resolved model folder (a hub id's snapshot, a config.json
+    file's folder), or for ``synthetic=True`` a folder of tiny random weights built from its config
+    (a mapping included)."""
+    from pytest_lmbackend.config import ConfigError, read_config
 
-        try:
-            config = read_config_dict(model.source)
-            made[model.key] = Path(modeldir.write_model_dir(
-                factory.mktemp("lm_synthetic"), config, weights=True, tokenizer=True))
-        except ValueError as exc:  # ModelDirError names the field
-            message = f"lm_model({model.given!r}, synthetic=True): {exc}"
-            raise pytest.fail.Exception(message, pytrace=False) from None
-    return str(made[model.key])
+    if model.synthetic:
+        if model.key not in made:
+            from pytest_lmbackend import modeldir
+
+            try:
+                if isinstance(model.source, str):
+                    cfg = read_config(model.source)
+                    config = read_config_dict(cfg.path if cfg.data is not None else model.source)
+                else:
+                    config = dict(model.source)
+                made[model.key] = Path(modeldir.write_model_dir(
+                    factory.mktemp("lm_synthetic"), config, weights=True, tokenizer=True))
+            except (ValueError, ConfigError) as exc:  # ModelDirError names the field
+                message = f"lm_model({model.given!r}, synthetic=True): {exc}"
+                raise pytest.fail.Exception(message, pytrace=False) from None
+        return str(made[model.key])
+    if not isinstance(model.source, str):
+        pytest.fail(f"lm_pipeline needs model weights; lm_model({model.given}) is a config mapping: add "
+                    "synthetic=True for tiny random weights built from it", pytrace=False)
+    try:
+        return read_config(model.source).folder or model.source
+    except ConfigError as exc:
+        raise pytest.fail.Exception(f"lm_model({model.given!r}): {exc}", pytrace=False) from None
+
+
+def _no_weights(folder: str) -> str | None:
+    """A description of ``folder`` when it holds a config but no weights, else None."""
+    root = Path(folder)
+    if (root / "triton_models").exists() or any(next(root.glob(p), None) for p in _WEIGHT_PATTERNS):
+        return None
+    return (f"{folder}, which holds a config but no weights (no *.safetensors, *.bin, ...): add "
+            "synthetic=True to lm_model for tiny random ones built from its config")

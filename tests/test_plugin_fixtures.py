@@ -313,3 +313,41 @@ def test_each_mapping_bound_test_gets_its_own_detection(pytester: pytest.Pyteste
         """
     )
     pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100").assert_outcomes(passed=2)
+
+
+def test_synthetic_models_from_a_hub_id_and_a_mapping_and_a_folder_without_weights(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from pytest_lmbackend.modeldir import tiny_llama_config
+
+    config = tiny_llama_config()
+    snapshot = pytester.path / "hub" / "models--acme--tiny" / "snapshots" / "r1"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(config))
+    (pytester.path / "hub" / "models--acme--tiny" / "refs").mkdir()
+    (pytester.path / "hub" / "models--acme--tiny" / "refs" / "main").write_text("r1")
+    (pytester.path / "bare").mkdir()
+    (pytester.path / "bare" / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("HF_HUB_CACHE", str(pytester.path / "hub"))
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.lm_model("acme/tiny", synthetic=True)
+        def test_hub_id(lm_pipeline):
+            assert lm_pipeline([\"hi\"], max_new_tokens=2)
+
+        @pytest.mark.lm_model({config!r}, synthetic=True)
+        def test_mapping(lm_pipeline):
+            assert lm_pipeline([\"hi\"], max_new_tokens=2)
+
+        @pytest.mark.lm_model("bare")
+        def test_no_weights(lm_pipeline):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--lm-backend=transformers", "--lm-hardware=cpu")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*backend transformers could not start on *bare, which holds a config "
+                                 "but no weights*add synthetic=True to lm_model*"])
