@@ -64,7 +64,7 @@ def lm_detection(request: pytest.FixtureRequest) -> Any:
     try:
         return _state(request).detect(marks.model)
     except Exception as exc:
-        raise pytest.fail.Exception(f"lm_model({marks.model.given!r}): {exc}", pytrace=False) from None
+        raise pytest.fail.Exception(f"{marks.model.describe()}: {exc}", pytrace=False) from None
 
 
 @pytest.fixture(scope="session")

@@ -69,6 +69,15 @@ class ModelBinding:
     source: str | Mapping[str, Any]
     given: str
     synthetic: bool = False
+    looked_in: tuple[str, ...] = ()
+    """For a relative source found under none of them: the folders it was looked for in."""
+
+    def describe(self) -> str:
+        """``lm_model('x')`` and, where a relative path was not found, where it was looked for."""
+        text = f"lm_model({self.given!r})"
+        if self.looked_in:
+            text += f" (not found under {', '.join(self.looked_in)}; then tried as a hub id)"
+        return text
 
     @property
     def key(self) -> str:
@@ -236,7 +245,10 @@ def _parse_model(mark: MarkLike, where: str, base_dirs: Sequence[Path]) -> Model
         source = os.fspath(source)
     if not isinstance(source, str) or not source:
         raise MarkerError(f"{where}: lm_model source must be a path, an id or a mapping, got {source!r}")
-    return ModelBinding(resolve_source(source, base_dirs), given=source, synthetic=synthetic)
+    resolved = resolve_source(source, base_dirs)
+    missing = resolved == source and not Path(source).expanduser().is_absolute()
+    looked_in = tuple(str(b) for b in base_dirs) if missing else ()
+    return ModelBinding(resolved, given=source, synthetic=synthetic, looked_in=looked_in)
 
 
 def resolve_source(source: str, base_dirs: Sequence[Path]) -> str:

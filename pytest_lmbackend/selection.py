@@ -178,7 +178,7 @@ def evaluate_item(
         try:
             detection = detect(marks.model)
         except Exception as exc:  # typed ConfigError and friends; the message names file and field
-            return ItemOutcome(None, None, Verdict("model", f"lm_model({marks.model.given!r}): {exc}", True))
+            return ItemOutcome(None, None, Verdict("model", f"{marks.model.describe()}: {exc}", True))
     backend: str | None = None
     if backend_bound:
         detected = getattr(detection, "backend", None)

@@ -231,3 +231,13 @@ def test_counts_and_facts_from_different_markers_are_judged_together(pytester: p
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_contradiction.py::TestK::test_both: lm_requires: "
                                  "turbomind_kernels=True and turbomind_kernels=False both asked*"])
+
+
+def test_a_relative_model_path_found_nowhere_says_where_it_was_looked_for(pytester: pytest.Pytester) -> None:
+    sub = pytester.mkdir("sub")
+    sub.joinpath("test_m.py").write_text(
+        "import pytest\n@pytest.mark.lm_model('models/missing')\ndef test_m(lm_detection): pass\n")
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=cpu")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*lm_model('models/missing') (not found under {sub}, {pytester.path}; then "
+                                 "tried as a hub id): models/missing: not a local path*"])
