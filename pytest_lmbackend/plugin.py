@@ -428,7 +428,9 @@ def _evaluate(state: LmSession, item: pytest.Item, *, view: int = 0) -> Any:
                           backend_bound=item.stash[BOUND_KEY], view=view)
 
 
-@pytest.hookimpl(tryfirst=True)
+# Not tryfirst: pytest's own skip/skipif/xfail(run=False) marks (tryfirst in the skipping plugin) are
+# the user's word and come first; this still runs before the runner sets fixtures up.
+@pytest.hookimpl
 def pytest_runtest_setup(item: pytest.Item) -> None:
     from pytest_lmbackend.backends import BackendCheckError
     from pytest_lmbackend.session import MARKS_KEY, OUTCOME_KEY, SKIP_KIND_PROPERTY, SetupError

@@ -358,3 +358,23 @@ def test_a_profile_stating_an_unknown_backend_is_a_usage_error(pytester: pytest.
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--lm-hardware: hardware profile 'runner': field 'backends': 'vllm' "
                                  "is not a registered backend (registered: turbomind, pytorch, *"])
+
+
+def test_pytest_skip_marks_come_before_backend_verdicts(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.skip(reason="not today")
+        def test_skipped(lm_backend): pass
+
+        @pytest.mark.skipif(True, reason="never here")
+        def test_skipped_if(lm_backend): pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--lm-backend=all", "--lm-hardware=cpu", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped") == 6 and "passed" not in outcomes
+    assert result.stdout.str().count("not today") == 1 and result.stdout.str().count("never here") == 1
+    result.stdout.fnmatch_lines(["SKIPPED [[]3[]] *: not today", "SKIPPED [[]3[]] *: never here"])
+    assert "lmbackend skips by kind" not in result.stdout.str()
