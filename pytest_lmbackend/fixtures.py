@@ -95,7 +95,7 @@ def lm_backend_config(request: pytest.FixtureRequest, lm_backend: str) -> Any:
         raise pytest.fail.Exception(message, pytrace=False) from None
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a factory: every call makes a new folder, so one serves everybody
 def lm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> ModelDirFactory:
     """Factory writing a model folder: ``lm_model_dir(config=None, *, weights=False, tokenizer=False,
     name="model", seed=0) -> Path``. ``config`` is a dict, a folder or a config.json path; None gives a

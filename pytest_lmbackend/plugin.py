@@ -157,7 +157,8 @@ def _configure(config: pytest.Config) -> None:
         options = _options(config)
         extra: list[Any] = config.hook.pytest_lmbackend_register_backends(config=config)
         registry = build_registry(extra)
-        check_backend_names(options.backend, registry)
+        origin = "--lm-backend" if config.getoption("lm_backend") is not None else "ini lm_backend"
+        check_backend_names(options.backend, registry, origin)
     except (ValueError, argparse.ArgumentTypeError) as exc:
         raise pytest.UsageError(str(exc)) from exc
     from pytest_lmbackend.xdist import masked_profile
@@ -223,7 +224,10 @@ def _options(config: pytest.Config) -> Options:
 
     backend = _option(config, "lm_backend", parse_backend_option) or BackendMode("auto")
     hardware, origin = _hardware_option(config)
-    plan = bool(config.getoption("lm_plan") or config.getini("lm_plan"))
+    try:
+        plan = bool(config.getoption("lm_plan") or config.getini("lm_plan"))
+    except ValueError as exc:  # pytest's own words name neither the key nor the file
+        raise ValueError(f"ini lm_plan: {exc}") from None
     if plan and getattr(config.option, "numprocesses", None):
         raise ValueError("--lm-plan runs nothing, so it takes no -n: drop -n/--numprocesses")
     if len(hardware) > 1 and not plan:
@@ -311,6 +315,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # reported, with every other bad marker, as one usage error after collection
     if not is_backend_bound(metafunc.fixturenames, marks):
         return
+    if any("lm_backend" in _argnames(m) for m in metafunc.definition.iter_markers("parametrize")):
+        return  # the test names its backends itself: its parametrization is the user's word
     ids = parametrize_ids(state.options.backend, marks, state.registry)
     if ids is None:
         return
@@ -319,6 +325,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # only names in the fixture closure, so the backend fixture joins it.
         metafunc.fixturenames.append("lm_backend")
     metafunc.parametrize("lm_backend", ids, indirect=True, ids=ids)
+
+
+def _argnames(mark: pytest.Mark) -> list[str]:
+    names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+    if isinstance(names, str):
+        return [n.strip() for n in names.split(",")]
+    return [str(n) for n in names]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -50,12 +50,12 @@ def parse_backend_option(text: str) -> BackendMode:
     return BackendMode("names", tuple(names))
 
 
-def check_backend_names(mode: BackendMode, registry: Registry) -> None:
-    """Raise ValueError naming the unknown backends of ``--lm-backend``."""
+def check_backend_names(mode: BackendMode, registry: Registry, origin: str = "--lm-backend") -> None:
+    """Raise ValueError naming the unknown backends of ``--lm-backend`` (or of ``origin``, the ini key)."""
     unknown = [n for n in mode.names if registry.get(n) is None]
     if unknown:
         raise ValueError(
-            f"--lm-backend: unknown backend(s) {', '.join(unknown)}; known: {', '.join(registry.names)}"
+            f"{origin}: unknown backend(s) {', '.join(unknown)}; known: {', '.join(registry.names)}"
         )
 
 

@@ -356,3 +356,22 @@ def test_synthetic_models_from_a_hub_id_and_a_mapping_and_a_folder_without_weigh
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*backend transformers could not start on *bare, which holds a config "
                                  "but no weights*add synthetic=True to lm_model*"])
+
+
+def test_lm_model_dir_serves_inside_given(pytester: pytest.Pytester) -> None:
+    """A factory fixture used from @given: no function-scoped-fixture health check, a folder per call."""
+    pytester.makepyfile(
+        """
+        from hypothesis import given, settings, strategies as st
+
+        SEEN = set()
+
+        @settings(max_examples=5, database=None)
+        @given(st.integers(1, 4))
+        def test_folders(lm_model_dir, layers):
+            folder = lm_model_dir({"architectures": ["LlamaForCausalLM"], "num_hidden_layers": layers})
+            assert folder not in SEEN and (folder / "config.json").is_file()
+            SEEN.add(folder)
+        """
+    )
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)

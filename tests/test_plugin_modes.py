@@ -378,3 +378,25 @@ def test_pytest_skip_marks_come_before_backend_verdicts(pytester: pytest.Pyteste
     assert result.stdout.str().count("not today") == 1 and result.stdout.str().count("never here") == 1
     result.stdout.fnmatch_lines(["SKIPPED [[]3[]] *: not today", "SKIPPED [[]3[]] *: never here"])
     assert "lmbackend skips by kind" not in result.stdout.str()
+
+
+def test_a_test_that_parametrizes_lm_backend_itself_keeps_its_own_values(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("lm_backend", ["pytorch", "transformers"], indirect=True)
+        def test_mine(lm_backend):
+            assert lm_backend in ("pytorch", "transformers")
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--lm-backend=all", "--lm-hardware=cpu", "-v")
+    assert "duplicate parametrization" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_mine[[]pytorch[]] SKIPPED*", "*test_mine[[]transformers[]] PASSED*"])
+
+
+def test_an_unknown_backend_in_the_ini_names_the_ini_key(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(): pass\n")
+    result = pytester.runpytest("-p", "no:xdist", "-o", "lm_backend=bogus")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini lm_backend: unknown backend(s) bogus; known: *"])
