@@ -40,11 +40,18 @@ class RunnerFacts:
     turbomind_extension: bool = False
     stated_backends: frozenset[str] | None = None
     profile: str | None = None
+    packages_stated: bool = False
 
     def where(self) -> str:
         if self.profile:
             return f"profile {self.profile!r}"
         return "this runner"
+
+    def packages_where(self) -> str:
+        """Where the package facts come from: a profile's ``[packages]``, else this interpreter."""
+        if self.profile and not self.packages_stated:
+            return f"this interpreter (profile {self.profile!r} states no [packages])"
+        return self.where()
 
     def found_devices(self) -> str:
         if not self.devices:
@@ -92,7 +99,7 @@ def _check_turbomind(facts: RunnerFacts) -> str | None:
     version = facts.packages.get("lmdeploy")
     if version is None:
         return ("backend turbomind needs lmdeploy with its TurboMind extension; "
-                f"lmdeploy is not installed on {facts.where()}")
+                f"lmdeploy is not installed on {facts.packages_where()}")
     if not facts.turbomind_extension:
         return (f"backend turbomind needs LMDeploy's TurboMind extension; "
                 f"lmdeploy {version} is installed without it")
@@ -111,7 +118,7 @@ def _check_turbomind(facts: RunnerFacts) -> str | None:
 def _check_pytorch(facts: RunnerFacts) -> str | None:
     version = facts.packages.get("lmdeploy")
     if version is None:
-        return f"backend pytorch needs lmdeploy installed; it is not installed on {facts.where()}"
+        return f"backend pytorch needs lmdeploy installed; it is not installed on {facts.packages_where()}"
     if facts.ascend:
         return None
     if not any(d.capability >= (7, 0) for d in facts.devices):
@@ -125,7 +132,8 @@ def _check_pytorch(facts: RunnerFacts) -> str | None:
 def _check_transformers(facts: RunnerFacts) -> str | None:
     missing = [name for name in ("torch", "transformers") if facts.packages.get(name) is None]
     if missing:
-        return f"backend transformers needs {' and '.join(missing)} installed; not found on {facts.where()}"
+        return (f"backend transformers needs {' and '.join(missing)} installed; not found on "
+                f"{facts.packages_where()}")
     return None
 
 
@@ -242,4 +250,5 @@ def facts_from_hardware(hardware: Any) -> RunnerFacts:
         turbomind_extension=bool(tm_ext),
         stated_backends=None if stated is None else frozenset(str(b) for b in stated),
         profile=None if profile is None else str(profile),
+        packages_stated=bool(getattr(hardware, "packages_stated", False)),
     )

@@ -262,7 +262,11 @@ def _found_gpus(hw: Hardware, devices: Sequence[GPU], assigned: bool) -> str:
 
 def _package_skip(spec: PackageSpec, hw: Hardware) -> Skip | None:
     version = hw.packages.get(spec.name)
-    where = f" in profile {hw.profile!r}" if hw.source == "profile" else ""
+    where = ""
+    if hw.source == "profile":
+        stated = getattr(hw, "packages_stated", False)
+        where = (f" in profile {hw.profile!r}" if stated
+                 else f" in this interpreter (profile {hw.profile!r} states no [packages])")
     if version is None:
         return Skip("packages", f"needs package {spec}; not installed{where}")
     if not spec.specifier:

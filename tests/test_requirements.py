@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -118,7 +120,7 @@ def test_gpu_count_defaults() -> None:
     ("a100-40gb", {"dtype": "fp8"}, "dtype",
      "needs native fp8 (compute capability >= 8.9); GPU 0 (NVIDIA A100-SXM4-40GB) has 8.0"),
     ("h100", {"packages": ["flash_attn"]}, "packages",
-     "needs package flash-attn; not installed in profile 'h100'"),
+     "needs package flash-attn; not installed in this interpreter (profile 'h100' states no [packages])"),
     ("h200", {"turbomind_kernels": False}, "turbomind_kernels",
      "needs a GPU without TurboMind kernels; GPU 0 (NVIDIA H200) has 9.0 and CUDA 13.0, "
      "which TurboMind builds"),
@@ -157,7 +159,8 @@ def test_packages_with_versions() -> None:
     assert evaluate(req(packages=["lmdeploy>=0.10", "torch>=2.8"]), machine) is None
     assert evaluate(req(packages="lmdeploy.turbomind"), machine) is None
     skip = evaluate(req(packages="lmdeploy>=0.14"), machine)
-    assert skip == Skip("packages", "needs package lmdeploy>=0.14; found lmdeploy 0.10.2 in profile 'h100'")
+    assert skip == Skip("packages", "needs package lmdeploy>=0.14; found lmdeploy 0.10.2 in this interpreter "
+                                    "(profile 'h100' states no [packages])")
     odd = hw("h100", lmdeploy="weird-build")
     skip = evaluate(req(packages="lmdeploy>=0.14"), odd)
     assert skip is not None and "not a PEP 440 version" in skip.reason
@@ -223,3 +226,11 @@ def test_sizes_that_round_alike_are_shown_exactly() -> None:
         "79.65 GiB (85,520,809,984 bytes)")
     skip = evaluate(req(vram="90GiB"), h100)
     assert skip is not None and "(" not in skip.reason.split(";")[0]  # plainly different: no bytes
+
+
+def test_a_profile_stating_its_packages_is_named_as_their_source(tmp_path: Path) -> None:
+    path = tmp_path / "runner.toml"
+    path.write_text("[packages]\nlmdeploy = '0.18.0'\n[[gpus]]\nname = 'X'\ncapability = '9.0'\n"
+                    "memory_total = '80GiB'\n")
+    skip = evaluate(req(packages=["flash_attn"]), load_profile(str(path)))
+    assert skip is not None and skip.reason == "needs package flash-attn; not installed in profile 'runner'"

@@ -56,6 +56,7 @@ class Hardware:
         is present when LMDeploy's TurboMind extension file is installed.
     :param backends: backends a profile declares available; ``None`` means "work it out here".
     :param warnings: what went wrong or looked odd while probing, for the report header.
+    :param packages_stated: the packages are a profile's own ``[packages]``, not this interpreter's.
     """
 
     gpus: tuple[GPU, ...] = ()
@@ -67,6 +68,7 @@ class Hardware:
     packages: Mapping[str, str] = field(default_factory=lambda: _frozen(None), repr=False)
     backends: tuple[str, ...] | None = None
     warnings: tuple[str, ...] = ()
+    packages_stated: bool = False
 
     def __post_init__(self) -> None:
         # a read-only view, so a frozen Hardware cannot change under a session that shares it

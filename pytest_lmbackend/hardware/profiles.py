@@ -174,7 +174,8 @@ def hardware_from_data(data: Mapping[str, Any], *, shown: str, profile: str,
     return Hardware(gpus=visible, driver=_version(data, "driver", shown),
                     cuda=_version(data, "cuda", shown), source="profile", profile=profile,
                     ascend=ascend, packages=packages,
-                    backends=tuple(backends) if backends is not None else None, warnings=notes)
+                    backends=tuple(backends) if backends is not None else None, warnings=notes,
+                    packages_stated=packages_data is not None)
 
 
 def _repeat_base(kind: str) -> Path | None:
