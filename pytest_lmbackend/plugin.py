@@ -324,7 +324,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # A test bound only by a marker still gets its backend as a parameter; pytest parametrizes
         # only names in the fixture closure, so the backend fixture joins it.
         metafunc.fixturenames.append("lm_backend")
-    metafunc.parametrize("lm_backend", ids, indirect=True, ids=ids)
+    # LMDeploy's own markers ride on their parameters, so `-m turbomind` / `-m pytorch` select them
+    params = [pytest.param(name, id=name,
+                           marks=[getattr(pytest.mark, name)] if name in _LMDEPLOY_MARKED else [])
+              for name in ids]
+    metafunc.parametrize("lm_backend", params, indirect=True)
+
+
+_LMDEPLOY_MARKED = frozenset({"turbomind", "pytorch"})
+
+
+def _own_marks(item: pytest.Item) -> list[pytest.Mark]:
+    """The item's markers without the ones this plugin put on its ``lm_backend`` parameter (they are
+    for ``-m`` selection only and must not restrict the backends the user's markers allow)."""
+    callspec = getattr(item, "callspec", None)
+    ours = {id(m) for m in getattr(callspec, "marks", ()) if m.name in _LMDEPLOY_MARKED}
+    if not ours or not isinstance(getattr(callspec, "params", {}).get("lm_backend"), str):
+        return list(item.iter_markers())
+    return [m for m in item.iter_markers() if id(m) not in ours]
 
 
 def _argnames(mark: pytest.Mark) -> list[str]:
@@ -346,7 +363,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         try:
             marks = parse_marks(
-                item.iter_markers(), where=item.nodeid, backend_names=state.registry.names,
+                _own_marks(item), where=item.nodeid, backend_names=state.registry.names,
                 base_dirs=_base_dirs(config, item.path), parse_requirement=_requirement_parser(item.nodeid),
             )
             marks = _one_requirement(marks, item.nodeid)

@@ -400,3 +400,11 @@ def test_an_unknown_backend_in_the_ini_names_the_ini_key(pytester: pytest.Pytest
     result = pytester.runpytest("-p", "no:xdist", "-o", "lm_backend=bogus")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*ini lm_backend: unknown backend(s) bogus; known: *"])
+
+
+def test_lmdeploy_markers_select_the_parameters_of_their_backend(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(lm_backend): pass\n")
+    result = pytester.runpytest("-p", "no:xdist", "--lm-backend=all", "--lm-hardware=cpu", "--collect-only",
+                                "-q", "-m", "turbomind", "--strict-markers")
+    selected = [line.split("::")[1] for line in result.outlines if "::" in line]
+    assert selected == ["test_x[turbomind]"]
