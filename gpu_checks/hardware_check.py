@@ -150,8 +150,9 @@ def check_views(results: dict[str, Any]) -> None:
 
 
 def check_smi_path(results: dict[str, Any]) -> None:
+    # NVML made unusable (pynvml chosen and blocked), so the probe falls to nvidia-smi
     code = "import sys; sys.modules['pynvml'] = None\n" + PROBE_CODE
-    smi = sub(code, {"CUDA_VISIBLE_DEVICES": None})
+    smi = sub(code, {"CUDA_VISIBLE_DEVICES": None, "PYTEST_LM_NVML": "pynvml"})
     nvml = sub(PROBE_CODE, {"CUDA_VISIBLE_DEVICES": None})
 
     def facts(view: dict[str, Any]) -> list[tuple[Any, ...]]:
