@@ -46,7 +46,10 @@ def lm_backend(request: pytest.FixtureRequest) -> str:
     """The backend this item runs on (``turbomind``, ``pytorch``, ``transformers`` or a registered one)."""
     outcome = _outcome(request, "lm_backend")
     if outcome.backend is None:
-        pytest.fail("lm_backend: no backend was chosen for this item", pytrace=False)
+        pytest.fail(f"{request.node.nodeid}: lm_backend: no backend was chosen for this item: the backend "
+                    "is decided at collection, so name lm_backend among the test's arguments (or mark it "
+                    "with lm_backend(...) / turbomind / pytorch) rather than asking for it with "
+                    "request.getfixturevalue", pytrace=False)
     return outcome.backend
 
 

@@ -375,3 +375,16 @@ def test_lm_model_dir_serves_inside_given(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
+
+
+def test_asking_for_lm_backend_late_says_how_to_ask_for_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_late(request):
+            request.getfixturevalue("lm_backend")
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=cpu")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no backend was chosen for this item: the backend is decided at "
+                                 "collection, so name lm_backend among the test's arguments*"])
