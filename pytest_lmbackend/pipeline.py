@@ -169,6 +169,16 @@ def close_pipeline(pipe: Any) -> None:
         torch.cuda.empty_cache()
 
 
+class PipelineCloseError(RuntimeError):
+    """A pipeline's ``close()`` raised when the cache let go of it."""
+
+
+def _describe(key: Hashable) -> str:
+    if isinstance(key, tuple) and len(key) >= 2:
+        return f"model {key[0]} on backend {key[1]}"
+    return repr(key)
+
+
 class PipelineCache:
     """Pipelines shared per key within a session, at most ``capacity`` alive; older ones are closed.
 
@@ -199,10 +209,19 @@ class PipelineCache:
         return value
 
     def close_all(self) -> None:
+        """Close every pipeline, each even when another fails; then one error naming all that failed
+        (at session end pytest shows it on the last test, whichever that was)."""
+        failed: list[str] = []
         while self._entries:
-            _, old = self._entries.popitem(last=False)
-            self._close(old)
+            key, old = self._entries.popitem(last=False)
+            try:
+                self._close(old)
+            except Exception as exc:
+                failed.append(f"{_describe(key)}: {type(exc).__name__}: {exc}")
         self._failures.clear()
+        if failed:
+            raise PipelineCloseError("closing lm_pipeline engines at session end failed:\n  "
+                                     + "\n  ".join(failed))
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -145,3 +145,20 @@ def test_reference_pipeline_generates_greedily_on_cpu(tmp_path: Path) -> None:
     assert isinstance(again.text, str)
     close_pipeline(pipe)
     assert pipe.model is None
+
+
+def test_close_all_closes_every_pipeline_and_names_the_ones_that_failed() -> None:
+    from pytest_lmbackend.pipeline import PipelineCloseError
+
+    log: list[str] = []
+
+    class Broken(Closable):
+        def close(self) -> None:
+            raise RuntimeError("engine hung up")
+
+    cache = PipelineCache(capacity=3)
+    cache.get(("m1", "pytorch", ()), lambda: Broken("a", log))
+    cache.get(("m2", "transformers", ()), lambda: Closable("b", log))
+    with pytest.raises(PipelineCloseError, match="model m1 on backend pytorch: RuntimeError: engine hung up"):
+        cache.close_all()
+    assert log == ["b"] and len(cache) == 0  # the one after the failure was closed too
