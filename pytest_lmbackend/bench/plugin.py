@@ -104,7 +104,8 @@ class _RoundFailed(Exception):
 def _report(r: RoundResult) -> NoReturn:
     """A round that did not finish is a skip (backend unavailable) or a failure, never a number."""
     if r.status == "unavailable":
-        pytest.skip(r.error or "backend unavailable")
+        # located at the test, as pytest's own skip marks are, not at this line
+        raise pytest.skip.Exception(r.error or "backend unavailable", _use_item_location=True)
     tail = str(r.info.get("log_tail", "")).strip()
     tail = "\n" + "\n".join(tail.splitlines()[-15:]) if tail else ""
     pytest.fail(f"{r.backend} {r.mode} round {r.index + 1} {r.status}: {r.error}{tail}", pytrace=False)

@@ -105,7 +105,8 @@ def resolve_script(backend: str) -> tuple[str, str]:
             raise BenchError(f"round script {path} does not exist")
         return path.stem, str(path.resolve()) + (backend[len(str(path)) :] if ":" in backend else "")
     known = ", ".join(sorted(SCRIPTS))
-    raise BenchError(f"unknown backend {backend!r}: expected one of {known}, or a round script FILE.py")
+    raise BenchError(f"no start-up round for backend {backend!r}: the benchmark times {known} (a backend "
+                     "registered by a plugin needs its own round script: pass FILE.py)")
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
