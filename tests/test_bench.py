@@ -532,3 +532,73 @@ def test_loading_the_bench_plugin_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_warm_round_that_skips_or_exits_costs_no_other_result(pytester: pytest.Pytester, fake_model: Path,
+                                                                fake_script: str) -> None:
+    """pytest.importorskip or sys.exit inside a warm round (run in this process) is a skip or a
+    crash of that test, and the session still saves the other benchmarks."""
+    pytest.importorskip("pytest_benchmark")
+    scripts = pytester.path / "scripts"
+    scripts.mkdir()
+    (scripts / "skipper.py").write_text(
+        "import pytest\ndef run(ctx):\n    pytest.importorskip('no_such_engine')\n")
+    (scripts / "quitter.py").write_text("import sys\ndef run(ctx):\n    sys.exit(0)\n")
+    pytester.makepyfile(test_it=f"""
+        def test_ok(lm_startup):
+            lm_startup({str(fake_model)!r}, {fake_script!r}, rounds=1)
+
+        def test_skips(lm_startup):
+            lm_startup({str(fake_model)!r}, {str(scripts / 'skipper.py')!r}, rounds=1, mode="warm")
+
+        def test_quits(lm_startup):
+            lm_startup({str(fake_model)!r}, {str(scripts / 'quitter.py')!r}, rounds=1, mode="warm")
+        """)
+    storage = pytester.path / "store"
+    res = pytester.runpytest(*_bench_args(pytester), "--benchmark-autosave",
+                             f"--benchmark-storage=file://{storage}", "-rs")
+    res.assert_outcomes(passed=1, skipped=1, failed=1)
+    res.stdout.fnmatch_lines(["*quitter warm round 1 crashed: SystemExit(0) before the round finished*"])
+    res.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_it.py:*no_such_engine*"])
+    (saved,) = storage.rglob("*.json")
+    assert [b["name"] for b in json.loads(saved.read_text())["benchmarks"]] == ["test_ok"]
+
+
+def test_rounds_still_run_when_pytest_benchmark_is_disabled(pytester: pytest.Pytester, fake_model: Path,
+                                                           fake_script: str) -> None:
+    pytest.importorskip("pytest_benchmark")
+    pytester.makepyfile(test_it=BENCH_TEST.format(model=str(fake_model), script=fake_script, mode="ok"))
+    pytester.runpytest(*_bench_args(pytester), "--benchmark-disable").assert_outcomes(passed=1)
+
+
+def test_cli_refuses_two_scripts_of_one_name_and_an_unwritable_save(tmp_path: Path, fake_model: Path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "round.py").write_text("def run(ctx):\n    pass\n")
+    res = _cli(str(fake_model), "--backend", str(tmp_path / "a" / "round.py"),
+               "--backend", str(tmp_path / "b" / "round.py"))
+    assert res.returncode == 2 and "would both be reported as 'round'" in res.stderr
+    res = _cli(str(fake_model), "--backend", str(tmp_path / "a" / "round.py"), "--save",
+               str(tmp_path / "nodir" / "x.json"))
+    assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+    res = _cli(str(fake_model), "--backend", str(tmp_path / "a" / "round.py"), "--save", str(tmp_path))
+    assert res.returncode == 2 and "is a folder" in res.stderr
+
+
+def test_a_script_function_after_a_dot_slash_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_lmbackend.bench.runner import resolve_script
+
+    (tmp_path / "fast.py").write_text("def run(ctx):\n    pass\ndef other(ctx):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    name, target = resolve_script("./fast.py:other")
+    assert name == "fast:other" and target == f"{tmp_path / 'fast.py'}:other"
+
+
+def test_a_failed_warm_up_is_reported(fake_model: Path, fake_script: str) -> None:
+    from pytest_lmbackend.bench.phases import summarize
+    from pytest_lmbackend.bench.runner import run_backend
+
+    rounds = run_backend(fake_model, fake_script, _opts("unavailable", rounds=1, warmup=1))
+    summary = summarize("fake_round", rounds)
+    assert summary.counted == 0 or summary.counts.get("unavailable")
+    assert any("no such engine here" in e for e in summary.errors)

@@ -199,7 +199,8 @@ class BackendSummary:
 
 def summarize(backend: str, rounds: Iterable[RoundResult]) -> BackendSummary:
     """Min/median/max per phase over the ``ok`` rounds that are not warm-ups; other rounds only count."""
-    counted = [r for r in rounds if not r.warmup]
+    rounds_list = list(rounds)
+    counted = [r for r in rounds_list if not r.warmup]
     counts: dict[str, int] = {s: sum(1 for r in counted if r.status == s) for s in STATUSES}
     ok = [r for r in counted if r.ok]
     per_phase: dict[str, list[float]] = {}
@@ -207,7 +208,10 @@ def summarize(backend: str, rounds: Iterable[RoundResult]) -> BackendSummary:
         for key, seconds in r.durations().items():
             per_phase.setdefault(key, []).append(seconds)
     phases = {k: Stats.of(v) for k, v in sorted(per_phase.items(), key=lambda kv: phase_sort_key(kv[0]))}
-    errors = tuple(dict.fromkeys(f"{r.status}: {r.error}" for r in counted if not r.ok and r.error))
+    # a warm-up that failed is not counted, but its reason is shown: in warm mode it is the one round
+    # that pays the imports, and a failure there leaves no counted round at all
+    errors = tuple(dict.fromkeys(f"{'warm-up ' if r.warmup else ''}{r.status}: {r.error}"
+                                 for r in rounds_list if not r.ok and r.error))
     return BackendSummary(
         backend=backend,
         counts=counts,

@@ -64,8 +64,15 @@ class StartupBenchmark:
             if not r.ok:
                 raise _RoundFailed(r)
 
+        warmups = max(warmup, int(mode == "warm"))
         try:
-            self.benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=max(warmup, mode == "warm"))
+            if getattr(self.benchmark, "disabled", False):
+                # --benchmark-disable, or xdist (pytest-benchmark turns itself off there): it would call
+                # the function once, untimed; the rounds still run here, so the summary stays whole
+                for _ in range(warmups + rounds):
+                    one_round()
+            else:
+                self.benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmups)
         except _RoundFailed as exc:
             # raised as a plain exception inside pedantic, so pytest-benchmark marks the benchmark
             # as errored and stores no number; the outcome is decided here

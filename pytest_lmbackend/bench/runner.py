@@ -99,11 +99,12 @@ def resolve_script(backend: str) -> tuple[str, str]:
     """Backend name or round-script file -> (name, target for the child)."""
     if backend in SCRIPTS:
         return backend, SCRIPTS[backend]
-    path = Path(backend.split(":", 1)[0] if not backend.endswith(".py") else backend)
+    file, colon, function = (backend, "", "") if backend.endswith(".py") else backend.partition(":")
+    path = Path(file)
     if path.suffix == ".py":
         if not path.is_file():
             raise BenchError(f"round script {path} does not exist")
-        return path.stem, str(path.resolve()) + (backend[len(str(path)) :] if ":" in backend else "")
+        return path.stem + (f":{function}" if function else ""), str(path.resolve()) + colon + function
     known = ", ".join(sorted(SCRIPTS))
     raise BenchError(f"no start-up round for backend {backend!r}: the benchmark times {known} (a backend "
                      "registered by a plugin needs its own round script: pass FILE.py)")
@@ -186,8 +187,17 @@ def run_in_process(
         run(ctx)
     except Unavailable as exc:
         status, error = "unavailable", str(exc)
-    except Exception as exc:  # the measured code failed: reported as a crashed round
-        status, error = "crashed", f"{type(exc).__name__}: {exc}"
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as exc:
+        # the measured code failed: a crashed round, or an unavailable one when it skipped
+        # (pytest.importorskip) - never an exception loose in the caller's benchmark timer
+        if type(exc).__name__ == "Skipped":
+            status, error = "unavailable", str(exc) or "skipped"
+        elif isinstance(exc, SystemExit):
+            status, error = "crashed", f"SystemExit({exc.code!r}) before the round finished"
+        else:
+            status, error = "crashed", f"{type(exc).__name__}: {exc}"
     elapsed = time.monotonic() - t0
     phases = tuple(_phases(events.items, 0, t0))
     return RoundResult(name, index, "warm", status, elapsed, phases, False, error, _info(events.items, 0, t0))

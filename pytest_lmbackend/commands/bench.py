@@ -124,8 +124,17 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         check_model_dir(args.model_dir)
         backends = backends_of(args.backend)
+        if not backends:
+            raise BenchError("--backend names no backend")
+        names: dict[str, str] = {}
         for backend in backends:  # an unknown name fails before any round runs
-            resolve_script(backend)
+            name, _ = resolve_script(backend)
+            if name in names:  # results are keyed by name: two scripts would be merged into one
+                raise BenchError(f"--backend {names[name]} and --backend {backend} would both be reported "
+                                 f"as {name!r}: give the round scripts different file names")
+            names[name] = backend
+        if args.save is not None:
+            _check_writable(args.save)
 
         def progress(r: RoundResult) -> None:
             _show(r)
@@ -174,6 +183,20 @@ def _show(r: RoundResult) -> None:
     slow = max(r.phases, key=lambda p: p.seconds, default=None) if r.ok else None
     detail = f" (longest: {slow.name} {slow.seconds:.2f} s)" if slow else ""
     print(f"bench: {r.backend} {r.mode} {kind} {r.index + 1}: {what}{detail}", file=sys.stderr, flush=True)
+
+
+def _check_writable(path: Path) -> None:
+    """Before a round runs: a --save target that cannot be written would cost every round."""
+    if path.is_dir():
+        raise BenchError(f"--save {path}: is a folder; give a file name such as {path / 'startup.json'}")
+    if not path.parent.is_dir():
+        raise BenchError(f"--save {path}: folder {path.parent} does not exist")
+    probe = path.with_name(path.name + ".tmp")
+    try:
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise BenchError(f"--save {path}: cannot write there: {exc.strerror or exc}") from None
 
 
 def _save(path: Path, report: BenchReport) -> None:
