@@ -602,3 +602,35 @@ def test_a_failed_warm_up_is_reported(fake_model: Path, fake_script: str) -> Non
     summary = summarize("fake_round", rounds)
     assert summary.counted == 0 or summary.counts.get("unavailable")
     assert any("no such engine here" in e for e in summary.errors)
+
+
+def test_a_phase_inside_another_is_its_sub_phase(tmp_path: Path, fake_model: Path) -> None:
+    from pytest_lmbackend.bench.runner import run_backend
+
+    script = tmp_path / "nested.py"
+    script.write_text(
+        "import time\n"
+        "def run(ctx):\n"
+        "    with ctx.phase('engine construction'):\n"
+        "        with ctx.phase('weight load'):\n"
+        "            time.sleep(0.2)\n"
+        "        time.sleep(0.05)\n"
+        "    time.sleep(0.3)  # in no phase\n"
+    )
+    (r,) = run_backend(fake_model, str(script), BenchOptions(rounds=1))
+    assert r.ok, r.error
+    keys = r.durations()
+    assert "engine construction/weight load" in keys and "weight load" not in keys
+    assert r.coverage() < 0.9  # the 0.3 s outside every phase shows; nothing is counted twice
+
+
+def test_a_round_killed_inside_a_phase_names_it(tmp_path: Path, fake_model: Path) -> None:
+    from pytest_lmbackend.bench.runner import run_backend
+
+    script = tmp_path / "hang.py"
+    script.write_text("import time\ndef run(ctx):\n"
+                      "    with ctx.phase('weight load'):\n        time.sleep(60)\n")
+    (r,) = run_backend(fake_model, str(script), BenchOptions(rounds=1, timeout_s=2))
+    assert r.status == "timeout"
+    (hung,) = [p for p in r.phases if p.name == "weight load"]
+    assert hung.failed and hung.seconds > 1.0

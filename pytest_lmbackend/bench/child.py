@@ -66,8 +66,14 @@ class RoundContext:
 
     @contextmanager
     def phase(self, name: str, parent: str | None = None) -> Iterator[None]:
+        # a phase opened inside another is its sub-phase (of the outermost open one): top-level phases
+        # never overlap, so they add up to the wall time instead of counting a stretch twice
+        if parent is None and self._open:
+            parent = self._open[0]
         start = time.monotonic()
         failed = True
+        # said when it starts too: a round killed inside it (timeout, signal) still names it
+        self.events.emit("phase-start", i=self.iteration, name=name, parent=parent, start=start)
         self._open.append(name)
         try:
             yield

@@ -355,8 +355,8 @@ def _cold_round(backend: str, index: int, warmup: bool, res: _Process) -> RoundR
     phases: list[Phase] = []
     if start is not None:
         phases.append(Phase("interpreter start", 0.0, float(start["t"]) - t0))
-    phases.extend(_phases(res.events, 0, t0))
     status, error = _outcome(res, 0)
+    phases.extend(_phases(res.events, 0, t0, cut=None if status == "ok" else res.reaped))
     if status == "ok":
         end = next(e for e in res.events if e.get("ev") == "end")
         phases.append(Phase("exit", float(end["t"]) - t0, res.reaped - t0))
@@ -389,12 +389,20 @@ def _warm_rounds(backend: str, lead: int, res: _Process) -> list[RoundResult]:
     return out
 
 
-def _phases(events: Sequence[Mapping[str, Any]], i: int, t0: float) -> list[Phase]:
-    return [
-        Phase(e["name"], float(e["start"]) - t0, float(e["end"]) - t0, e.get("parent"), bool(e["failed"]))
-        for e in events
-        if e.get("ev") == "phase" and e.get("i") == i
-    ]
+def _phases(events: Sequence[Mapping[str, Any]], i: int, t0: float,
+            cut: float | None = None) -> list[Phase]:
+    """The phases of iteration ``i``; with ``cut`` (when the process was killed), the phases that had
+    started and never ended too, ending at ``cut`` and marked failed: where a hang or crash was."""
+    done = [e for e in events if e.get("ev") == "phase" and e.get("i") == i]
+    out = [Phase(e["name"], float(e["start"]) - t0, float(e["end"]) - t0, e.get("parent"), bool(e["failed"]))
+           for e in done]
+    if cut is not None:
+        ended = {(e["name"], e.get("parent"), float(e["start"])) for e in done}
+        for e in events:
+            if (e.get("ev") == "phase-start" and e.get("i") == i
+                    and (e["name"], e.get("parent"), float(e["start"])) not in ended):
+                out.append(Phase(e["name"], float(e["start"]) - t0, cut - t0, e.get("parent"), True))
+    return out
 
 
 def _info(events: Sequence[Mapping[str, Any]], i: int, t0: float) -> dict[str, Any]:
