@@ -176,6 +176,7 @@ def parse_marks(
             for key, value in mark.kwargs.items():
                 options.setdefault(key, value)  # closest wins
         elif name == "lm_isolated":
+            _check_isolated(mark, where)
             isolated = True
     allowed = _combine(closest_backend, aliases, where)
     if allowed is not None and not [b for b in allowed if b not in excluded]:
@@ -249,6 +250,25 @@ def _parse_model(mark: MarkLike, where: str, base_dirs: Sequence[Path]) -> Model
     missing = resolved == source and not Path(source).expanduser().is_absolute()
     looked_in = tuple(str(b) for b in base_dirs) if missing else ()
     return ModelBinding(resolved, given=source, synthetic=synthetic, looked_in=looked_in)
+
+
+def _check_isolated(mark: MarkLike, where: str) -> None:
+    """``lm_isolated(timeout=SECONDS)``: checked at collection, so a bad value is a usage error
+    naming the test, not an error in the middle of the run."""
+    if mark.args:
+        raise MarkerError(f"{where}: lm_isolated takes timeout=SECONDS as a keyword, got {mark.args!r}")
+    extra = set(mark.kwargs) - {"timeout"}
+    if extra:
+        raise MarkerError(f"{where}: lm_isolated got unknown keyword(s) {sorted(extra)}; takes timeout")
+    if "timeout" in mark.kwargs and mark.kwargs["timeout"] is not None:
+        import argparse
+
+        from pytest_lmbackend.hardware.units import parse_seconds
+
+        try:
+            parse_seconds(str(mark.kwargs["timeout"]), "lm_isolated(timeout=...)")
+        except argparse.ArgumentTypeError as exc:
+            raise MarkerError(f"{where}: {exc} (0 or None: no limit)") from None
 
 
 def resolve_source(source: str, base_dirs: Sequence[Path]) -> str:

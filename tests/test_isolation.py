@@ -255,3 +255,37 @@ def test_an_isolated_test_last_in_its_module_tears_down_the_module_here(pytester
     result = pytester.runpytest("-p", "no:xdist")
     result.assert_outcomes(passed=3)
     assert "not torn down properly" not in result.stdout.str()
+
+
+def test_bad_lm_isolated_arguments_are_one_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.lm_isolated(timeout="abc")
+        def test_word(): pass
+
+        @pytest.mark.lm_isolated(timeout=-1)
+        def test_negative(): pass
+
+        @pytest.mark.lm_isolated(5)
+        def test_positional(): pass
+
+        @pytest.mark.lm_isolated(timout=5)
+        def test_typo(): pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stderr.fnmatch_lines_random([
+        "*test_word: lm_isolated(timeout=...) must be seconds >= 0, got 'abc'*",
+        "*test_negative: lm_isolated(timeout=...) must be seconds >= 0, got '-1'*",
+        "*test_positional: lm_isolated takes timeout=SECONDS as a keyword*",
+        "*test_typo: lm_isolated got unknown keyword(s) [[]'timout'[]]*",
+    ])
+
+
+def test_timeout_none_means_no_limit(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("import pytest\n@pytest.mark.lm_isolated(timeout=None)\ndef test_a(): pass\n")
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)

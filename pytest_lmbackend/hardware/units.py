@@ -92,6 +92,6 @@ def parse_seconds(text: str, option: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value >= 0:  # also refuses NaN
+    if not 0 <= value < float("inf"):  # also refuses NaN and infinity (0 is how to say "none")
         raise argparse.ArgumentTypeError(f"{option} must be seconds >= 0, got {text!r}")
     return value
