@@ -453,3 +453,32 @@ def test_multi_gpu_tests_go_to_the_wide_worker(pytester: pytest.Pytester,
         assert where[name] == ["gw0", wide]
     assert {w for name, (w, _) in where.items() if name.startswith("narrow")} <= {"gw0", "gw1", "gw2"}
     assert where.keys() >= {f"narrow{i}" for i in range(6)}
+
+
+def test_a_restarted_worker_keeps_the_crashed_ones_width(pytester: pytest.Pytester,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """xdist gives the replacement a new id; its share (and width) is the crashed worker's, so 2-GPU
+    tests still go to the 2-GPU worker, not to the 1-GPU replacement."""
+    monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
+    monkeypatch.delenv("PYTEST_LM_HARDWARE", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pytester.makepyfile(
+        """
+        import os, time, pytest
+
+        @pytest.mark.parametrize("i", range(2))
+        def test_a(i, worker_id):
+            if worker_id == "gw1":
+                os._exit(3)
+            time.sleep(1)
+
+        @pytest.mark.gpu_num_2
+        @pytest.mark.parametrize("i", range(8))
+        def test_wide(i):
+            time.sleep(0.5)
+        """
+    )
+    result = pytester.runpytest("-n", "2", "--lm-hardware=h100x8", "--lm-gpus-per-worker=2,1", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped", 0) == 0, result.stdout.str()
+    assert outcomes.get("passed", 0) >= 8

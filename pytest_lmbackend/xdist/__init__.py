@@ -386,8 +386,13 @@ class XdistControllerHooks:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        plan = {p.worker: p for p in node.config.stash.get(_PLAN_KEY, ())}
-        share = plan.get(node.gateway.id)
+        shares = list(node.config.stash.get(_PLAN_KEY, ()))
+        share = next((p for p in shares if p.worker == node.gateway.id), None)
+        if share is None:
+            # a worker xdist started in place of a crashed one: a new id, the crashed one's spec, so
+            # the crashed one's mask (already in its environment) and share
+            mask = getattr(getattr(node.gateway, "spec", None), "env", {}).get(SLICE_ENV)
+            share = next((p for p in shares if mask is not None and p.mask == mask), None)
         if share is None:
             return
         needs_dir = node.config.stash.get(_NEEDS_DIR_KEY, None)

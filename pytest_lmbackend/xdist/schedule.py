@@ -48,6 +48,14 @@ class GpuLoadScheduling(LoadScheduling):  # type: ignore[misc]
         self.needs: dict[str, int] = {}
 
     def _size(self, node: Any) -> int:
+        """GPUs the worker holds: from its own share (a worker xdist started in place of a crashed one
+        has a new id but the crashed one's share), else by id."""
+        from pytest_lmbackend.xdist import WORKERINPUT_KEY
+
+        share = (getattr(node, "workerinput", None) or {}).get(WORKERINPUT_KEY)
+        size = share.get("size") if isinstance(share, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool):
+            return size
         return self.sizes.get(str(node.gateway.id), self.widest)
 
     def _need(self, index: int) -> int:
