@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,10 @@ from pytest_lmbackend.xdist import (
     item_gpu_count,
     session_hardware,
 )
+
+_SUMMARY = re.compile(r"^(=+ )?\d+ (passed|failed|skipped|errors?|xfailed|xpassed|warnings?)\b.* in [\d.]+s"
+                      r"( \(.*\))?( =+)?$")
+_PROGRESS = re.compile(r"^[.sxXFE]+( +\[ *\d+%\])?$")
 
 # Set in the spawned interpreter: where it writes its reports; also tells it not to isolate again.
 CHILD_ENV = "PYTEST_LM_ISOLATED_REPORTS"
@@ -188,7 +193,10 @@ def child_command(config: pytest.Config, item: pytest.Item) -> list[str]:
         args += ["-c", str(config.inipath)]
     if hasattr(config.option, "numprocesses"):
         args.append("-n0")  # an addopts -n must not spread one test over workers
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args,
+    # The test's output must outlive a crash: tee-sys captures it for the child's reports and also
+    # writes it through to the output file this process reads. Under -s here, none is captured there.
+    capture = "--capture=no" if config.getoption("capture", "fd") == "no" else "--capture=tee-sys"
+    return [sys.executable, "-m", "pytest", "-qq", "-p", "no:cacheprovider", capture, *args,
             node_arg(item.path, item.nodeid)]
 
 
@@ -275,7 +283,22 @@ def run_isolated(item: pytest.Item) -> list[TestReport]:
     if problem is not None:
         shown = f"\n--- its output ---\n{tail(text)}" if text.strip() else " (it wrote no output)"
         reports = _complete(item, reports, problem + shown, duration)
+    elif config.getoption("capture", "fd") == "no":
+        printed = _test_output(text)
+        if printed:  # -s: what the test printed shows, as it would have had it run here
+            sys.stdout.write(printed + "\n")
+            sys.stdout.flush()
     return reports
+
+
+def _test_output(text: str) -> str:
+    """The child's output without pytest's own progress and summary lines (it runs with ``-qq``)."""
+    lines = text.rstrip("\n").splitlines()
+    while lines and (not lines[-1].strip() or _SUMMARY.match(lines[-1].strip())):
+        lines.pop()
+    if lines and _PROGRESS.match(lines[-1].strip()):
+        lines.pop()
+    return "\n".join(lines)
 
 
 def _complete(item: pytest.Item, reports: list[TestReport], message: str,

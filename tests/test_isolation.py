@@ -289,3 +289,28 @@ def test_bad_lm_isolated_arguments_are_one_usage_error(pytester: pytest.Pytester
 def test_timeout_none_means_no_limit(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("import pytest\n@pytest.mark.lm_isolated(timeout=None)\ndef test_a(): pass\n")
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
+
+
+def test_what_an_isolated_test_prints_is_not_lost(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os, pytest
+
+        @pytest.mark.lm_isolated
+        def test_crash():
+            print("about to crash")
+            os._exit(7)
+
+        @pytest.mark.lm_isolated
+        def test_pass():
+            print("OUT-pass")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-rP")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*ended with exit code 7*", "--- its output ---", "about to crash"])
+    result.stdout.fnmatch_lines(["*Captured stdout call*", "OUT-pass"])
+    shown = pytester.runpytest_subprocess("-p", "no:xdist", "-s", "-k", "test_pass")
+    shown.assert_outcomes(passed=1)
+    assert "OUT-pass" in shown.stdout.str() and "1 passed" in shown.stdout.str()
+    assert shown.stdout.str().count("passed") == 1  # the child's own summary line is not echoed
