@@ -357,8 +357,32 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             "in use (NVML)"]
 
 
+_WORKEROUTPUT_KEY = "lmbackend_leak_unavailable"
+_FROM_WORKERS_KEY = pytest.StashKey[dict[str, list[str]]]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # on an xdist worker, why the check could not run goes back to the controller, whose summary
+    # is the one anybody reads
+    checker = session.config.pluginmanager.get_plugin(PLUGIN_NAME)
+    output = getattr(session.config, "workeroutput", None)
+    if isinstance(checker, LeakChecker) and checker.unavailable is not None and output is not None:
+        output[_WORKEROUTPUT_KEY] = checker.unavailable
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    reason = (getattr(node, "workeroutput", None) or {}).get(_WORKEROUTPUT_KEY)
+    if reason:
+        seen = node.config.stash.setdefault(_FROM_WORKERS_KEY, {})
+        seen.setdefault(str(reason), []).append(str(node.gateway.id))
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     checker = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if isinstance(checker, LeakChecker) and checker.unavailable is not None:
         terminalreporter.write_line(
             f"lmbackend leak check did not run: GPU memory could not be read ({checker.unavailable})")
+    for reason, workers in config.stash.get(_FROM_WORKERS_KEY, {}).items():
+        terminalreporter.write_line(f"lmbackend leak check did not run on xdist worker(s) "
+                                    f"{', '.join(workers)}: GPU memory could not be read ({reason})")

@@ -331,3 +331,20 @@ def test_no_nvml_reads_while_the_probe_left_nvml_waiting(monkeypatch: pytest.Mon
     finally:
         release.set()
         stuck.join(5)
+
+
+def test_under_xdist_a_check_that_could_not_run_says_so_on_the_controller(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.lm_requires(gpus=1)
+        def test_gpu():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "1", "--lm-hardware=h100", "--lm-leak=fail")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*lmbackend leak check did not run on xdist worker(s) gw0: GPU memory "
+                                 "could not be read (the hardware is the profile 'h100'*"])
