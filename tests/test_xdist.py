@@ -369,6 +369,15 @@ def test_too_wide_names_worker_slice_and_option() -> None:
     assert xdist.too_wide(4, "GPU-a", "gw1", 1) == (
         "needs 4 GPUs; xdist worker gw1 holds 1 (GPU-a) with --lm-gpus-per-worker=1: "
         "run it with --lm-gpus-per-worker=4, or without -n")
+    assert xdist.too_wide(4, "GPU-a", "gw1", "4,1", dist="loadfile") == (
+        "needs 4 GPUs; xdist worker gw1 holds 1 (GPU-a) with --lm-gpus-per-worker=4,1: size lists send "
+        "wide tests to wide workers only under --dist load (not loadfile); or run it with "
+        "--lm-gpus-per-worker=4, or without -n")
+    # an isolated child: of a run without -n it holds every GPU there is; under xdist, its worker's
+    assert xdist.too_wide(16, "GPU-a,GPU-b", None, 1) == (
+        "needs 16 GPUs; this isolated process was given 2 (GPU-a,GPU-b), all there are")
+    assert xdist.too_wide(2, "GPU-a", None, 1, outer_worker="gw3").startswith(
+        "needs 2 GPUs; the isolated process of xdist worker gw3 holds 1 (GPU-a)")
 
 
 WIDE = """

@@ -273,7 +273,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if mask is None:
         return
     reason = too_wide(item_gpu_count(item.iter_markers()), mask, worker_id(item.config),
-                      format_sizes(gpus_per_worker(item.config)))
+                      format_sizes(gpus_per_worker(item.config)),
+                      dist=str(item.config.getoption("dist", "load") or "load"),
+                      outer_worker=os.environ.get("PYTEST_XDIST_WORKER"))
     if reason is None:
         return
     from pytest_lmbackend.session import SESSION_KEY, SKIP_KIND_PROPERTY

@@ -246,11 +246,21 @@ def item_devices(hardware: Hardware, count: int) -> tuple[GPU, ...]:
     return hardware.gpus if count <= 0 else hardware.gpus[:count]
 
 
-def too_wide(need: int, mask: str, worker: str | None, sizes: str) -> str | None:
-    """Why an item needing ``need`` GPUs cannot run in a process pinned to ``mask``; None when it can."""
+def too_wide(need: int, mask: str, worker: str | None, sizes: str, *, dist: str = "load",
+             outer_worker: str | None = None) -> str | None:
+    """Why an item needing ``need`` GPUs cannot run in a process pinned to ``mask``; None when it can.
+
+    :param worker: this process's xdist worker id; None in an ``lm_isolated`` child.
+    :param outer_worker: for an isolated child, the xdist worker that spawned it, if any.
+    """
     held = len([d for d in mask.split(",") if d.strip()])
     if need <= held:
         return None
-    where = f"xdist worker {worker}" if worker else "this isolated process"
-    return (f"needs {need} GPUs; {where} holds {held} ({mask}) with --lm-gpus-per-worker={sizes}: "
-            f"run it with --lm-gpus-per-worker={need}, or without -n")
+    if worker is None and outer_worker is None:  # an isolated child of a run without -n
+        return f"needs {need} GPUs; this isolated process was given {held} ({mask}), all there are"
+    where = f"xdist worker {worker}" if worker else f"the isolated process of xdist worker {outer_worker}"
+    advice = f"run it with --lm-gpus-per-worker={need}, or without -n"
+    if "," in str(sizes) and dist != "load":
+        advice = (f"size lists send wide tests to wide workers only under --dist load (not {dist}); "
+                  f"or {advice}")
+    return f"needs {need} GPUs; {where} holds {held} ({mask}) with --lm-gpus-per-worker={sizes}: {advice}"
