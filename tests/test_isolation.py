@@ -314,3 +314,20 @@ def test_what_an_isolated_test_prints_is_not_lost(pytester: pytest.Pytester) -> 
     shown.assert_outcomes(passed=1)
     assert "OUT-pass" in shown.stdout.str() and "1 passed" in shown.stdout.str()
     assert shown.stdout.str().count("passed") == 1  # the child's own summary line is not echoed
+
+
+def test_an_isolated_test_may_change_its_own_mask(pytester: pytest.Pytester,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its process runs this one test and exits: the change reaches no other test."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
+    pytester.makepyfile(
+        """
+        import os, pytest
+
+        @pytest.mark.lm_isolated
+        def test_sets_it():
+            os.environ["CUDA_VISIBLE_DEVICES"] = "0"
+        """
+    )
+    pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100x4").assert_outcomes(passed=1)

@@ -301,6 +301,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_teardown(item: pytest.Item) -> Any:
     result = yield
     mask = os.environ.get(SLICE_ENV)
+    if worker_id(item.config) is None:
+        # an lm_isolated child runs this one test and exits: a mask it changed reaches nobody
+        return result
     if mask is not None and os.environ.get(MASK_ENV) != mask:
         changed = os.environ.get(MASK_ENV)
         os.environ[MASK_ENV] = mask
