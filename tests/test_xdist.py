@@ -491,3 +491,15 @@ def test_a_restarted_worker_keeps_the_crashed_ones_width(pytester: pytest.Pytest
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped", 0) == 0, result.stdout.str()
     assert outcomes.get("passed", 0) >= 8
+
+
+def test_sizes_that_cannot_matter_or_cannot_fit_are_said_plainly() -> None:
+    from pytest_lmbackend.hardware import load_profile
+    from pytest_lmbackend.xdist.slicing import LOCAL, SliceError, plan_workers
+
+    # no GPU: nothing is pinned, so a size list from a shared ini does not have to match -n
+    plans = plan_workers([("gw0", LOCAL), ("gw1", LOCAL)], [], (2, 1, 1))
+    assert [p.gpus for p in plans] == [None, None]
+    too_many = r"--lm-gpus-per-worker=9 is more GPUs than are visible \(8: .*not even one worker"
+    with pytest.raises(SliceError, match=too_many):
+        plan_workers([("gw0", LOCAL)], load_profile("h100x8").gpus, (9,))

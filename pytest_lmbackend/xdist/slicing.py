@@ -119,6 +119,12 @@ def slice_devices(devices: Sequence[str], workers: int, sizes: Sizes | int) -> t
     need = sum(each)
     if need > len(devices):
         shown = f"{', '.join(devices) or 'none'}"
+        if len(sizes) == 1 and sizes[0] > len(devices):
+            raise SliceError(
+                f"--lm-gpus-per-worker={sizes[0]} is more GPUs than are visible ({len(devices)}: {shown}), "
+                "so not even one worker can be given its slice: lower --lm-gpus-per-worker, or run "
+                "without -n"
+            )
         if len(sizes) == 1:
             fits = len(devices) // sizes[0]
             raise SliceError(
@@ -197,6 +203,9 @@ def plan_workers(
     if len(sizes) > 1 and len(local) != len(workers):
         raise SliceError(f"--lm-gpus-per-worker={format_sizes(sizes)}: a list of sizes is for local workers "
                          "only; give remote workers one size")
+    if not gpus and len(local) == len(workers):
+        # no GPU here and no remote worker: nothing is pinned, so a list of sizes has nothing to match
+        sizes = (sizes[0],) if len(sizes) > 1 else sizes
     each = worker_sizes(sizes, len(local)) if local else ()
     slices = slice_devices([device_id(g) for g in gpus], len(local), sizes) if gpus and local else ()
     labels = {device_id(g): device_label(g) for g in gpus}
