@@ -102,5 +102,8 @@ def svg(report: BenchReport) -> str:
 
 
 def _title(report: BenchReport) -> str:
-    rounds = report.options.rounds
-    return f"{report.options.mode} start-up by phase (median of {rounds} round{'s' if rounds != 1 else ''})"
+    # the rounds that give the medians: the ok ones, not the ones asked for
+    oks = sorted({s.counts.get("ok", 0) for s in report.summaries().values()}) or [0]
+    rounds = str(oks[0]) if len(oks) == 1 else f"{oks[0]}-{oks[-1]}"
+    plural = "" if rounds == "1" else "s"
+    return f"{report.options.mode} start-up by phase (median of {rounds} ok round{plural})"

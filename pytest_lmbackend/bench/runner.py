@@ -105,7 +105,7 @@ def resolve_script(backend: str) -> tuple[str, str]:
         if not path.is_file():
             raise BenchError(f"round script {path} does not exist")
         return path.stem + (f":{function}" if function else ""), str(path.resolve()) + colon + function
-    known = ", ".join(sorted(SCRIPTS))
+    known = ", ".join(sorted(n for n in SCRIPTS if n != "empty"))  # "empty" measures the harness only
     raise BenchError(f"no start-up round for backend {backend!r}: the benchmark times {known} (a backend "
                      "registered by a plugin needs its own round script: pass FILE.py)")
 
