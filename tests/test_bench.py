@@ -634,3 +634,17 @@ def test_a_round_killed_inside_a_phase_names_it(tmp_path: Path, fake_model: Path
     assert r.status == "timeout"
     (hung,) = [p for p in r.phases if p.name == "weight load"]
     assert hung.failed and hung.seconds > 1.0
+
+
+def test_the_plot_title_counts_the_rounds_behind_its_medians() -> None:
+    from pytest_lmbackend.bench.phases import Phase, RoundResult
+    from pytest_lmbackend.bench.plot import _title
+    from pytest_lmbackend.bench.report import BenchReport
+
+    def result(i: int, status: str) -> RoundResult:
+        return RoundResult("transformers", i, "cold", status, 1.0, (Phase("import torch", 0.0, 1.0),), False,
+                           None if status == "ok" else "boom", {})
+
+    rounds = (result(0, "ok"), result(1, "crashed"), result(2, "ok"), result(3, "crashed"))
+    report = BenchReport("m", BenchOptions(rounds=4), {"transformers": rounds}, None, {})
+    assert _title(report) == "cold start-up by phase (median of 2 ok rounds)"
