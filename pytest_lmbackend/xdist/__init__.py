@@ -310,7 +310,9 @@ def pytest_runtest_teardown(item: pytest.Item) -> Any:
         pytest.fail(
             f"{item.nodeid} left CUDA_VISIBLE_DEVICES={changed!r} on xdist worker {worker_id(item.config)}, "
             f"which holds only {mask!r}: work started after it could use another worker's GPUs. "
-            "Restored it; set the variable with monkeypatch so it is undone.",
+            "Restored it. Between tests a worker's mask must be the one it was given: change it with a "
+            "function-scoped monkeypatch, which undoes it after the test (a module- or session-wide "
+            "change would let later tests of this worker reach GPUs it does not hold).",
             pytrace=False,
         )
     return result
