@@ -648,3 +648,17 @@ def test_the_plot_title_counts_the_rounds_behind_its_medians() -> None:
     rounds = (result(0, "ok"), result(1, "crashed"), result(2, "ok"), result(3, "crashed"))
     report = BenchReport("m", BenchOptions(rounds=4), {"transformers": rounds}, None, {})
     assert _title(report) == "cold start-up by phase (median of 2 ok rounds)"
+
+
+def test_options_no_selected_backend_reads_or_of_the_wrong_type_are_refused(fake_model: Path) -> None:
+    from pytest_lmbackend.bench.scripts import check_options
+
+    assert check_options(["transformers", "pytorch"], {"device": "cpu", "session_len": 256}) is None
+    assert check_options(["transformers"], {"max_new_token": 4}) == (
+        "no selected backend reads option 'max_new_token'; transformers read device, max_new_tokens, prompt")
+    assert check_options(["pytorch"], {"max_new_tokens": "abc"}) == (
+        "option 'max_new_tokens' of backend pytorch: expected int, got 'abc'")
+    assert check_options(["pytorch"], {"eager_mode": 1}) is not None
+    assert check_options(["my_round.py"], {"anything": object()}) is None  # a script of your own
+    res = _cli(str(fake_model), "--backend", "transformers", "--options", '{"max_new_tokens": "abc"}')
+    assert res.returncode == 2 and "expected int, got 'abc'" in res.stderr

@@ -50,6 +50,11 @@ class StartupBenchmark:
             )
             name, target = runner.resolve_script(backend)
             model = runner.check_model_dir(model_dir)
+            from pytest_lmbackend.bench.scripts import check_options
+
+            problem = check_options([backend], dict(options or {}))
+            if problem is not None:
+                raise runner.BenchError(f"options: {problem}")
         except runner.BenchError as exc:
             pytest.fail(f"lm_startup: {exc}", pytrace=False)
         counter = iter(range(10**9))

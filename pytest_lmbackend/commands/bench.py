@@ -20,7 +20,7 @@ from pytest_lmbackend.bench.runner import (
     resolve_script,
     run_backend,
 )
-from pytest_lmbackend.bench.scripts import ALL_BACKENDS, SCRIPTS
+from pytest_lmbackend.bench.scripts import ALL_BACKENDS, SCRIPTS, check_options
 
 EXIT_OK, EXIT_FAILED_ROUND, EXIT_USAGE = 0, 1, 2
 
@@ -135,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
             names[name] = backend
         if args.save is not None:
             _check_writable(args.save)
+        problem = check_options(backends, dict(options.script_options))
+        if problem is not None:
+            raise BenchError(f"--options: {problem}")
 
         def progress(r: RoundResult) -> None:
             _show(r)
