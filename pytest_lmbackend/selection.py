@@ -114,6 +114,9 @@ Detector = Callable[[ModelBinding], Any]
 RequirementEvaluator = Callable[[Any], "Verdict | None"]
 
 
+_LMDEPLOY_ENGINES = ("turbomind", "pytorch")
+
+
 def choose_backend(
     mode: BackendMode,
     marks: ItemMarks,
@@ -125,7 +128,8 @@ def choose_backend(
     """The backend a backend-bound item runs on; None under ``--lm-backend=none``.
 
     ``auto``: the backend detection picked for the item's model when the markers permit it; else the
-    best available of the permitted ones; else the first permitted (which then skips with its reason).
+    other LMDeploy engine the markers permit; else the best available of the permitted ones; else the
+    first permitted (which then skips with its reason).
     """
     if param is not None:
         return param
@@ -138,6 +142,13 @@ def choose_backend(
     if detected is not None and marks.permits(detected):
         return detected
     permitted = [n for n in (marks.allowed or registry.names) if marks.permits(n)]
+    if detected is not None:
+        # LMDeploy picked an engine the markers exclude: in LMDeploy's own suites `not_turbomind` means
+        # "on the PyTorch engine", so the other LMDeploy engine answers (and skips where it cannot
+        # run), not whichever backend happens to be available
+        engines = [n for n in permitted if n in _LMDEPLOY_ENGINES]
+        if engines:
+            return registry.best_available(facts, among=engines) or engines[0]
     return registry.best_available(facts, among=permitted) or (permitted or list(registry.names))[0]
 
 

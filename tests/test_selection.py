@@ -97,6 +97,17 @@ def test_auto_takes_detection_then_best_available() -> None:
     assert choose_backend(ALL, ItemMarks(), "pytorch", "turbomind", H100, REGISTRY) == "pytorch"
 
 
+def test_not_turbomind_on_a_turbomind_model_means_the_pytorch_engine() -> None:
+    """As in LMDeploy's own suites: the other LMDeploy engine, skipping where it cannot run, not
+    the reference backend that happens to be available."""
+    not_tm = ItemMarks(model=MODEL, excluded=frozenset({"turbomind"}), backend_marked=True)
+    assert choose_backend(AUTO, not_tm, None, "turbomind", H100, REGISTRY) == "pytorch"
+    assert choose_backend(AUTO, not_tm, None, "turbomind", CPU, REGISTRY) == "pytorch"  # skips, with reason
+    # only the reference backend permitted: it is the answer
+    ref = ItemMarks(model=MODEL, allowed=("transformers",), backend_marked=True)
+    assert choose_backend(AUTO, ref, None, "turbomind", CPU, REGISTRY) == "transformers"
+
+
 def evaluate(mode: BackendMode, marks: ItemMarks, facts: RunnerFacts, *, param: str | None = None,
              bound: bool = True, detect: Any = None, requirement: Any = None) -> Any:
     return evaluate_item(
