@@ -336,10 +336,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default="")
 
 
+class _OuterWorker:
+    """In a child spawned by an xdist worker: ``worker_id`` is that worker's, as the test would have
+    seen it there (pytest-xdist's own fixture answers "master" in a process that is no worker)."""
+
+    @pytest.fixture(scope="session")
+    def worker_id(self) -> str:
+        return os.environ.get("PYTEST_XDIST_WORKER", "master")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     reports = os.environ.get(CHILD_ENV)
     if reports:
         config.pluginmanager.register(ReportWriter(config, reports), "lmbackend_isolated_reports")
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            config.pluginmanager.register(_OuterWorker(), "lmbackend_isolated_worker_id")
 
 
 @pytest.hookimpl(tryfirst=True)

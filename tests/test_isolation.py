@@ -331,3 +331,24 @@ def test_an_isolated_test_may_change_its_own_mask(pytester: pytest.Pytester,
         """
     )
     pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100x4").assert_outcomes(passed=1)
+
+
+def test_worker_id_in_an_isolated_test_is_its_workers(pytester: pytest.Pytester,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
+    out = pytester.mkdir("out")
+    pytester.makepyfile(
+        f"""
+        import os, pathlib, pytest
+
+        @pytest.mark.lm_isolated
+        @pytest.mark.parametrize("i", range(2))
+        def test_where(i, worker_id):
+            assert worker_id == os.environ["PYTEST_XDIST_WORKER"] != "master"
+            pathlib.Path({str(out)!r}, worker_id).write_text(worker_id)
+        """
+    )
+    pytester.runpytest("-n", "2", "--lm-hardware=h100x2").assert_outcomes(passed=2)
+    assert {p.name for p in out.iterdir()} <= {"gw0", "gw1"} and any(out.iterdir())
