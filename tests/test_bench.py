@@ -488,7 +488,9 @@ def test_lm_startup_saves_phases_and_machine_info_and_compares(
     assert info["backend"] == "fake_round" and info["mode"] == "cold"
     assert info["phases"]["first token"]["n"] == 2
     assert [r["status"] for r in info["rounds"]] == ["ok", "ok"]
-    assert "versions" in data["machine_info"]["lmbackend"]
+    assert info["model"] == {"path": str(fake_model.resolve()), "arch": "LlamaForCausalLM"}
+    machine = data["machine_info"]["lmbackend"]
+    assert "versions" in machine and machine["host"] and machine["when"].endswith("Z")
     again = pytester.runpytest(
         *_bench_args(pytester), f"--benchmark-storage={storage}", "--benchmark-compare",
         "--benchmark-compare-fail=min:100000%",

@@ -84,7 +84,9 @@ class StartupBenchmark:
             _report(exc.result)
         counted = self.results[-rounds:]
         summary = summarize(name, counted)
-        self.benchmark.extra_info.update(extra_info(summary, counted, mode))
+        from pytest_lmbackend.bench.report import model_facts
+
+        self.benchmark.extra_info.update(extra_info(summary, counted, mode), model=model_facts(model))
         return summary
 
 

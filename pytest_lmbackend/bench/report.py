@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -53,6 +57,7 @@ class BenchReport:
         summaries = self.summaries()
         return {
             "model_dir": self.model_dir,
+            "model": model_facts(self.model_dir),
             "mode": self.options.mode,
             "rounds": self.options.rounds,
             "warmup": self.options.warmup,
@@ -68,12 +73,33 @@ class BenchReport:
         }
 
 
+def model_facts(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """What the timed model is, so results of different models are not compared unawares: its
+    resolved folder, architecture, model type and size fields from config.json (nothing imported)."""
+    folder = Path(model_dir).resolve()
+    facts: dict[str, Any] = {"path": str(folder)}
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return facts
+    if isinstance(data, dict):
+        archs = data.get("architectures")
+        facts["arch"] = archs[0] if isinstance(archs, list) and archs else None
+        for key in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
+            if key in data:
+                facts[key] = data[key]
+    return facts
+
+
 def machine_facts() -> dict[str, Any]:
     """Python, package versions (metadata only, nothing imported) and the GPUs, driver and CUDA."""
     facts: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "versions": package_versions(VERSIONED),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": package_versions((*VERSIONED, "pytest-lmbackend")),
     }
     try:  # the project's probe: NVML, then nvidia-smi; never CUDA
         from pytest_lmbackend.hardware import probe
