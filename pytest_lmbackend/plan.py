@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from pytest_lmbackend.requirements import Skip
+from pytest_lmbackend.requirements import Skip, failing_kind
 
 RUN = "run"
 
@@ -50,8 +50,7 @@ def _cell(outcome: Skip | None, required: Collection[str], notes: dict[tuple[str
     if outcome is None:
         return RUN
     number = notes.setdefault((outcome.kind, outcome.reason), len(notes) + 1)
-    fails = outcome.kind in required or bool(set(outcome.unchecked) & set(required))
-    action = "FAIL" if fails else "skip"
+    action = "FAIL" if failing_kind(outcome.kind, outcome.unchecked, required) else "skip"
     return f"{action} [{number}]"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,15 @@ class Skip:
     kind: str
     reason: str
     unchecked: frozenset[str] = frozenset()  # GPU-fact kinds left unjudged for want of GPUs
+
+
+def failing_kind(kind: str, unchecked: Iterable[str], require: Collection[str]) -> str | None:
+    """The ``--lm-require`` kind that turns a skip of ``kind`` into a failure, else None. A test asking
+    a capability on a runner without the GPUs fails under ``--lm-require=capability`` too: the
+    capability was required and nothing met it (``unchecked`` holds the kinds left unjudged)."""
+    if kind in require:
+        return kind
+    return next((k for k in sorted(unchecked) if k in require), None)
 
 
 def _error(where: str, key: str | None, value: object, problem: str) -> RequirementError:

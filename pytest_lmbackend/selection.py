@@ -93,12 +93,10 @@ class Verdict:
     unchecked: frozenset[str] = frozenset()
 
     def failing_kind(self, require: Collection[str]) -> str | None:
-        """The ``--lm-require`` kind that turns this skip into a failure, else None. A test asking a
-        capability on a runner without the GPUs fails under ``--lm-require=capability`` too: the
-        capability was required and nothing met it."""
-        if self.kind in require:
-            return self.kind
-        return next((k for k in sorted(self.unchecked) if k in require), None)
+        """The ``--lm-require`` kind that turns this skip into a failure, else None."""
+        from pytest_lmbackend.requirements import failing_kind
+
+        return failing_kind(self.kind, self.unchecked, require)
 
 
 @dataclass(frozen=True)
