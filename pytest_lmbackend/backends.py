@@ -49,9 +49,9 @@ class RunnerFacts:
 
     def packages_where(self) -> str:
         """Where the package facts come from: a profile's ``[packages]``, else this interpreter."""
-        if self.profile and not self.packages_stated:
-            return f"this interpreter (profile {self.profile!r} states no [packages])"
-        return self.where()
+        from pytest_lmbackend.hardware.model import packages_origin
+
+        return packages_origin(self.profile, self.packages_stated) or self.where()
 
     def found_devices(self) -> str:
         if not self.devices:

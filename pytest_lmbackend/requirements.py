@@ -21,6 +21,7 @@ from pytest_lmbackend.hardware import (
     turbomind_builds,
     turbomind_kernels_missing,
 )
+from pytest_lmbackend.hardware.model import packages_origin
 
 # kinds of unmet requirement; "backend" is decided by the plugin (a backend not available here)
 KINDS: tuple[str, ...] = ("gpu", "capability", "vram", "free_vram", "dtype", "packages", "turbomind_kernels",
@@ -271,11 +272,8 @@ def _found_gpus(hw: Hardware, devices: Sequence[GPU], assigned: bool) -> str:
 
 def _package_skip(spec: PackageSpec, hw: Hardware) -> Skip | None:
     version = hw.packages.get(spec.name)
-    where = ""
-    if hw.source == "profile":
-        stated = getattr(hw, "packages_stated", False)
-        where = (f" in profile {hw.profile!r}" if stated
-                 else f" in this interpreter (profile {hw.profile!r} states no [packages])")
+    origin = packages_origin(hw.profile, hw.packages_stated) if hw.source == "profile" else None
+    where = f" in {origin}" if origin else ""
     if version is None:
         return Skip("packages", f"needs package {spec}; not installed{where}")
     if not spec.specifier:

@@ -41,6 +41,15 @@ class GPU:
         return f"GPU {self.index} ({where}{self.name})"
 
 
+def packages_origin(profile: str | None, stated: bool) -> str | None:
+    """Where a profile's package facts come from, for messages; None when no profile is in play."""
+    if not profile:
+        return None
+    if stated:
+        return f"profile {profile!r}"
+    return f"this interpreter (profile {profile!r} states no [packages])"
+
+
 def _frozen(mapping: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping or {}))
 
