@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -202,20 +201,18 @@ def _option(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | 
 
 
 def _hardware_option(config: pytest.Config) -> tuple[tuple[str, ...], str]:
-    """The profiles asked for and where: ``--lm-hardware``, else ``$PYTEST_LM_HARDWARE`` (the
-    environment outranks the ini file, as ``PYTEST_ADDOPTS`` does), else the ini key ``lm_hardware``."""
-    from pytest_lmbackend.hardware import ENV_PROFILE
+    """The profiles asked for, parsed, and where (``session.hardware_request`` decides the order)."""
+    from pytest_lmbackend.session import hardware_request
 
-    value = config.getoption("lm_hardware")
-    if value is not None:
-        return tuple(value), "--lm-hardware"
-    env = os.environ.get(ENV_PROFILE, "").strip()
-    if env:
-        try:
-            return _profiles(env), f"${ENV_PROFILE}"
-        except argparse.ArgumentTypeError as exc:
-            raise ValueError(f"${ENV_PROFILE}: {exc}") from exc
-    return _option(config, "lm_hardware", _profiles) or (), "ini lm_hardware"
+    value, origin = hardware_request(config)
+    if value is None:
+        return (), origin
+    if isinstance(value, (tuple, list)):  # the option, parsed by argparse already
+        return tuple(value), origin
+    try:
+        return _profiles(str(value)), origin
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"{origin}: {exc}") from exc
 
 
 def _options(config: pytest.Config) -> Options:

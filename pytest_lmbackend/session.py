@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,25 @@ class LmSession:
             detect=self.detect,
             evaluate_requirement=requirement,
         )
+
+
+def hardware_request(config: pytest.Config) -> tuple[Any, str]:
+    """The profile(s) asked for, unparsed, and where: ``--lm-hardware`` (a tuple once parsed), else
+    ``$PYTEST_LM_HARDWARE`` (the environment outranks the ini file, as ``PYTEST_ADDOPTS`` does), else
+    the ini key ``lm_hardware``; ``None`` when none is. Readable before the plugin is configured."""
+    from pytest_lmbackend.hardware import ENV_PROFILE
+
+    value = config.getoption("lm_hardware", None)
+    if value is not None:
+        return value, "--lm-hardware"
+    env = os.environ.get(ENV_PROFILE, "").strip()
+    if env:
+        return env, f"${ENV_PROFILE}"
+    try:
+        ini = str(config.getini("lm_hardware") or "").strip()
+    except ValueError:  # the plugin that registers the key is not loaded
+        ini = ""
+    return ini or None, "ini lm_hardware"
 
 
 def load_hardware(specs: Sequence[str], *, several: bool = False,

@@ -123,11 +123,10 @@ def masked_profile(config: pytest.Config, found: Hardware) -> Hardware:
 
 
 def profile_option(config: pytest.Config) -> str | None:
-    """The profile spec asked for: ``--lm-hardware`` (a tuple of names once parsed), else
-    ``$PYTEST_LM_HARDWARE``, else the ini key (the plugin's own order)."""
-    value = config.getoption("lm_hardware", None)
-    if value is None:
-        value = os.environ.get("PYTEST_LM_HARDWARE", "").strip() or _option(config, "lm_hardware")
+    """The profile spec asked for, as one string (the plugin's own order: ``session.hardware_request``)."""
+    from pytest_lmbackend.session import hardware_request
+
+    value, _ = hardware_request(config)
     if isinstance(value, (tuple, list)):
         value = ",".join(str(v) for v in value)
     return str(value).strip() or None if value else None
