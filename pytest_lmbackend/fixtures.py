@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -215,8 +216,9 @@ def _model_dir(model: ModelBinding, made: dict[str, Path], factory: pytest.TempP
 
             try:
                 if isinstance(model.source, str):
-                    cfg = read_config(model.source)
-                    config = read_config_dict(cfg.path if cfg.data is not None else model.source)
+                    cfg = read_config(model.source)  # parsed (and cached) once: the copy comes from it
+                    config = (copy.deepcopy(dict(cfg.data)) if cfg.data is not None
+                              else read_config_dict(model.source))  # no config.json: its error says so
                 else:
                     config = dict(model.source)
                 made[model.key] = Path(modeldir.write_model_dir(
