@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -206,16 +205,9 @@ def _timeout(config: pytest.Config, item: pytest.Item) -> float:
         value = marker.kwargs["timeout"]
         # None is "no limit"; anything else was checked at collection (markers._check_isolated)
         return 0.0 if value is None else parse_timeout(str(value))
-    value = config.getoption("lm_isolated_timeout", None)
-    if value is not None:
-        return float(value)
-    text = str(config.getini("lm_isolated_timeout") or "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT
-    try:
-        return parse_timeout(text)
-    except argparse.ArgumentTypeError as exc:
-        raise pytest.UsageError(f"ini lm_isolated_timeout: {exc}") from None
+    from pytest_lmbackend.session import setting
+
+    return float(setting(config, "lm_isolated_timeout", parse_timeout, DEFAULT_TIMEOUT))
 
 
 def _synthetic(item: pytest.Item, when: Literal["setup", "call", "teardown"],

@@ -312,16 +312,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _setting(config: pytest.Config, name: str, parse: Callable[[str], Any], default: Any) -> Any:
-    value = config.getoption(name, None)
-    if value is not None:
-        return value
-    text = str(config.getini(name) or "").strip()
-    if not text:
-        return default
-    try:
-        return parse(text)
-    except argparse.ArgumentTypeError as exc:
-        raise pytest.UsageError(f"ini {name}: {exc}") from None
+    # imported here: this plugin loads with every pytest, and session.py is only needed once configured
+    from pytest_lmbackend.session import setting
+
+    return setting(config, name, parse, default)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,21 @@ class LmSession:
             detect=self.detect,
             evaluate_requirement=requirement,
         )
+
+
+def setting(config: pytest.Config, name: str, parse: Callable[[str], Any], default: Any) -> Any:
+    """An option's value (parsed by argparse already), else its ini key parsed with the same
+    ``type=`` function, else ``default``; a bad ini value is a usage error naming the key."""
+    value = config.getoption(name, None)
+    if value is not None:
+        return value
+    text = str(config.getini(name) or "").strip()
+    if not text:
+        return default
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        raise pytest.UsageError(f"ini {name}: {exc}") from None
 
 
 def hardware_request(config: pytest.Config) -> tuple[Any, str]:
