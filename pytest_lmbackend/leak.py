@@ -122,8 +122,10 @@ class NvmlReader:
 
     def _load(self) -> Any:
         if self._nvml is None:
-            import pynvml
+            # the probe's own loader: the same warning filter and the same "not installed" words
+            from pytest_lmbackend.hardware.nvml import load_pynvml
 
+            pynvml = load_pynvml()
             pynvml.nvmlInit()
             self._nvml = pynvml
         return self._nvml

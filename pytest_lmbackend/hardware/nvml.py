@@ -53,7 +53,7 @@ BINDINGS = ("auto", "ctypes", "pynvml")
 DEFAULT_BINDING = "auto"
 
 
-def _load_pynvml() -> Any:
+def load_pynvml() -> Any:
     try:
         with warnings.catch_warnings():
             # the old "pynvml" wrapper package warns on import that it is deprecated
@@ -79,7 +79,7 @@ def _load(environ: Mapping[str, str]) -> Any:
                 raise ProbeFailed(f"NVML: {exc}") from exc
             reasons.append(str(exc))
     try:
-        return _load_pynvml()
+        return load_pynvml()
     except ProbeFailed as exc:
         raise ProbeFailed("NVML: " + "; ".join([*reasons, str(exc)])) from exc
 
