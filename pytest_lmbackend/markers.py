@@ -12,6 +12,8 @@ from typing import Any
 
 # LMDeploy's own autotest markers, understood unchanged.
 BACKEND_ALIASES: Mapping[str, str] = MappingProxyType({"turbomind": "turbomind", "pytorch": "pytorch"})
+# LMDeploy's engines, each named by one of its own markers above
+LMDEPLOY_ENGINES: tuple[str, ...] = tuple(BACKEND_ALIASES.values())
 EXCLUDE_ALIASES: Mapping[str, str] = MappingProxyType(
     {"not_turbomind": "turbomind", "not_pytorch": "pytorch"}
 )

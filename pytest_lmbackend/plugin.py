@@ -298,7 +298,7 @@ def _base_dirs(config: pytest.Config, path: Path | None) -> list[Path]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    from pytest_lmbackend.markers import MarkerError, parse_marks
+    from pytest_lmbackend.markers import LMDEPLOY_ENGINES, MarkerError, parse_marks
     from pytest_lmbackend.selection import is_backend_bound, parametrize_ids
 
     state = _state(metafunc.config)
@@ -323,19 +323,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.fixturenames.append("lm_backend")
     # LMDeploy's own markers ride on their parameters, so `-m turbomind` / `-m pytorch` select them
     params = [pytest.param(name, id=name,
-                           marks=[getattr(pytest.mark, name)] if name in _LMDEPLOY_MARKED else [])
+                           marks=[getattr(pytest.mark, name)] if name in LMDEPLOY_ENGINES else [])
               for name in ids]
     metafunc.parametrize("lm_backend", params, indirect=True)
-
-
-_LMDEPLOY_MARKED = frozenset({"turbomind", "pytorch"})
 
 
 def _own_marks(item: pytest.Item) -> list[pytest.Mark]:
     """The item's markers without the ones this plugin put on its ``lm_backend`` parameter (they are
     for ``-m`` selection only and must not restrict the backends the user's markers allow)."""
+    from pytest_lmbackend.markers import LMDEPLOY_ENGINES
+
     callspec = getattr(item, "callspec", None)
-    ours = {id(m) for m in getattr(callspec, "marks", ()) if m.name in _LMDEPLOY_MARKED}
+    ours = {id(m) for m in getattr(callspec, "marks", ()) if m.name in LMDEPLOY_ENGINES}
     if not ours or not isinstance(getattr(callspec, "params", {}).get("lm_backend"), str):
         return list(item.iter_markers())
     return [m for m in item.iter_markers() if id(m) not in ours]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pytest_lmbackend.backends import Registry, RunnerFacts
-from pytest_lmbackend.markers import ItemMarks, ModelBinding
+from pytest_lmbackend.markers import LMDEPLOY_ENGINES, ItemMarks, ModelBinding
 
 Mode = Literal["auto", "all", "none", "names"]
 KEYWORDS: tuple[str, ...] = ("auto", "all", "none")
@@ -112,9 +112,6 @@ Detector = Callable[[ModelBinding], Any]
 RequirementEvaluator = Callable[[Any], "Verdict | None"]
 
 
-_LMDEPLOY_ENGINES = ("turbomind", "pytorch")
-
-
 def choose_backend(
     mode: BackendMode,
     marks: ItemMarks,
@@ -144,7 +141,7 @@ def choose_backend(
         # LMDeploy picked an engine the markers exclude: in LMDeploy's own suites `not_turbomind` means
         # "on the PyTorch engine", so the other LMDeploy engine answers (and skips where it cannot
         # run), not whichever backend happens to be available
-        engines = [n for n in permitted if n in _LMDEPLOY_ENGINES]
+        engines = [n for n in permitted if n in LMDEPLOY_ENGINES]
         if engines:
             return registry.best_available(facts, among=engines) or engines[0]
     return registry.best_available(facts, among=permitted) or (permitted or list(registry.names))[0]
