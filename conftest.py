@@ -6,7 +6,7 @@ import os
 
 from hypothesis import settings
 
-from pytest_lmbackend.hypothesis_profiles import FAST, register_profiles
+from pytest_lmbackend.strategies.profiles import FAST, register_profiles
 
 register_profiles()
 # PR CI runs the bounded, derandomized profile; HYPOTHESIS_PROFILE=lmbackend-deep (or

@@ -138,7 +138,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ValueError:
         profile = None
     if isinstance(profile, str) and profile.startswith("lmbackend-"):
-        from pytest_lmbackend.hypothesis_profiles import register_profiles
+        from pytest_lmbackend.strategies.profiles import register_profiles
 
         register_profiles()
     _configure(config)

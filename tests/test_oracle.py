@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pytest_lmbackend import oracle
-from pytest_lmbackend._oracle_venv import TRANSFORMERS_PINS, oracle_home, spec_for, venv_python
 from pytest_lmbackend.oracle import Answer, Oracle, OracleError, VenvError
+from pytest_lmbackend.oracle.venv import TRANSFORMERS_PINS, oracle_home, spec_for, venv_python
 
 
 def test_home_comes_from_the_environment_or_the_user_cache(
@@ -75,5 +75,15 @@ def test_answers_from_json() -> None:
 
 
 def test_cli_setup_reports_an_unpinned_release(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert oracle.main(["setup", "0.12.3", "--home", str(tmp_path)]) == 1
+    from pytest_lmbackend.oracle.__main__ import main
+
+    assert main(["setup", "0.12.3", "--home", str(tmp_path)]) == 1
     assert "no transformers pin" in capsys.readouterr().err
+
+
+def test_cli_runs_as_a_module() -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "pytest_lmbackend.oracle", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "setup" in done.stdout and "detect" in done.stdout

@@ -363,7 +363,7 @@ def test_malformed_json_payloads_really_are_hostile() -> None:
 
 
 def test_profiles_are_registered() -> None:
-    from pytest_lmbackend.hypothesis_profiles import DEEP, FAST
+    from pytest_lmbackend.strategies.profiles import DEEP, FAST
 
     fast, deep = settings.get_profile(FAST), settings.get_profile(DEEP)
     assert fast.derandomize and fast.database is None and fast.max_examples <= 100

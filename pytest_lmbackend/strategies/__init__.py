@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import hypothesis_profiles as _profiles
+from . import profiles as _profiles
 from ._configs import IRRELEVANT_KEYS, hf_configs, irrelevant_keys
 from ._families import FAMILIES, FAMILY_TABLE, KNOWN_ARCHS, Family, named_by
 from ._files import MALFORMED_KINDS, MalformedConfig, malformed_configs, model_dirs, write_model_dir

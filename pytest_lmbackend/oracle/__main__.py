@@ -1,0 +1,66 @@
+"""`python -m pytest_lmbackend.oracle`: build LMDeploy environments and print their answers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .bridge import Oracle, OracleError
+from .venv import HOME_ENV, VenvError, build
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    home = Path(args.home) if args.home else None
+    rc = 0
+    for release in args.releases:
+        try:
+            python = build(release, transformers=args.transformers, home=home, force=args.force)
+        except (VenvError, OSError, subprocess.CalledProcessError) as exc:
+            print(f"lmdeploy {release}: {exc}", file=sys.stderr)
+            rc = 1
+            continue
+        print(f"lmdeploy {release}: {python}")
+    return rc
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    try:
+        with Oracle(args.lmdeploy, transformers=args.transformers) as oracle:
+            for path, answer in zip(args.paths, oracle.detect(args.paths), strict=True):
+                record = {"path": path, "lmdeploy": oracle.info.get("lmdeploy"), **answer.__dict__}
+                record["errors"] = dict(answer.errors)
+                print(json.dumps(record))
+    except (OracleError, VenvError) as exc:
+        print(f"oracle: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_lmbackend.oracle",
+        description="Environments with real LMDeploy releases, and their answers.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    setup = sub.add_parser("setup", help="build (or reuse) the environment of each release")
+    setup.add_argument("releases", nargs="+", metavar="RELEASE")
+    setup.add_argument("--transformers", help="transformers version (default: the release's pin)")
+    setup.add_argument("--home", help=f"root folder (default: ${HOME_ENV} or the user cache folder)")
+    setup.add_argument("--force", action="store_true", help="rebuild even if the environment is ready")
+    setup.set_defaults(func=_cmd_setup)
+    detect = sub.add_parser("detect", help="LMDeploy's answer for model folders, one JSON line each")
+    detect.add_argument("--lmdeploy", required=True, metavar="RELEASE")
+    detect.add_argument("--transformers")
+    detect.add_argument("paths", nargs="+", metavar="PATH")
+    detect.set_defaults(func=_cmd_detect)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
