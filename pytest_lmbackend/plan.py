@@ -1,14 +1,25 @@
-"""The ``--lm-plan`` table (one column per hardware profile) and skips grouped by kind; pure text."""
+"""The plan's text: the ``--lm-plan`` table (one column per hardware profile) and skips grouped by kind."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from pytest_lmbackend.requirements import Skip, failing_kind
+from pytest_lmbackend.selection import ItemOutcome
 
 RUN = "run"
+
+
+class Reasoned(Protocol):
+    """A skip as the summaries group it: a verdict, or a requirement's skip."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -20,7 +31,7 @@ class SkipGroup:
     reasons: tuple[tuple[str, int], ...]
 
 
-def group_skips(skips: Iterable[Skip]) -> list[SkipGroup]:
+def group_skips(skips: Iterable[Reasoned]) -> list[SkipGroup]:
     """Skips grouped by kind, the largest group first (ties by kind name)."""
     by_kind: dict[str, Counter[str]] = {}
     for skip in skips:
@@ -32,7 +43,8 @@ def group_skips(skips: Iterable[Skip]) -> list[SkipGroup]:
     return sorted(groups, key=lambda g: (-g.count, g.kind))
 
 
-def format_skip_summary(skips: Iterable[Skip], *, max_reasons: int = 5, verb: str = "skipped") -> list[str]:
+def format_skip_summary(skips: Iterable[Reasoned], *, max_reasons: int = 5,
+                        verb: str = "skipped") -> list[str]:
     """``capability: 3 skipped`` (or another ``verb``) then the reasons, indented, with counts; []
     when nothing skipped."""
     lines: list[str] = []
@@ -46,43 +58,56 @@ def format_skip_summary(skips: Iterable[Skip], *, max_reasons: int = 5, verb: st
     return lines
 
 
-def _cell(outcome: Skip | None, required: Collection[str], notes: dict[tuple[str, str], int]) -> str:
-    if outcome is None:
-        return RUN
-    number = notes.setdefault((outcome.kind, outcome.reason), len(notes) + 1)
-    action = "FAIL" if failing_kind(outcome.kind, outcome.unchecked, required) else "skip"
-    return f"{action} [{number}]"
+@dataclass(frozen=True)
+class PlanRow:
+    """One test of the plan: what the plugin decided for it under each profile (one per column) and,
+    under a fleet, the runner it goes to (as the table shows it)."""
+
+    nodeid: str
+    outcomes: tuple[ItemOutcome, ...]
+    runner: str | None = None
 
 
-def format_plan(rows: Sequence[tuple[str, Sequence[Skip | None]]], columns: Sequence[str], *,
-                required: Collection[str] = ()) -> list[str]:
-    """A table: one row per test, one column per profile; a cell is ``run``, ``skip [n]`` or, for a kind
-    in ``required``, ``FAIL [n]``; then note ``[n]`` = kind and reason; then counts per column.
+def cell(outcome: ItemOutcome, require: Collection[str] = ()) -> str:
+    """``run[pytorch]``, ``skip:capability`` (with the backend it would have had), or ``FAIL:kind`` for
+    bad input and for a kind in ``require``, as the run would end."""
+    verdict = outcome.verdict
+    backend = f"[{outcome.backend}]" if outcome.backend else ""
+    if verdict is None:
+        return f"{RUN}{backend}"
+    if verdict.error:
+        return f"FAIL:{verdict.kind}"
+    failing = verdict.failing_kind(require)
+    if failing is not None:
+        return f"FAIL:{failing}"
+    return f"skip:{verdict.kind}{backend}"
 
-    :param rows: (nodeid, one outcome per column); None means the test would run.
+
+def format_plan(rows: Sequence[PlanRow], columns: Sequence[str], *,
+                require: Collection[str] = ()) -> list[str]:
+    """A table, one row per test and one column per profile (after a ``runner`` column when any row
+    has a runner); then, per profile, how many would run, skip and fail, with each reason and its count.
+
+    :raises ValueError: a row without exactly one outcome per column.
     """
-    for nodeid, outcomes in rows:
-        if len(outcomes) != len(columns):
-            raise ValueError(f"{nodeid}: {len(outcomes)} outcomes for {len(columns)} columns")
-    notes: dict[tuple[str, str], int] = {}
-    cells = [[_cell(o, required, notes) for o in outcomes] for _, outcomes in rows]
-    head = ["test", *columns]
-    body = [[nodeid, *row] for (nodeid, _), row in zip(rows, cells, strict=True)]
-    totals = []
-    for col in range(len(columns)):
-        column = [row[col] for row in cells]
-        ran = sum(c == RUN for c in column)
-        failed = sum(c.startswith("FAIL") for c in column)
-        text = f"{ran} run, {len(column) - ran - failed} skip"
-        totals.append(text + (f", {failed} fail" if failed else ""))
-    footer = ["total", *totals]
-    widths = [max(len(r[i]) for r in (head, *body, footer)) for i in range(len(head))]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-
-    out = [line(head), line(["-" * w for w in widths]), *(line(r) for r in body), line(footer)]
-    if notes:
-        out.append("")
-        out.extend(f"[{n}] {kind}: {reason}" for (kind, reason), n in notes.items())
-    return out
+    for row in rows:
+        if len(row.outcomes) != len(columns):
+            raise ValueError(f"{row.nodeid}: {len(row.outcomes)} outcomes for {len(columns)} columns")
+    fleet = any(row.runner is not None for row in rows)
+    head = ["test", *(["runner"] if fleet else []), *columns]
+    body = [[row.nodeid, *([row.runner or ""] if fleet else []), *(cell(o, require) for o in row.outcomes)]
+            for row in rows]
+    widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(r, widths, strict=True)).rstrip()
+             for r in (head, *body)]
+    for n, title in enumerate(columns):
+        outcomes = [row.outcomes[n] for row in rows]
+        verdicts = [o.verdict for o in outcomes if o.verdict is not None]
+        failing = [v for v in verdicts if v.error or v.failing_kind(require) is not None]
+        skipping = [v for v in verdicts if not (v.error or v.failing_kind(require) is not None)]
+        lines.append("")
+        lines.append(f"{title}: {len(outcomes) - len(verdicts)} would run, {len(skipping)} would skip, "
+                     f"{len(failing)} would fail")
+        lines += ["  " + line for line in format_skip_summary(failing, verb="would fail")]
+        lines += ["  " + line for line in format_skip_summary(skipping)]
+    return lines

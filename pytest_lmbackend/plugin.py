@@ -421,8 +421,8 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if not state.options.plan:
         return None
     from pytest_lmbackend.backends import BackendCheckError
+    from pytest_lmbackend.plan import PlanRow, format_plan
     from pytest_lmbackend.session import MARKS_KEY, SetupError
-    from pytest_lmbackend.summary import plan_table
 
     items = [i for i in session.items if MARKS_KEY in i.stash]
     try:
@@ -433,13 +433,14 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             # two files both calling themselves "ci-h100": tell the columns apart by what was given
             columns = [c if columns.count(c) == 1 else f"{c} ({spec})" for c, spec in zip(columns, specs,
                                                                                          strict=True)]
-        outcomes = [[_evaluate(state, item, view=n) for item in items] for n in range(len(views))]
+        rows = [PlanRow(item.nodeid, tuple(_evaluate(state, item, view=n) for n in range(len(views))))
+                for item in items]
     except (SetupError, BackendCheckError) as exc:
         raise pytest.UsageError(str(exc)) from exc
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     lines = [f"lm-plan: {len(items)} tests, --lm-backend={state.options.backend}, "
              f"LMDeploy rules {state.release}; nothing was run", "",
-             *plan_table([i.nodeid for i in items], columns, outcomes, state.options.require)]
+             *format_plan(rows, columns, require=state.options.require)]
     if reporter is not None:
         reporter.section("lm-plan", sep="=")
         for line in lines:
