@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pytest_lmbackend.selection import ItemOutcome
+
+if TYPE_CHECKING:
+    from pytest_lmbackend.hardware import Hardware
 
 RUN = "run"
 
@@ -111,3 +114,25 @@ def format_plan(rows: Sequence[PlanRow], columns: Sequence[str], *,
         lines += ["  " + line for line in format_skip_summary(failing, verb="would fail")]
         lines += ["  " + line for line in format_skip_summary(skipping)]
     return lines
+
+
+def profile_lines(hardware: Hardware, availability: Mapping[str, str | None]) -> list[str]:
+    """One profile of a several-profile plan in brief, for the header: its GPUs by kind, driver and
+    CUDA, packages, and the backends available there; then its warnings."""
+    from pytest_lmbackend.hardware import TURBOMIND_KEY, format_capability, format_memory, notable_packages
+
+    kinds = Counter((g.name, g.capability, g.memory_total) for g in hardware.gpus)
+    gpus = "; ".join(f"{n} x {name} (sm{cap[0]}{cap[1]} = {format_capability(cap)}, {format_memory(mem)})"
+                     for (name, cap, mem), n in kinds.items()) or "no GPU"
+    npu = ", Ascend NPU" if hardware.ascend else ""
+    turbomind = " with TurboMind" if TURBOMIND_KEY in hardware.packages else ""
+    packages = ", ".join(f"{name} {version}{turbomind if name == 'lmdeploy' else ''}"
+                         for name, version in notable_packages(hardware.packages) if name != TURBOMIND_KEY)
+    if not hardware.packages_stated and hardware.source == "profile":
+        packages = f"this interpreter's: {packages or 'none notable'}"
+    ready = [name for name, why in availability.items() if why is None]
+    where = (f"profile {hardware.profile!r}" if hardware.source == "profile"
+             else f"this machine ({hardware.source})")
+    return [f"{where}: {gpus}{npu}; driver {hardware.driver or 'none'}, CUDA {hardware.cuda or 'none'}; "
+            f"packages: {packages or 'none notable'}; backends available: {', '.join(ready) or 'none'}",
+            *(f"  warning: {w}" for w in hardware.warnings)]

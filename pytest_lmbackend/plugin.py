@@ -423,6 +423,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     from pytest_lmbackend.backends import BackendCheckError
     from pytest_lmbackend.plan import PlanRow, format_plan
     from pytest_lmbackend.session import MARKS_KEY, SetupError
+    from pytest_lmbackend.skipping import pytest_skip
 
     items = [i for i in session.items if MARKS_KEY in i.stash]
     try:
@@ -433,8 +434,11 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             # two files both calling themselves "ci-h100": tell the columns apart by what was given
             columns = [c if columns.count(c) == 1 else f"{c} ({spec})" for c, spec in zip(columns, specs,
                                                                                          strict=True)]
-        rows = [PlanRow(item.nodeid, tuple(_evaluate(state, item, view=n) for n in range(len(views))))
-                for item in items]
+        rows = []
+        for item in items:
+            skipped = pytest_skip(item)  # pytest's own marks come first, as in the run
+            rows.append(PlanRow(item.nodeid, tuple(
+                skipped.outcome() if skipped else _evaluate(state, item, view=n) for n in range(len(views)))))
     except (SetupError, BackendCheckError) as exc:
         raise pytest.UsageError(str(exc)) from exc
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -504,6 +508,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
     state = _state(config)
     try:
+        if state.options.plan and len(state.options.hardware) > 1:
+            return _plan_header(state)
         hardware = state.hardware
         facts = state.facts()
         release: str | None = state.release
@@ -515,6 +521,23 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     except BackendCheckError as exc:
         return [*lines, f"lmbackend: ERROR: {exc}"]
     return [*lines, *backend_lines(availability, facts, mode=str(state.options.backend), release=release)]
+
+
+def _plan_header(state: LmSession) -> list[str]:
+    """Every profile of a several-profile plan, in brief, each with the backends available there."""
+    from pytest_lmbackend.backends import BackendCheckError
+    from pytest_lmbackend.plan import profile_lines
+
+    views = state.hardware_views()
+    lines = [f"lmbackend: --lm-plan over {len(views)} profiles; --lm-backend={state.options.backend}; "
+             f"LMDeploy rules {state.release}"]
+    for n, hardware in enumerate(views):
+        try:
+            availability = state.registry.availability(state.facts(n))
+        except BackendCheckError as exc:
+            return [*lines, f"lmbackend: ERROR: {exc}"]
+        lines += [f"lmbackend:   {line}" for line in profile_lines(hardware, availability)]
+    return lines
 
 
 def _hardware_lines(hardware: Any) -> list[str]:
