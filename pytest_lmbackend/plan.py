@@ -5,24 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from pytest_lmbackend.selection import ItemOutcome
+from pytest_lmbackend.verdict import Verdict
 
 if TYPE_CHECKING:
     from pytest_lmbackend.hardware import Hardware
 
 RUN = "run"
-
-
-class Reasoned(Protocol):
-    """A skip as the summaries group it: a verdict, or a requirement's skip."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def reason(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -34,7 +25,7 @@ class SkipGroup:
     reasons: tuple[tuple[str, int], ...]
 
 
-def group_skips(skips: Iterable[Reasoned]) -> list[SkipGroup]:
+def group_skips(skips: Iterable[Verdict]) -> list[SkipGroup]:
     """Skips grouped by kind, the largest group first (ties by kind name)."""
     by_kind: dict[str, Counter[str]] = {}
     for skip in skips:
@@ -46,7 +37,7 @@ def group_skips(skips: Iterable[Reasoned]) -> list[SkipGroup]:
     return sorted(groups, key=lambda g: (-g.count, g.kind))
 
 
-def format_skip_summary(skips: Iterable[Reasoned], *, max_reasons: int = 5,
+def format_skip_summary(skips: Iterable[Verdict], *, max_reasons: int = 5,
                         verb: str = "skipped") -> list[str]:
     """``capability: 3 skipped`` (or another ``verb``) then the reasons, indented, with counts; []
     when nothing skipped."""

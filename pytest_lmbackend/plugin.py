@@ -552,9 +552,9 @@ def _hardware_lines(hardware: Any) -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    from pytest_lmbackend.selection import Verdict
     from pytest_lmbackend.session import SKIP_KIND_PROPERTY
     from pytest_lmbackend.summary import skip_lines
+    from pytest_lmbackend.verdict import Verdict
 
     verdicts: list[Verdict] = []
     for report in terminalreporter.stats.get("skipped", []):

@@ -1,10 +1,10 @@
-"""``lm_requires(...)`` read into a ``Requirement`` and judged against a ``Hardware``: a ``Skip`` or None."""
+"""``lm_requires(...)`` read into a ``Requirement`` and judged against a ``Hardware``: a Verdict or None."""
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from pytest_lmbackend.hardware import (
     turbomind_kernels_missing,
 )
 from pytest_lmbackend.hardware.model import packages_origin
+from pytest_lmbackend.verdict import Verdict
 
 # kinds of unmet requirement; "backend" is decided by the plugin (a backend not available here)
 KINDS: tuple[str, ...] = ("gpu", "capability", "vram", "free_vram", "dtype", "packages", "turbomind_kernels",
@@ -94,24 +95,6 @@ class Requirement:
         asks = (self.capability or self.vram is not None or self.free_vram is not None or self.dtypes
                 or self.turbomind_kernels is not None)
         return 1 if asks else 0
-
-
-@dataclass(frozen=True)
-class Skip:
-    """An unmet requirement: its kind (one of ``KINDS``) and a reason naming wanted, found and device."""
-
-    kind: str
-    reason: str
-    unchecked: frozenset[str] = frozenset()  # GPU-fact kinds left unjudged for want of GPUs
-
-
-def failing_kind(kind: str, unchecked: Iterable[str], require: Collection[str]) -> str | None:
-    """The ``--lm-require`` kind that turns a skip of ``kind`` into a failure, else None. A test asking
-    a capability on a runner without the GPUs fails under ``--lm-require=capability`` too: the
-    capability was required and nothing met it (``unchecked`` holds the kinds left unjudged)."""
-    if kind in require:
-        return kind
-    return next((k for k in sorted(unchecked) if k in require), None)
 
 
 def _error(where: str, key: str | None, value: object, problem: str) -> RequirementError:
@@ -270,12 +253,12 @@ def _found_gpus(hw: Hardware, devices: Sequence[GPU], assigned: bool) -> str:
     return f"found none visible ({hidden})" if hidden else f"found none ({hw.source})"
 
 
-def _package_skip(spec: PackageSpec, hw: Hardware) -> Skip | None:
+def _package_skip(spec: PackageSpec, hw: Hardware) -> Verdict | None:
     version = hw.packages.get(spec.name)
     origin = packages_origin(hw.profile, hw.packages_stated) if hw.source == "profile" else None
     where = f" in {origin}" if origin else ""
     if version is None:
-        return Skip("packages", f"needs package {spec}; not installed{where}")
+        return Verdict("packages", f"needs package {spec}; not installed{where}")
     if not spec.specifier:
         return None
     from packaging.specifiers import SpecifierSet
@@ -284,8 +267,9 @@ def _package_skip(spec: PackageSpec, hw: Hardware) -> Skip | None:
     try:
         ok = SpecifierSet(spec.specifier).contains(Version(version), prereleases=True)
     except InvalidVersion:
-        return Skip("packages", f"needs package {spec}; found {spec.name} {version}, not a PEP 440 version")
-    return None if ok else Skip("packages", f"needs package {spec}; found {spec.name} {version}{where}")
+        return Verdict("packages",
+                       f"needs package {spec}; found {spec.name} {version}, not a PEP 440 version")
+    return None if ok else Verdict("packages", f"needs package {spec}; found {spec.name} {version}{where}")
 
 
 def _sizes(wanted: int, found: int) -> tuple[str, str]:
@@ -297,36 +281,36 @@ def _sizes(wanted: int, found: int) -> tuple[str, str]:
     return f"{a} ({wanted:,} bytes)", f"{b} ({found:,} bytes)"
 
 
-def _device_skip(req: Requirement, hw: Hardware, gpu: GPU) -> Skip | None:
+def _device_skip(req: Requirement, hw: Hardware, gpu: GPU) -> Verdict | None:
     label = gpu.label()
     has = format_capability(gpu.capability)
     for spec in req.capability:
         if not spec.matches(gpu.capability):
-            return Skip("capability", f"needs compute capability {spec}; {label} has {has}")
+            return Verdict("capability", f"needs compute capability {spec}; {label} has {has}")
     if req.vram is not None and gpu.memory_total < req.vram:
         wanted, found = _sizes(req.vram, gpu.memory_total)
-        return Skip("vram", f"needs {wanted} of GPU memory; {label} has {found}")
+        return Verdict("vram", f"needs {wanted} of GPU memory; {label} has {found}")
     if req.free_vram is not None and (gpu.memory_free is None or gpu.memory_free < req.free_vram):
         if gpu.memory_free is None:
             wanted, free = format_memory(req.free_vram), format_memory(None)
         else:
             wanted, free = _sizes(req.free_vram, gpu.memory_free)
-        return Skip("free_vram", f"needs {wanted} of free GPU memory; "
-                                 f"{label} has {free} free of {format_memory(gpu.memory_total)}")
+        return Verdict("free_vram", f"needs {wanted} of free GPU memory; "
+                                    f"{label} has {free} free of {format_memory(gpu.memory_total)}")
     for dtype in req.dtypes:
         needed = DTYPE_MIN_CAPABILITY[dtype]
         if gpu.capability < needed:
-            return Skip("dtype", f"needs native {dtype} (compute capability >= {format_capability(needed)}); "
-                                 f"{label} has {has}")
+            return Verdict("dtype", f"needs native {dtype} (compute capability >= "
+                                    f"{format_capability(needed)}); {label} has {has}")
     if req.turbomind_kernels is not None:
         lmdeploy = hw.packages.get("lmdeploy")
         missing = turbomind_kernels_missing(gpu.capability, hw.cuda, lmdeploy=lmdeploy)
         if req.turbomind_kernels and missing is not None:
-            return Skip("turbomind_kernels", f"needs TurboMind kernels; {label}: {missing}")
+            return Verdict("turbomind_kernels", f"needs TurboMind kernels; {label}: {missing}")
         if not req.turbomind_kernels and missing is None:
             builds = ", ".join(b.label() for b in turbomind_builds(lmdeploy) if b.runs_on(gpu.capability))
-            return Skip("turbomind_kernels", f"needs a GPU without TurboMind kernels; {label} has {has} "
-                                             f"and CUDA {hw.cuda}, which TurboMind builds ({builds})")
+            return Verdict("turbomind_kernels", f"needs a GPU without TurboMind kernels; {label} has {has} "
+                                                f"and CUDA {hw.cuda}, which TurboMind builds ({builds})")
     return None
 
 
@@ -337,7 +321,7 @@ def _asked_of_gpus(req: Requirement) -> frozenset[str]:
     return frozenset(kind for kind, yes in asked.items() if yes)
 
 
-def evaluate(req: Requirement, hw: Hardware, gpus: Sequence[int] | None = None) -> Skip | None:
+def evaluate(req: Requirement, hw: Hardware, gpus: Sequence[int] | None = None) -> Verdict | None:
     """The first unmet part of ``req`` on ``hw``, or None when the test can run.
 
     :param gpus: logical indices of the GPUs this test gets (an xdist worker's slice); None = all
@@ -350,8 +334,8 @@ def evaluate(req: Requirement, hw: Hardware, gpus: Sequence[int] | None = None) 
         devices = [by_index[i] for i in gpus if i in by_index]
     needed = req.gpu_count
     if needed > len(devices):
-        return Skip("gpu", f"needs {_plural(needed, 'GPU')}; {_found_gpus(hw, devices, gpus is not None)}",
-                    unchecked=_asked_of_gpus(req))
+        found = _found_gpus(hw, devices, gpus is not None)
+        return Verdict("gpu", f"needs {_plural(needed, 'GPU')}; {found}", unchecked=_asked_of_gpus(req))
     for gpu in devices[:needed]:
         skip = _device_skip(req, hw, gpu)
         if skip is not None:

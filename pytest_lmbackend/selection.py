@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pytest_lmbackend.backends import Registry, RunnerFacts
 from pytest_lmbackend.markers import LMDEPLOY_ENGINES, ItemMarks, ModelBinding
+from pytest_lmbackend.verdict import Verdict
 
 Mode = Literal["auto", "all", "none", "names"]
 KEYWORDS: tuple[str, ...] = ("auto", "all", "none")
@@ -80,26 +81,6 @@ def parametrize_ids(mode: BackendMode, marks: ItemMarks, registry: Registry) -> 
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """Why an item does not run: ``kind`` groups the summary and feeds ``--lm-require``.
-
-    ``error`` marks bad input (a model that cannot be read): the item fails whatever the options.
-    """
-
-    kind: str
-    reason: str
-    error: bool = False
-    # GPU-fact kinds the test asked for that could not be checked for want of GPUs (kind "gpu")
-    unchecked: frozenset[str] = frozenset()
-
-    def failing_kind(self, require: Collection[str]) -> str | None:
-        """The ``--lm-require`` kind that turns this skip into a failure, else None."""
-        from pytest_lmbackend.requirements import failing_kind
-
-        return failing_kind(self.kind, self.unchecked, require)
-
-
-@dataclass(frozen=True)
 class ItemOutcome:
     """What the plugin decided for one item under one hardware view."""
 
@@ -109,7 +90,7 @@ class ItemOutcome:
 
 
 Detector = Callable[[ModelBinding], Any]
-RequirementEvaluator = Callable[[Any], "Verdict | None"]
+RequirementEvaluator = Callable[[Any], Verdict | None]
 
 
 def choose_backend(

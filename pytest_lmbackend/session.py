@@ -12,7 +12,8 @@ import pytest
 
 from pytest_lmbackend.backends import Registry, RunnerFacts, facts_from_hardware
 from pytest_lmbackend.markers import ItemMarks, ModelBinding
-from pytest_lmbackend.selection import BackendMode, ItemOutcome, Verdict, evaluate_item
+from pytest_lmbackend.selection import BackendMode, ItemOutcome, evaluate_item
+from pytest_lmbackend.verdict import Verdict
 
 SKIP_KIND_PROPERTY = "lm_skip_kind"  # user property on skipped items; travels with xdist reports
 
@@ -100,14 +101,12 @@ class LmSession:
     # -- decisions ------------------------------------------------------------------------------
     def evaluate(self, marks: ItemMarks, *, param: str | None, backend_bound: bool, view: int = 0,
                  gpus: Sequence[int] | None = None) -> ItemOutcome:
+        from pytest_lmbackend.requirements import evaluate
+
         hardware = self.hardware_views()[view]
 
         def requirement(req: Any) -> Verdict | None:
-            from pytest_lmbackend.requirements import evaluate
-
-            skip = evaluate(req, hardware, gpus)
-            return None if skip is None else Verdict(str(skip.kind), str(skip.reason),
-                                                     unchecked=frozenset(skip.unchecked))
+            return evaluate(req, hardware, gpus)
 
         return evaluate_item(
             mode=self.options.backend,

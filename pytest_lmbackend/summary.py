@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pytest_lmbackend.backends import RunnerFacts
-from pytest_lmbackend.selection import Verdict
+from pytest_lmbackend.verdict import Verdict
 
 
 def backend_lines(availability: Mapping[str, str | None], facts: RunnerFacts, *, mode: str,
@@ -36,6 +36,5 @@ def skip_lines(verdicts: Sequence[Verdict], *, verb: str = "skipped") -> list[st
     """``kind: N skipped`` (or another ``verb``) then each distinct reason with its count, most
     frequent first."""
     from pytest_lmbackend.plan import format_skip_summary
-    from pytest_lmbackend.requirements import Skip
 
-    return format_skip_summary((Skip(v.kind, v.reason) for v in verdicts), verb=verb)
+    return format_skip_summary(verdicts, verb=verb)

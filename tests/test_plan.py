@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -10,15 +11,16 @@ from hypothesis import strategies as st
 
 from pytest_lmbackend.hardware import load_profiles
 from pytest_lmbackend.plan import PlanRow, format_plan, format_skip_summary, group_skips
-from pytest_lmbackend.requirements import KINDS, Skip, evaluate, parse_requirement
-from pytest_lmbackend.selection import ItemOutcome, Verdict
+from pytest_lmbackend.requirements import KINDS, evaluate, parse_requirement
+from pytest_lmbackend.selection import ItemOutcome
+from pytest_lmbackend.verdict import Verdict
 
-CAP = Skip("capability", "needs compute capability >= 9.0; GPU 0 (NVIDIA A100-SXM4-40GB) has 8.0")
-GPUS = Skip("gpu", "needs 2 GPUs; found 1: GPU 0 (NVIDIA A100-SXM4-40GB)")
+CAP = Verdict("capability", "needs compute capability >= 9.0; GPU 0 (NVIDIA A100-SXM4-40GB) has 8.0")
+GPUS = Verdict("gpu", "needs 2 GPUs; found 1: GPU 0 (NVIDIA A100-SXM4-40GB)")
 
 
-def outcome(skip: Skip | None = None, backend: str | None = None, *, error: bool = False) -> ItemOutcome:
-    verdict = None if skip is None else Verdict(skip.kind, skip.reason, error, skip.unchecked)
+def outcome(skip: Verdict | None = None, backend: str | None = None, *, error: bool = False) -> ItemOutcome:
+    verdict = None if skip is None else dataclasses.replace(skip, error=error)
     return ItemOutcome(backend, None, verdict)
 
 
@@ -47,7 +49,7 @@ def test_plan_has_one_column_per_profile_and_reasons_per_column() -> None:
 
 
 def test_required_kinds_and_bad_input_show_as_failures() -> None:
-    bad = Skip("model", "lm_model('m'): m/config.json: not JSON")
+    bad = Verdict("model", "lm_model('m'): m/config.json: not JSON")
     lines = format_plan([row("t.py::b", outcome(CAP)), row("t.py::c", outcome(GPUS)),
                          row("t.py::d", outcome(bad, error=True))], ["a100"], require={"gpu"})
     assert lines[1].split() == ["t.py::b", "skip:capability"]
@@ -58,7 +60,7 @@ def test_required_kinds_and_bad_input_show_as_failures() -> None:
 
 
 def test_a_required_gpu_fact_left_unchecked_fails_as_that_kind() -> None:
-    unchecked = Skip("gpu", "needs 1 GPU; profile 'cpu' has none", frozenset({"capability"}))
+    unchecked = Verdict("gpu", "needs 1 GPU; profile 'cpu' has none", unchecked=frozenset({"capability"}))
     lines = format_plan([row("t.py::h", outcome(unchecked))], ["cpu"], require={"capability"})
     assert lines[1].split() == ["t.py::h", "FAIL:capability"]
 
@@ -89,7 +91,7 @@ def test_plan_from_real_evaluations() -> None:
 
 
 def test_group_skips_counts_by_kind_and_reason() -> None:
-    skips = [CAP, CAP, GPUS, Skip("capability", "other"), Skip("backend", "no turbomind")]
+    skips = [CAP, CAP, GPUS, Verdict("capability", "other"), Verdict("backend", "no turbomind")]
     groups = group_skips(skips)
     assert [(g.kind, g.count) for g in groups] == [("capability", 3), ("backend", 1), ("gpu", 1)]
     assert groups[0].reasons == ((CAP.reason, 2), ("other", 1))
@@ -103,7 +105,7 @@ def test_group_skips_counts_by_kind_and_reason() -> None:
 
 @given(st.lists(st.tuples(st.sampled_from(KINDS), st.sampled_from(["a", "b", "c"]))))
 def test_grouping_keeps_every_skip(pairs: list[tuple[str, str]]) -> None:
-    groups = group_skips(Skip(k, r) for k, r in pairs)
+    groups = group_skips(Verdict(k, r) for k, r in pairs)
     assert sum(g.count for g in groups) == len(pairs)
     assert all(g.count == sum(n for _, n in g.reasons) for g in groups)
     assert [g.count for g in groups] == sorted((g.count for g in groups), reverse=True)

@@ -14,7 +14,6 @@ from pytest_lmbackend.requirements import (
     CapabilitySpec,
     Requirement,
     RequirementError,
-    Skip,
     combine,
     evaluate,
     gpu_num,
@@ -22,6 +21,7 @@ from pytest_lmbackend.requirements import (
     parse_kinds,
     parse_requirement,
 )
+from pytest_lmbackend.verdict import Verdict
 
 WHERE = "tests/test_x.py::test_y"
 GiB = 1024**3
@@ -37,8 +37,8 @@ def hw(name: str, **packages: str) -> Hardware:
 
 def test_the_reason_names_wanted_found_and_device() -> None:
     skip = evaluate(req(capability=">=9.0"), hw("a100-40gb"))
-    assert skip == Skip("capability",
-                        "needs compute capability >= 9.0; GPU 0 (NVIDIA A100-SXM4-40GB) has 8.0")
+    assert skip == Verdict("capability",
+                           "needs compute capability >= 9.0; GPU 0 (NVIDIA A100-SXM4-40GB) has 8.0")
 
 
 @pytest.mark.parametrize(("spec", "cap", "ok"), [
@@ -159,8 +159,8 @@ def test_packages_with_versions() -> None:
     assert evaluate(req(packages=["lmdeploy>=0.10", "torch>=2.8"]), machine) is None
     assert evaluate(req(packages="lmdeploy.turbomind"), machine) is None
     skip = evaluate(req(packages="lmdeploy>=0.14"), machine)
-    assert skip == Skip("packages", "needs package lmdeploy>=0.14; found lmdeploy 0.10.2 in this interpreter "
-                                    "(profile 'h100' states no [packages])")
+    assert skip == Verdict("packages", "needs package lmdeploy>=0.14; found lmdeploy 0.10.2 in this "
+                                       "interpreter (profile 'h100' states no [packages])")
     odd = hw("h100", lmdeploy="weird-build")
     skip = evaluate(req(packages="lmdeploy>=0.14"), odd)
     assert skip is not None and "not a PEP 440 version" in skip.reason
@@ -184,12 +184,13 @@ def test_evaluated_on_the_gpus_the_test_gets() -> None:
     assert skip is not None
     assert skip.reason == "needs 2 GPUs; this test was given 1: GPU 1 (physical 3, NVIDIA H100 80GB HBM3)"
     skip = evaluate(req(gpus=1), mixed, gpus=[])
-    assert skip == Skip("gpu", "needs 1 GPU; this test was given none")
+    assert skip == Verdict("gpu", "needs 1 GPU; this test was given none")
 
 
 def test_no_gpu_reasons_say_why() -> None:
     none = Hardware(source="none", warnings=("nvidia-smi: not found on PATH",))
-    assert evaluate(req(gpus=1), none) == Skip("gpu", "needs 1 GPU; found none (no NVIDIA driver answered)")
+    found = evaluate(req(gpus=1), none)
+    assert found == Verdict("gpu", "needs 1 GPU; found none (no NVIDIA driver answered)")
     hidden = Hardware(source="nvml", warnings=("CUDA_VISIBLE_DEVICES is empty: all 8 GPU(s) hidden",))
     skip = evaluate(req(gpus=1), hidden)
     assert skip is not None and "CUDA_VISIBLE_DEVICES is empty" in skip.reason

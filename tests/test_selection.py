@@ -11,7 +11,6 @@ from pytest_lmbackend.backends import Device, RunnerFacts, build_registry
 from pytest_lmbackend.markers import ItemMarks, ModelBinding
 from pytest_lmbackend.selection import (
     BackendMode,
-    Verdict,
     choose_backend,
     evaluate_item,
     is_backend_bound,
@@ -19,6 +18,7 @@ from pytest_lmbackend.selection import (
     parse_backend_option,
     parse_kinds,
 )
+from pytest_lmbackend.verdict import Verdict
 
 REGISTRY = build_registry()
 FULL = {"lmdeploy": "0.18.0", "torch": "2.11.0", "transformers": "5.17.0"}

@@ -1,0 +1,30 @@
+"""Why an item does not run: one value for unmet requirements, backend choice, the plan and the summary."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why an item does not run, naming what was wanted, what was found and where.
+
+    :param kind: groups the summary and feeds ``--lm-require`` (``gpu``, ``capability``, ``backend``, ...).
+    :param error: bad input (a model that cannot be read): the item fails whatever the options.
+    :param unchecked: GPU-fact kinds the test asked for that could not be judged for want of GPUs
+        (with kind ``gpu``).
+    """
+
+    kind: str
+    reason: str
+    error: bool = False
+    unchecked: frozenset[str] = frozenset()
+
+    def failing_kind(self, require: Collection[str]) -> str | None:
+        """The ``--lm-require`` kind that turns this skip into a failure, else None. A test asking a
+        capability on a runner without the GPUs fails under ``--lm-require=capability`` too: the
+        capability was required and nothing met it."""
+        if self.kind in require:
+            return self.kind
+        return next((k for k in sorted(self.unchecked) if k in require), None)
