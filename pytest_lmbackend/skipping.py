@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from pytest_lmbackend.selection import ItemOutcome, Verdict
+from pytest_lmbackend.selection import ItemOutcome
+from pytest_lmbackend.verdict import Verdict
 
 PYTEST_KIND = "pytest"  # the verdict kind of a test pytest itself skips; no --lm-require kind fails it
 
