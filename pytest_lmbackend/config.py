@@ -23,6 +23,8 @@ __all__ = [
     "ConfigError",
     "ConfigJSONError",
     "ConfigNotFoundError",
+    "ConfigPermissionError",
+    "ConfigReadError",
     "ConfigTypeError",
     "ConfigValueError",
     "HubModelNotCachedError",
@@ -56,6 +58,18 @@ class ConfigError(ValueError):
 
 class ConfigNotFoundError(ConfigError):
     """No config.json (or no such folder/file)."""
+
+
+class ConfigReadError(ConfigError):
+    """The config.json (or the folder) exists but cannot be read (an I/O error, ``.errno``)."""
+
+    def __init__(self, path: str, field: str | None, message: str, errno_: int | None = None) -> None:
+        self.errno = errno_
+        super().__init__(path, field, message)
+
+
+class ConfigPermissionError(ConfigReadError):
+    """The config.json (or the folder) is there, but this user may not read it."""
 
 
 class ConfigJSONError(ConfigError):
@@ -243,15 +257,24 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
+def _os_error(path: str, doing: str, exc: OSError) -> ConfigError:
+    """The typed error for an OSError met while reading ``path``."""
+    if exc.errno == errno.ELOOP:
+        return SymlinkLoopError(path, None, "symlink loop")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return ConfigPermissionError(path, None, f"{doing}: permission denied", exc.errno)
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+        return ConfigNotFoundError(path, None, f"{doing}: {exc.strerror}")
+    return ConfigReadError(path, None, f"{doing}: {exc.strerror or exc}", exc.errno)
+
+
 def _stat_key(path: str) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise SymlinkLoopError(path, None, "symlink loop") from None
-        raise ConfigNotFoundError(path, None, f"cannot stat: {exc.strerror}") from None
+        raise _os_error(path, "cannot stat", exc) from None
     if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
         # reading a FIFO or a device would wait forever or never end
         raise ConfigNotFoundError(path, None, "not a regular file (a FIFO, socket or device)")
@@ -289,9 +312,7 @@ def _read_folder(folder: str, source: str, config_path: str, key: tuple[int, int
             with open(config_path, "rb") as fh:
                 raw = fh.read()
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise SymlinkLoopError(config_path, None, "symlink loop") from None
-            raise ConfigNotFoundError(config_path, None, f"cannot read: {exc.strerror}") from None
+            raise _os_error(config_path, "cannot read", exc) from None
         data = _parse(raw, config_path)
         _validate(data, config_path)
         cfg = ModelConfig(source, config_path, MappingProxyType(data), folder, triton, weights, arch)
@@ -332,6 +353,8 @@ def _resolve_hub_id(repo_id: str) -> str:
             with open(ref, encoding="utf-8") as fh:
                 revision = fh.read()
         except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise _os_error(ref, "cannot read the cached revision", exc) from None
             problems.append(f"{ref}: {exc.strerror or exc}")
             continue
         snapshot = os.path.join(repo, "snapshots", revision)
@@ -370,6 +393,9 @@ def read_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> ModelConf
         raise ConfigTypeError(repr(text), None, "a path must be text, not bytes")
     if not text.strip():
         raise ConfigNotFoundError(repr(text), None, "an empty path names no model")
+    if "\x00" in text:
+        # the operating system takes no NUL inside a path (os.stat raises a bare ValueError)
+        raise ConfigNotFoundError(repr(text), None, "a path cannot hold a NUL character: no such file")
     # The common case first: a folder holding config.json.
     config_path = os.path.join(text, "config.json")
     key = _stat_key(config_path)
@@ -378,8 +404,8 @@ def read_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> ModelConf
     try:
         st = os.stat(text)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise SymlinkLoopError(text, None, "symlink loop") from None
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise _os_error(text, "cannot stat", exc) from None
         if _HUB_ID.match(text) and not text.startswith((".", "/")):
             snapshot = _resolve_hub_id(text)
             config_path = os.path.join(snapshot, "config.json")

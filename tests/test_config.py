@@ -16,6 +16,8 @@ from pytest_lmbackend.config import (
     ConfigError,
     ConfigJSONError,
     ConfigNotFoundError,
+    ConfigPermissionError,
+    ConfigReadError,
     ConfigTypeError,
     HubModelNotCachedError,
     ModelConfig,
@@ -287,3 +289,73 @@ def test_a_config_file_path_never_sees_a_workspace_beside_it(tmp_path: Path) -> 
     (tmp_path / "triton_models").mkdir()
     assert detect(tmp_path / "config.json", lmdeploy="0.18.0").backend == "pytorch"
     assert detect(tmp_path, lmdeploy="0.18.0").backend == "turbomind"
+
+
+@pytest.mark.parametrize("source", ["a\x00b", "models/\x00/x", Path("x\x00")])
+def test_a_nul_in_a_path_is_a_typed_error(source: str | Path) -> None:
+    from pytest_lmbackend.rules import detect
+
+    with pytest.raises(ConfigNotFoundError, match="NUL") as info:
+        detect(source)
+    assert "\\x00" in info.value.path  # shown escaped, never raw
+
+
+def _denied(path: str, *args: object, **kwargs: object) -> object:
+    raise PermissionError(13, "Permission denied", path)
+
+
+def test_an_unreadable_config_is_a_permission_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write(tmp_path / "m", {"architectures": ["LlamaForCausalLM"]})
+    config.clear_cache()
+    monkeypatch.setattr(config, "open", _denied, raising=False)  # as for a file mode 000, even as root
+    for source in (folder, folder / "config.json"):
+        with pytest.raises(ConfigPermissionError, match="permission denied") as info:
+            read_config(source)
+        assert info.value.path == str(folder / "config.json")
+        assert not isinstance(info.value, ConfigNotFoundError)
+        assert isinstance(info.value, ConfigReadError) and info.value.errno == 13
+
+
+def test_a_folder_that_cannot_be_searched_is_a_permission_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write(tmp_path / "m", {"architectures": ["LlamaForCausalLM"]})
+    real_stat = os.stat
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path).startswith(str(folder)):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(config.os, "stat", stat)
+    with pytest.raises(ConfigPermissionError) as info:
+        read_config(folder)
+    assert str(folder) in str(info.value) and "permission denied" in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files of any mode")
+def test_a_real_mode_000_file_is_a_permission_error(tmp_path: Path) -> None:
+    folder = write(tmp_path / "m", {"architectures": ["LlamaForCausalLM"]})
+    (folder / "config.json").chmod(0)
+    try:
+        with pytest.raises(ConfigPermissionError):
+            read_config(folder)
+    finally:
+        (folder / "config.json").chmod(0o644)
+
+
+def test_other_read_failures_are_read_errors_not_not_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write(tmp_path / "m", {"architectures": ["LlamaForCausalLM"]})
+    config.clear_cache()
+
+    def broken(path: str, *args: object, **kwargs: object) -> object:
+        raise OSError(5, "Input/output error", path)
+
+    monkeypatch.setattr(config, "open", broken, raising=False)
+    with pytest.raises(ConfigReadError, match="Input/output error") as info:
+        read_config(folder)
+    assert not isinstance(info.value, (ConfigNotFoundError, ConfigPermissionError))

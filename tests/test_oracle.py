@@ -87,3 +87,120 @@ def test_cli_runs_as_a_module() -> None:
     done = subprocess.run([sys.executable, "-m", "pytest_lmbackend.oracle", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "setup" in done.stdout and "detect" in done.stdout
+
+
+# -- a worker that misbehaves: every failure is an OracleError, and no worker outlives it
+
+def fake_worker(tmp_path: Path, body: str) -> Path:
+    """An 'interpreter' that ignores the worker script it is given and runs `body` instead."""
+    script = tmp_path / "fake-python"
+    script.write_text(
+        f"#!{sys.executable}\nimport sys, time, os\n"
+        f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n{body}\n",
+        encoding="utf-8",
+    )
+    script.chmod(0o755)
+    return script
+
+
+def worker_gone(tmp_path: Path) -> bool:
+    import os
+
+    pid = int((tmp_path / "pid").read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie is gone too (nothing left to reap here would mean the bridge never waited)
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split(")")[-1].split()[0] == "Z"
+
+
+READY = 'print(\'{"ready": true, "lmdeploy": "0.0", "transformers": "0"}\', flush=True)'
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (READY + "\ntime.sleep(300)", r"no answer from LMDeploy .* within 1s"),
+    (READY + "\nsys.stdin.readline()\nprint('not json', flush=True)\ntime.sleep(300)", r"not JSON"),
+    (READY + "\nsys.stdin.readline()\nprint('[1, 2]', flush=True)\ntime.sleep(300)", r"not a JSON object"),
+    (READY + "\nsys.stdin.readline()\nprint(b'\\xff\\xfe'.decode('latin-1'), flush=True)\ntime.sleep(300)",
+     r"not JSON"),
+    (READY + "\nsys.stdin.readline()\nprint('{\"id\": 7, \"results\": []}', flush=True)\ntime.sleep(300)",
+     r"out-of-order answer: wanted 1"),
+    (READY + "\nsys.stdin.readline()\nprint('{\"id\": 1, \"results\": []}', flush=True)\ntime.sleep(300)",
+     r"answered 1 items with \[\]"),
+    (READY + "\nsys.stdin.readline()\nprint('{\"id\": 1}', flush=True)\ntime.sleep(300)",
+     r"answered 1 items with None"),
+    (READY + "\nsys.stdin.readline()\nsys.exit(3)", r"exited \(3\)"),
+])
+def test_a_worker_that_misbehaves_after_ready(tmp_path: Path, body: str, message: str) -> None:
+    lmdeploy = Oracle("0.18.0", python=fake_worker(tmp_path, body), timeout=1)
+    with pytest.raises(OracleError, match=message):
+        lmdeploy.detect([{"architectures": ["LlamaForCausalLM"]}])
+    assert worker_gone(tmp_path)
+    assert lmdeploy.closed
+    with pytest.raises(OracleError, match="closed"):
+        lmdeploy.detect([{}])
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("print('Loading lmdeploy...', flush=True)\ntime.sleep(300)", r"not JSON.*Loading lmdeploy"),
+    ("print('5', flush=True)\ntime.sleep(300)", r"not a JSON object"),
+    ("time.sleep(300)", r"no answer from LMDeploy .* within 4s"),
+    ("sys.stderr.write('ImportError: no torch\\n'); sys.exit(1)", r"exited \(1\)\n.*no torch"),
+    ('print(\'{"ready": false, "error": "ImportError: x"}\', flush=True)\ntime.sleep(300)',
+     r"LMDeploy did not load: ImportError: x"),
+])
+def test_a_worker_that_never_gets_ready(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(OracleError, match=message):
+        Oracle("0.18.0", python=fake_worker(tmp_path, body), timeout=1)
+    assert worker_gone(tmp_path)
+
+
+def test_a_program_that_cannot_run_is_an_oracle_error(tmp_path: Path) -> None:
+    not_executable = tmp_path / "python"
+    not_executable.write_text("")
+    with pytest.raises(OracleError, match="cannot start"):
+        Oracle("0.18.0", python=not_executable, timeout=1)
+
+
+def test_shared_oracle_starts_afresh_after_a_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_lmbackend.oracle import bridge
+
+    body = READY + "\nsys.stdin.readline()\nprint('not json', flush=True)\ntime.sleep(300)"
+    python = fake_worker(tmp_path, body)
+    monkeypatch.setattr(bridge, "find_python", lambda release, transformers=None: python)
+    monkeypatch.setattr(bridge, "_SHARED", {})
+    first = bridge.shared_oracle("0.18.0")
+    with pytest.raises(OracleError):
+        first.detect([{}])
+    second = bridge.shared_oracle("0.18.0")
+    assert second is not first and not second.closed
+    second.close()
+
+
+def test_cli_json_errors_have_the_shape_detect_prints() -> None:
+    """`oracle detect` and `python -m pytest_lmbackend detect --json` shape an error alike."""
+    from pytest_lmbackend.commands.detect import json_record as ours
+    from pytest_lmbackend.config import ConfigError
+    from pytest_lmbackend.oracle.__main__ import json_record as theirs
+    from pytest_lmbackend.rules import detect
+
+    crashed = Answer.from_json({"error": "TypeError: 'NoneType' object is not subscriptable",
+                                "errors": {"task": "TypeError: 'NoneType' object is not subscriptable",
+                                           "arch": "RuntimeError: Could not find: x"}})
+    record = theirs("m", "0.18.0", crashed)
+    assert record["error"] == {"type": "TypeError", "message": "'NoneType' object is not subscriptable"}
+    assert record["errors"] == {"task": record["error"],
+                                "arch": {"type": "RuntimeError", "message": "Could not find: x"}}
+    try:
+        detect({"model_type": "llama"}, lmdeploy="0.18.0")
+    except ConfigError as exc:
+        mine = ours("m", "0.18.0", exc)
+    assert set(mine["error"]) == set(record["error"]) == {"type", "message"}
+    answered = theirs("m", "0.18.0", Answer.from_json({"arch": "A", "backend": "pytorch", "task": "llm"}))
+    assert answered["error"] is None and answered["errors"] == {}
+    answer_keys = set(ours("m", "0.18.0", detect({"architectures": ["A"]}, lmdeploy="0.18.0")))
+    assert answer_keys <= set(answered) | {"rule"}
+    odd = theirs("m", None, Answer.from_json({"fault": "no colon here"}))
+    assert odd["error"] == {"type": "OracleFault", "message": "no colon here"}

@@ -378,13 +378,41 @@ def test_the_documented_example_holds(pytester: pytest.Pytester) -> None:
     pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
-def test_answered_by_draws_only_what_the_release_answers() -> None:
+def test_the_readme_fuzzing_example_holds(pytester: pytest.Pytester) -> None:
+    """README's fuzzing section shows answered_by= first, and its example passes as written."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Fuzzing", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "hf_configs(answered_by=" in code
+    pytester.makepyfile(test_readme=code)
+    pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_answered_by_draws_only_what_the_release_answers(valid: bool) -> None:
+    """For every known release, valid and broken configs alike: no typed error of any kind."""
+    from pytest_lmbackend.rules import KNOWN_RELEASES, detect
+
+    @settings(max_examples=3 * len(KNOWN_RELEASES), database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+    @given(st.data(), st.sampled_from(KNOWN_RELEASES))
+    def check(data: st.DataObject, release: str) -> None:
+        cfg = data.draw(hf_configs(valid=valid, answered_by=release))
+        detect(cfg, lmdeploy=release)  # raises the typed error of a config that release fails on
+
+    check()
+
+
+@pytest.mark.parametrize("release", ["0.4.0", "0.6.5", "0.10.2"])
+def test_answered_by_leaves_out_every_failure_a_release_has(release: str) -> None:
+    """The releases a missing arch or field makes fail (MissingArchitectureError, MissingFieldError)."""
     from pytest_lmbackend.rules import detect
 
-    @settings(max_examples=60, database=None)
-    @given(hf_configs(answered_by="0.18.0"))
+    @settings(max_examples=300, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+    @given(hf_configs(answered_by=release))
     def check(cfg: dict[str, Any]) -> None:
-        detect(cfg, lmdeploy="0.18.0")  # would raise LMDeployCrashError for a crashing one
+        detect(cfg, lmdeploy=release)
 
     check()
 
@@ -397,6 +425,10 @@ def test_answered_by_draws_only_what_the_release_answers() -> None:
     (lambda: model_dirs(hf_configs), "model_dirs(configs=...): a Hypothesis strategy"),
     (lambda: model_dirs(workspace="x"), "model_dirs(workspace=...): True, False or None, not 'x'"),
     (lambda: malformed_configs(kinds=()), "malformed_configs(kinds=()): name at least one"),
+    (lambda: malformed_configs(kinds=5), "malformed_configs(kinds=...): a name or a list of names, not 5"),
+    (lambda: malformed_configs(kinds=b"missing"), "malformed_configs(kinds=...): a name or a list of names"),
+    (lambda: malformed_configs(kinds={"missing": 1}), "malformed_configs(kinds=...): a name or a list"),
+    (lambda: malformed_configs(kinds=[5]), "malformed_configs(kinds=...): a name or a list of names"),
 ])
 def test_bad_strategy_arguments_are_said_at_once(call: Any, message: str) -> None:
     with pytest.raises((TypeError, ValueError)) as info:

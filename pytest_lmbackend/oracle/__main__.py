@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .bridge import Oracle, OracleError
+from .bridge import Answer, Oracle, OracleError
 from .venv import HOME_ENV, VenvError, build
 
 
@@ -27,13 +27,31 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     return rc
 
 
+def error_object(text: str | None) -> dict[str, str] | None:
+    """``"Type: message"`` as the ``{"type", "message"}`` object that ``detect --json`` prints."""
+    if text is None:
+        return None
+    kind, sep, message = text.partition(": ")
+    if not sep or not kind.isidentifier():
+        return {"type": "Error", "message": text}
+    return {"type": kind, "message": message}
+
+
+def json_record(path: str, release: str | None, answer: Answer) -> dict[str, object]:
+    """One ``detect`` line: LMDeploy's answer, with errors shaped as ``detect --json`` shapes them."""
+    return {
+        "path": path, "lmdeploy": release, "arch": answer.arch,
+        "turbomind_supported": answer.turbomind_supported, "backend": answer.backend,
+        "is_vl": answer.is_vl, "task": answer.task, "error": error_object(answer.error),
+        "errors": {step: error_object(text) for step, text in answer.errors.items()},
+    }  # fmt: skip
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     try:
         with Oracle(args.lmdeploy, transformers=args.transformers) as oracle:
             for path, answer in zip(args.paths, oracle.detect(args.paths), strict=True):
-                record = {"path": path, "lmdeploy": oracle.info.get("lmdeploy"), **answer.__dict__}
-                record["errors"] = dict(answer.errors)
-                print(json.dumps(record))
+                print(json.dumps(json_record(path, oracle.info.get("lmdeploy"), answer)))
     except (OracleError, VenvError) as exc:
         print(f"oracle: {exc}", file=sys.stderr)
         return 1

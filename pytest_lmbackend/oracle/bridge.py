@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from .venv import (
     build,
@@ -77,10 +77,16 @@ def find_python(release: str, *, transformers: str | None = None, home: Path | N
 
 
 class _Channel:
-    """One worker process: a request line out, a reply line back."""
+    """One worker process: a request line out, a reply line back.
+
+    Every way this can fail (no start, no "ready", a hang, a line that is not a JSON object, an
+    answer out of order, a death) is an ``OracleError``, and the worker is killed first: none
+    outlives the error.
+    """
 
     def __init__(self, python: Path, timeout: float) -> None:
         self.timeout = timeout
+        self.python = python
         self.log = tempfile.TemporaryFile(mode="w+b")
         env = dict(
             os.environ,
@@ -98,20 +104,34 @@ class _Channel:
                 stderr=self.log,
                 env=env,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            self.log.close()
             raise OracleError(f"cannot start {python}: {exc}") from exc
         self.buffer = b""
         self.next_id = 0
-        hello = self._read_line(startup=True)
+        try:
+            hello = self._read_line(startup=True)
+        except BaseException:
+            self.kill()
+            raise
         if not hello.get("ready"):
-            raise OracleError(
-                f"{python}: LMDeploy did not load: {hello.get('error')}\n{hello.get('traceback', '')}"
+            self._fail(
+                f"{python}: LMDeploy did not load: {hello.get('error')}\n{hello.get('traceback', '')}",
+                with_stderr=False,
             )
         self.info: dict[str, Any] = hello
 
     def _stderr_tail(self) -> str:
+        if self.log.closed:
+            return ""
         self.log.seek(0)
         return self.log.read().decode(errors="replace")[-2000:]
+
+    def _fail(self, message: str, *, with_stderr: bool = True) -> NoReturn:
+        """Kill the worker and raise OracleError (with what it wrote to stderr)."""
+        tail = self._stderr_tail() if with_stderr else ""
+        self.kill()
+        raise OracleError(f"{message}\n{tail}" if tail else message)
 
     def _read_line(self, *, startup: bool = False) -> dict[str, Any]:
         stdout: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
@@ -120,50 +140,74 @@ class _Channel:
             while b"\n" not in self.buffer:
                 # importing torch + transformers + LMDeploy takes seconds; allow for a slow box
                 if not sel.select(self.timeout * (4 if startup else 1)):
-                    self.close()
-                    raise OracleError(
-                        f"no answer from LMDeploy within {self.timeout:.0f}s\n{self._stderr_tail()}"
-                    )
+                    waited = self.timeout * (4 if startup else 1)
+                    self._fail(f"no answer from LMDeploy ({self.python}) within {waited:.0f}s")
                 chunk = os.read(stdout.fileno(), 1 << 20)
                 if not chunk:
                     code = self.proc.wait()
-                    raise OracleError(f"LMDeploy's interpreter exited ({code})\n{self._stderr_tail()}")
+                    self._fail(f"LMDeploy's interpreter ({self.python}) exited ({code})")
                 self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
-        reply: dict[str, Any] = json.loads(line)
+        try:
+            reply = json.loads(line)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 alike
+            self._fail(f"LMDeploy's interpreter ({self.python}) wrote a line that is not JSON "
+                       f"({exc}): {line[:200]!r}")
+        if not isinstance(reply, dict):
+            self._fail(f"LMDeploy's interpreter ({self.python}) wrote {type(reply).__name__}, "
+                       f"not a JSON object: {line[:200]!r}")
         return reply
 
     def send(self, request: dict[str, Any]) -> int:
+        if self.proc.poll() is not None and self.log.closed:
+            raise OracleError(f"LMDeploy's interpreter ({self.python}) is closed")
         self.next_id += 1
         request = dict(request, id=self.next_id)
         stdin: IO[bytes] = self.proc.stdin  # type: ignore[assignment]
         try:
             stdin.write(json.dumps(request).encode() + b"\n")
             stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
-            raise OracleError(f"LMDeploy's interpreter is gone: {exc}\n{self._stderr_tail()}") from exc
+        except (OSError, ValueError) as exc:  # a broken pipe, or a closed stream
+            self._fail(f"LMDeploy's interpreter ({self.python}) is gone: {exc}")
         return self.next_id
 
     def receive(self, request_id: int) -> dict[str, Any]:
         reply = self._read_line()
         if reply.get("id") != request_id:
-            raise OracleError(f"out-of-order answer: wanted {request_id}, got {reply.get('id')}")
+            self._fail(f"out-of-order answer: wanted {request_id}, got {reply.get('id')!r:.40}")
         if "fault" in reply:
+            # the worker survived its own error and keeps serving: no need to kill it
             raise OracleError(f"LMDeploy-side fault: {reply['fault']}\n{reply.get('traceback', '')}")
         return reply
 
+    def kill(self) -> None:
+        """End the worker now (it may be hung) and release its streams."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self._reap()
+
     def close(self) -> None:
+        """End the worker politely (stdin closed, it exits), killing it if it does not."""
         if self.proc.poll() is None:
             try:
                 if self.proc.stdin:
                     self.proc.stdin.close()
                 self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdout,):
+        self._reap()
+
+    def _reap(self) -> None:
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # unkillable (a stuck NFS read): leave it to the OS
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
             if stream:
-                stream.close()
+                try:
+                    stream.close()
+                except OSError:
+                    pass
         self.log.close()
 
 
@@ -214,10 +258,15 @@ class Oracle:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        """True once closed, or after a failure ended its workers."""
+        return not self._channels
+
     def close(self) -> None:
-        for channel in self._channels:
+        channels, self._channels = self._channels, []
+        for channel in channels:
             channel.close()
-        self._channels = []
 
     def _fan_out(self, op: str, items: list[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
         if not self._channels:
@@ -226,12 +275,23 @@ class Oracle:
         size = -(-len(items) // n) if items else 0
         chunks = [items[i * size : (i + 1) * size] for i in range(n)] if size else [[]]
         sent = []
-        for channel, chunk in zip(self._channels, chunks, strict=False):
-            if chunk or len(chunks) == 1:
-                sent.append((channel, channel.send({"op": op, "items": chunk, **extra})))
         results: list[dict[str, Any]] = []
-        for channel, request_id in sent:
-            results.extend(channel.receive(request_id)["results"])
+        try:
+            for channel, chunk in zip(self._channels, chunks, strict=False):
+                if chunk or len(chunks) == 1:
+                    sent.append((channel, chunk, channel.send({"op": op, "items": chunk, **extra})))
+            for channel, chunk, request_id in sent:
+                got = channel.receive(request_id).get("results")
+                if not isinstance(got, list) or len(got) != len(chunk) or not all(
+                    isinstance(r, dict) for r in got
+                ):
+                    channel._fail(f"LMDeploy's interpreter answered {len(chunk)} items with {got!r:.200}")
+                results.extend(got)
+        except BaseException:
+            # A failure, or Ctrl-C, mid-batch: the other workers hold answers nobody will read, and
+            # the next batch would read them as its own. End them all; shared_oracle starts afresh.
+            self.close()
+            raise
         return results
 
     def detect(
@@ -264,9 +324,17 @@ class Oracle:
 
     def engine_fields(self) -> dict[str, list[dict[str, Any]]]:
         """Field names, type strings and defaults of TurbomindEngineConfig and PytorchEngineConfig."""
+        if not self._channels:
+            raise OracleError("the oracle is closed")
         channel = self._channels[0]
-        reply = channel.receive(channel.send({"op": "engine_fields"}))
-        result: dict[str, list[dict[str, Any]]] = reply["result"]
+        try:
+            reply = channel.receive(channel.send({"op": "engine_fields"}))
+            result = reply.get("result")
+            if not isinstance(result, dict):
+                channel._fail(f"LMDeploy's interpreter answered engine_fields with {result!r:.200}")
+        except BaseException:
+            self.close()
+            raise
         return result
 
 
@@ -282,6 +350,8 @@ def shared_oracle(
     """
     key = (release, transformers)
     found = _SHARED.get(key)
+    if found is not None and found.closed:  # a failure ended its workers: start afresh
+        found = None
     if found is None:
         python = find_python(release, transformers=transformers)
         if python is None and build_env:

@@ -322,7 +322,7 @@ def _select_families(
     return chosen
 
 
-def _names(value: object, what: str) -> tuple[str, ...] | None:
+def _names(value: object, what: str, strategy: str = "hf_configs") -> tuple[str, ...] | None:
     """None, one name or an iterable of names; anything else is the caller's mistake, said now."""
     if value is None:
         return None
@@ -332,7 +332,7 @@ def _names(value: object, what: str) -> tuple[str, ...] | None:
         names = tuple(value)
         if all(isinstance(n, str) for n in names):
             return names
-    raise TypeError(f"hf_configs({what}=...): a name or a list of names, not {value!r}")
+    raise TypeError(f"{strategy}({what}=...): a name or a list of names, not {value!r:.80}")
 
 
 def _flag(value: object, what: str, *, optional: bool) -> None:
@@ -342,12 +342,15 @@ def _flag(value: object, what: str, *, optional: bool) -> None:
 
 
 def _answered(release: str) -> Any:
-    from pytest_lmbackend.rules import LMDeployCrashError, detect
+    from pytest_lmbackend.config import ConfigError
+    from pytest_lmbackend.rules import detect
 
     def answered(cfg: dict[str, Any]) -> bool:
+        # Every typed error means LMDeploy raises too (an LMDeployCrashError says so outright; a
+        # MissingArchitectureError is its RuntimeError, a MissingFieldError its AttributeError, ...).
         try:
             detect(cfg, lmdeploy=release)
-        except LMDeployCrashError:
+        except ConfigError:
             return False
         return True
 
@@ -373,9 +376,10 @@ def hf_configs(
         tables name, plus the families no table names.
     :param valid: False breaks each config in one way a reader must reject or survive
         (missing, empty or mistyped `architectures`, mistyped numbers, mistyped sections).
-    :param answered_by: a release: only configs that release answers without crashing. Valid
-        configs include some LMDeploy itself fails on (an arch named only by ``auto_map`` makes
-        ``check_vl_llm`` raise), for which ``detect`` raises ``LMDeployCrashError``.
+    :param answered_by: a release: only configs that release answers, i.e. on which ``detect``
+        raises no typed error. Valid configs include some LMDeploy itself fails on (an arch named
+        only by ``auto_map`` makes ``check_vl_llm`` raise, older releases find no arch in
+        ``language_config.auto_map``), for which ``detect`` raises a ``ConfigError``.
     """
     _flag(vl, "vl", optional=True)
     _flag(valid, "valid", optional=False)

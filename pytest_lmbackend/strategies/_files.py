@@ -16,7 +16,7 @@ from typing import Any, Literal
 from hypothesis import strategies as st
 from hypothesis.control import _current_build_context, cleanup, note
 
-from ._configs import hf_configs
+from ._configs import _names, hf_configs
 
 Layout = Literal["file", "missing", "directory", "symlink_loop", "dangling_symlink"]
 
@@ -171,10 +171,11 @@ def malformed_configs(kinds: str | Iterable[str] | None = None) -> st.SearchStra
 
     :param kinds: restrict to these names from ``MALFORMED_KINDS``; None draws all of them.
     """
-    if kinds is None:
+    named = _names(kinds, "kinds", "malformed_configs")
+    if named is None:
         chosen = tuple(range(len(MALFORMED_KINDS)))
     else:
-        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        kinds = named
         if not kinds:
             raise ValueError(f"malformed_configs(kinds=()): name at least one of {list(MALFORMED_KINDS)}")
         unknown = [k for k in kinds if k not in MALFORMED_KINDS]
