@@ -24,9 +24,9 @@ _GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
 MARKER_HELP: Mapping[str, str] = MappingProxyType(
     {
         "lm_requires": (
-            "lm_requires(*, gpus=N, capability='>=8.0', vram='40GiB', free_vram='20GiB', dtype='bf16', "
-            "packages=[...], turbomind_kernels=True): skip at setup, with wanted/found/device, unless the "
-            "GPU(s) this test gets meet every requirement."
+            "lm_requires(*, gpus=N, nodes=N, capability='>=8.0', vram='40GiB', free_vram='20GiB', "
+            "dtype='bf16', packages=[...], turbomind_kernels=True): skip at setup, with wanted/found/device, "
+            "unless the GPU(s) this test gets meet every requirement."
         ),
         "lm_backend": (
             "lm_backend(*names): run this test only on these backends (turbomind, pytorch, transformers or "

@@ -27,6 +27,8 @@ def gpu_line(gpu: GPU) -> str:
 
 def _source_line(hw: Hardware) -> str:
     count = f"{len(hw.gpus)} GPU{'' if len(hw.gpus) == 1 else 's'}"
+    if hw.nodes > 1:
+        count = f"{hw.nodes} nodes of {count} each"
     if hw.source == "profile":
         where = f"profile {hw.profile!r} (fake hardware, nothing probed)"
     elif hw.source == "none":
@@ -105,6 +107,7 @@ def to_json(hw: Hardware, *, backends: Mapping[str, str | None] | None = None) -
         "driver": hw.driver,
         "cuda": hw.cuda,
         "ascend": hw.ascend,
+        "nodes": hw.nodes,
         "gpus": [
             {**gpu_json(g), "turbomind_kernels": turbomind_kernels_missing(g.capability, hw.cuda,
                                                                            lmdeploy=lmdeploy) is None}

@@ -25,9 +25,10 @@ from pytest_lmbackend.hardware.model import packages_origin
 from pytest_lmbackend.verdict import Verdict
 
 # kinds of unmet requirement; "backend" is decided by the plugin (a backend not available here)
-KINDS: tuple[str, ...] = ("gpu", "capability", "vram", "free_vram", "dtype", "packages", "turbomind_kernels",
-                          "backend")
-KEYS: tuple[str, ...] = ("gpus", "capability", "vram", "free_vram", "dtype", "packages", "turbomind_kernels")
+KINDS: tuple[str, ...] = ("gpu", "nodes", "capability", "vram", "free_vram", "dtype", "packages",
+                          "turbomind_kernels", "backend")
+KEYS: tuple[str, ...] = ("gpus", "nodes", "capability", "vram", "free_vram", "dtype", "packages",
+                         "turbomind_kernels")
 _GPU_NUM = re.compile(r"^gpu_num_(\d+)$")
 _CAP = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+)\.(\d+|x|\*)\s*$")
 
@@ -75,10 +76,34 @@ class PackageSpec:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """A parallel layout: its name (``"tp16"``) and how many GPUs it occupies in all, on one node or
+    spread evenly over several (LMDeploy gives each of ``--nnodes`` nodes ``world_size / nnodes``)."""
+
+    name: str
+    world_size: int
+
+    def nodes_for(self, per_node: int) -> int | None:
+        """The fewest nodes of ``per_node`` GPUs that hold it, evenly; None without GPUs."""
+        if per_node < 1:
+            return None
+        return next(n for n in range(1, self.world_size + 1)
+                    if self.world_size % n == 0 and self.world_size // n <= per_node)
+
+
+@dataclass(frozen=True)
 class Requirement:
-    """What a test needs; empty fields need nothing. ``gpus`` None: one GPU if any GPU fact is asked."""
+    """What a test needs; empty fields need nothing. ``gpus`` None: one GPU if any GPU fact is asked.
+
+    :param gpus: GPUs on each node the test runs on.
+    :param nodes: nodes the job must span at least (``lm_requires(nodes=N)``).
+    :param layouts: parallel layouts the test runs (``distributed_layout``), each over as many
+        nodes as it takes.
+    """
 
     gpus: int | None = None
+    nodes: int | None = None
+    layouts: tuple[Layout, ...] = ()
     capability: tuple[CapabilitySpec, ...] = ()
     vram: int | None = None
     free_vram: int | None = None
@@ -93,7 +118,7 @@ class Requirement:
         if self.gpus is not None:
             return self.gpus
         asks = (self.capability or self.vram is not None or self.free_vram is not None or self.dtypes
-                or self.turbomind_kernels is not None)
+                or self.turbomind_kernels is not None or self.layouts)
         return 1 if asks else 0
 
 
@@ -168,6 +193,10 @@ def _parse_field(key: str, value: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError("must be a whole number of GPUs (0 or more)")
         return {"gpus": value}
+    if key == "nodes":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("must be a whole number of nodes (1 or more)")
+        return {"nodes": value}
     if key == "capability":
         texts = _strings(value)
         if not texts:
@@ -194,6 +223,55 @@ def _parse_field(key: str, value: Any) -> dict[str, Any]:
     return {"turbomind_kernels": value}
 
 
+# LMDeploy's autotest (v0.16.0) marks multi-GPU jobs run through its proxy or a Ray cluster
+# (NODE_COUNT nodes) with these; each runs on one node when the node holds all of its GPUs.
+DISTRIBUTED_PREFIX = "gpu_num_distributed_"
+DISTRIBUTED_LAYOUTS: tuple[str, ...] = ("tp16", "dpep8", "dpep16", "dpep32", "dp4ep8", "tp2dp4ep8", "cp2tp8")
+_LAYOUT_PART = re.compile(r"(dpep|tp|dp|ep|cp)([0-9]+)")
+
+
+def layout_degrees(name: str) -> dict[str, int]:
+    """The parallel degrees a layout names: ``"tp2dp4ep8"`` -> ``{"tp": 2, "dp": 4, "ep": 8}``;
+    ``tp`` tensor, ``dp`` data, ``ep`` expert, ``cp`` context, ``dpepN`` = ``dpN`` with ``epN``.
+
+    :raises ValueError: ``name`` is not such a layout (a part repeated, zero, or unknown).
+    """
+    degrees: dict[str, int] = {}
+    end = 0
+    for part in _LAYOUT_PART.finditer(name):
+        if part.start() != end:
+            break
+        end = part.end()
+        for kind in ("dp", "ep") if part.group(1) == "dpep" else (part.group(1),):
+            if kind in degrees or int(part.group(2)) < 1:
+                raise ValueError(f"layout {name!r}: {kind} given twice or as 0")
+            degrees[kind] = int(part.group(2))
+    if not name or end != len(name):
+        raise ValueError(f"layout {name!r}: not a parallel layout such as tp16, dpep8 or tp2dp4ep8 "
+                         "(tpN, dpN, epN, cpN, dpepN)")
+    return degrees
+
+
+def distributed_layout(name: str) -> Requirement:
+    """What LMDeploy's ``gpu_num_distributed_<layout>`` marker needs: the layout's GPUs in all, on
+    one node or spread evenly over several. ``name`` is the layout (``"tp16"``) or the marker's name.
+
+    A layout occupies ``max(ep, dp * tp)`` GPUs (``layout_degrees``), what LMDeploy's engines allot
+    to every layout its autotest runs: the PyTorch engine's ``DistConfig.world_size`` is ``ep`` when
+    ``ep > 1``, else ``tp`` (which ``dp`` must divide); TurboMind's
+    ``derive_parallel_config(...).device_num`` is at most ``dp * tp * gcd(cp, ep)`` and splits ``tp``
+    between attention and ``cp`` (``cp2tp8``: 8 GPUs, attention tp 4). So tp16, dpep16: 16 GPUs;
+    dpep32: 32; dpep8, dp4ep8, tp2dp4ep8, cp2tp8: 8 (TurboMind runs ``ep > 1`` on one node only).
+    ``tests/test_requirements.py`` checks these against LMDeploy's own functions.
+
+    :raises ValueError: ``name`` is not such a layout.
+    """
+    layout = name.removeprefix(DISTRIBUTED_PREFIX)
+    degrees = layout_degrees(layout)
+    world = max(degrees.get("ep", 1), degrees.get("dp", 1) * degrees.get("tp", 1))
+    return Requirement(layouts=(Layout(layout, world),))
+
+
 def gpu_num(marker_name: str) -> int | None:
     """N for LMDeploy's ``gpu_num_N`` markers (same as ``lm_requires(gpus=N)``), else None."""
     match = _GPU_NUM.match(marker_name)
@@ -210,10 +288,13 @@ def combine(requirements: Iterable[Requirement], *, where: str = "") -> Requirem
                                "both asked of one test (by different markers)", where=where,
                                key="turbomind_kernels")
     counts = [r.gpus for r in reqs if r.gpus is not None]
+    nodes = [r.nodes for r in reqs if r.nodes is not None]
     vrams = [r.vram for r in reqs if r.vram is not None]
     frees = [r.free_vram for r in reqs if r.free_vram is not None]
     return Requirement(
         gpus=max(counts) if counts else None,
+        nodes=max(nodes) if nodes else None,
+        layouts=tuple(dict.fromkeys(lay for r in reqs for lay in r.layouts)),
         capability=tuple(dict.fromkeys(s for r in reqs for s in r.capability)),
         vram=max(vrams) if vrams else None,
         free_vram=max(frees) if frees else None,
@@ -314,6 +395,33 @@ def _device_skip(req: Requirement, hw: Hardware, gpu: GPU) -> Verdict | None:
     return None
 
 
+def _plural_nodes(n: int) -> str:
+    return _plural(n, "node")
+
+
+def _runner_nodes(hw: Hardware, per_node: int, assigned: bool) -> str:
+    """``profile 'h100x8' has 1 node of 8 GPUs``: the job's size, for node and layout reasons."""
+    of = f" of {_plural(per_node, 'GPU')}" + (" given to this test" if assigned else "")
+    if hw.source == "profile":
+        return f"profile {hw.profile!r} has {_plural_nodes(hw.nodes)}{of}"
+    told = "" if hw.nodes > 1 else " (a multi-node job says how many in $PYTEST_LM_NODES)"
+    return f"this job has {_plural_nodes(hw.nodes)}{of}{told}"
+
+
+def _cluster_skip(req: Requirement, hw: Hardware, per_node: int, assigned: bool) -> Verdict | None:
+    """Nodes and layouts: the job must span ``req.nodes`` and hold each layout evenly over its nodes."""
+    if req.nodes is not None and hw.nodes < req.nodes:
+        return Verdict("nodes", f"needs {_plural_nodes(req.nodes)}; {_runner_nodes(hw, per_node, assigned)}")
+    for layout in req.layouts:
+        wanted = layout.nodes_for(per_node)
+        if wanted is None or wanted > hw.nodes:
+            spread = "" if wanted is None else (
+                f", i.e. {_plural_nodes(wanted)} of {_plural(layout.world_size // wanted, 'GPU')}")
+            return Verdict("nodes", f"needs layout {layout.name}: {_plural(layout.world_size, 'GPU')} in all"
+                                   f"{spread}; {_runner_nodes(hw, per_node, assigned)}")
+    return None
+
+
 def _asked_of_gpus(req: Requirement) -> frozenset[str]:
     asked = {"capability": bool(req.capability), "vram": req.vram is not None,
              "free_vram": req.free_vram is not None, "dtype": bool(req.dtypes),
@@ -334,8 +442,18 @@ def evaluate(req: Requirement, hw: Hardware, gpus: Sequence[int] | None = None) 
         devices = [by_index[i] for i in gpus if i in by_index]
     needed = req.gpu_count
     if needed > len(devices):
-        found = _found_gpus(hw, devices, gpus is not None)
-        return Verdict("gpu", f"needs {_plural(needed, 'GPU')}; {found}", unchecked=_asked_of_gpus(req))
+        wanted = _plural(needed, "GPU")
+        if req.gpus is None and req.layouts:
+            wanted = f"layout {req.layouts[0].name} ({_plural(req.layouts[0].world_size, 'GPU')} in all)"
+        return Verdict("gpu", f"needs {wanted}; {_found_gpus(hw, devices, gpus is not None)}",
+                       unchecked=_asked_of_gpus(req))
+    cluster = _cluster_skip(req, hw, len(devices), gpus is not None)
+    if cluster is not None:
+        return cluster
+    # a layout uses its share of every node: the GPU facts hold on each of those GPUs
+    for layout in req.layouts:
+        share = layout.world_size // (layout.nodes_for(len(devices)) or 1)
+        needed = max(needed, share)
     for gpu in devices[:needed]:
         skip = _device_skip(req, hw, gpu)
         if skip is not None:

@@ -625,6 +625,11 @@ count = 2
     ("cuda = 'banana'", "cuda", "must be a version"),
     ("cuda = -1", "cuda", "must be a version"),
     ("driver = 'v550'", "driver", "must be a version"),
+    ("nodes = 0", "nodes", "whole number of nodes"),
+    ("nodes = '2'", "nodes", "whole number of nodes"),
+    ("nodes = true", "nodes", "whole number of nodes"),
+    ("nodes = 2.0", "nodes", "whole number of nodes"),
+    ("nodes = 100000", "nodes", "from 1 to 4096"),
     ("gpus = [{name = 'X', capability = '8.0', memory_total = 1, uuid = 'GPU-a'},"
      " {name = 'Y', capability = '8.0', memory_total = 1, uuid = 'gpu-A'}]", "gpus.uuid",
      "given to GPU 0 and GPU 1"),
@@ -709,6 +714,30 @@ def test_hardware_is_frozen_and_hashable() -> None:
     assert Hardware().source == "none"
     assert pickle.loads(pickle.dumps(hw)) == hw
     assert copy.deepcopy(hw) == hw and dataclasses.replace(hw, cuda="12.8").packages == hw.packages
+    # every field survives a pickle (xdist hands it to workers), those added last included
+    stated = dataclasses.replace(hw, packages_stated=True, nodes=4)
+    assert pickle.loads(pickle.dumps(stated)) == stated and hash(stated) != hash(hw)
+
+
+def test_a_profile_states_how_many_nodes_its_job_spans(tmp_path: Path) -> None:
+    assert load_profile("h100x8", local_packages={}).nodes == 1
+    path = tmp_path / "two.toml"
+    path.write_text("nodes = 2\n[[gpus]]\nname = 'X'\ncapability = '9.0'\nmemory_total = 1\ncount = 8\n")
+    assert load_profile(str(path), local_packages={}).nodes == 2
+
+
+@pytest.mark.parametrize(("value", "nodes", "noted"), [
+    (None, 1, False), ("", 1, False), ("2", 2, False), (" 4 ", 4, False), ("0", 1, True), ("two", 1, True),
+    ("-1", 1, True), ("٢", 1, True), ("99999", 1, True),
+])
+def test_a_real_job_states_its_nodes_in_the_environment(tmp_path: Path, no_nvml: None, value: str | None,
+                                                         nodes: int, noted: bool) -> None:
+    env = {"PATH": str(tmp_path)} | ({} if value is None else {"PYTEST_LM_NODES": value})
+    hw = probe(environ=env)
+    assert hw.nodes == nodes
+    assert any("PYTEST_LM_NODES" in w for w in hw.warnings) is noted
+    # a profile describes its own job: the variable is not applied to it
+    assert probe(profile="h100x8", environ=env).nodes == 1
 
 
 # -- packages and Ascend --------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def test_strict_markers_accepts_every_marker(pytester: pytest.Pytester) -> None:
     assert result.ret == 0
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(
-        ["@pytest.mark.lm_requires(*, gpus=N, capability=*", "@pytest.mark.gpu_num_8: *"]
+        ["@pytest.mark.lm_requires(*, gpus=N, nodes=N, capability=*", "@pytest.mark.gpu_num_8: *"]
     )
 
 
@@ -231,6 +231,25 @@ def test_counts_and_facts_from_different_markers_are_judged_together(pytester: p
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_contradiction.py::TestK::test_both: lm_requires: "
                                  "turbomind_kernels=True and turbomind_kernels=False both asked*"])
+
+
+def test_a_test_needing_more_nodes_skips_on_a_single_node_profile(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", pair='nodes = 2\n[[gpus]]\nname = "A"\ncapability = "9.0"\n'
+                                    'memory_total = "80GiB"\ncount = 8\n')
+    pytester.makepyfile(test_n="""
+        import pytest
+
+        @pytest.mark.lm_requires(nodes=2, gpus=8)
+        def test_two_nodes(): pass
+        """)
+    result = pytester.runpytest("-p", "no:xdist", "-rs", "--lm-hardware=h100x8")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED * needs 2 nodes; profile 'h100x8' has 1 node of 8 GPUs"])
+    pytester.runpytest("-p", "no:xdist", "--lm-hardware=pair.toml").assert_outcomes(passed=1)
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100x8", "--lm-require=nodes")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*needs 2 nodes; profile 'h100x8' has 1 node of 8 GPUs (--lm-require=nodes)"])
 
 
 def test_a_relative_model_path_found_nowhere_says_where_it_was_looked_for(pytester: pytest.Pytester) -> None:

@@ -57,3 +57,10 @@ def test_json_has_every_fact() -> None:
     assert data["backends"] == {"pytorch": {"available": False, "reason": "lmdeploy not installed"}}
     assert data["stated_backends"] is None and data["warnings"] == []
     assert gpu_line(hw.gpus[0]).startswith("GPU 0 -> physical 0: NVIDIA GeForce RTX 5090, sm120 (12.0)")
+
+
+def test_a_job_of_several_nodes_says_so() -> None:
+    one = GPU(0, 0, "GPU-x", "NVIDIA H100 80GB HBM3", (9, 0), 80 * GiB)
+    hw = Hardware(gpus=(one,), source="nvml", nodes=2)
+    assert text_lines(hw)[0].startswith("hardware: 2 nodes of 1 GPU each, read through nvml")
+    assert to_json(hw)["nodes"] == 2 and to_json(Hardware())["nodes"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,13 +12,17 @@ from hypothesis import strategies as st
 
 from pytest_lmbackend.hardware import GPU, Hardware, load_profile
 from pytest_lmbackend.requirements import (
+    DISTRIBUTED_LAYOUTS,
     KINDS,
     CapabilitySpec,
+    Layout,
     Requirement,
     RequirementError,
     combine,
+    distributed_layout,
     evaluate,
     gpu_num,
+    layout_degrees,
     parse_capability_spec,
     parse_kinds,
     parse_requirement,
@@ -63,6 +69,10 @@ def test_capability_comparisons_agree_with_tuple_order(want: tuple[int, int], ha
     ({"gpus": -1}, "gpus", "whole number"),
     ({"gpus": True}, "gpus", "whole number"),
     ({"gpus": "2"}, "gpus", "whole number"),
+    ({"nodes": 0}, "nodes", "whole number of nodes"),
+    ({"nodes": True}, "nodes", "whole number of nodes"),
+    ({"nodes": 2.0}, "nodes", "whole number of nodes"),
+    ({"node": 2}, "node", "did you mean 'nodes'"),
     ({"capability": "sm90"}, "capability", "'sm90'"),
     ({"capability": 8.0}, "capability", "must be a string"),
     ({"capability": ">=9.x"}, "capability", "takes no comparison"),
@@ -235,3 +245,127 @@ def test_a_profile_stating_its_packages_is_named_as_their_source(tmp_path: Path)
                     "memory_total = '80GiB'\n")
     skip = evaluate(req(packages=["flash_attn"]), load_profile(str(path)))
     assert skip is not None and skip.reason == "needs package flash-attn; not installed in profile 'runner'"
+
+
+def cluster(tmp_path: Path, nodes: int, gpus: int, *, name: str = "cluster") -> Hardware:
+    """A profile of ``nodes`` nodes with ``gpus`` H100s each."""
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"nodes = {nodes}\n[packages]\n[[gpus]]\nname = 'NVIDIA H100 80GB HBM3'\n"
+                    f"capability = '9.0'\nmemory_total = '80GiB'\ncount = {gpus}\n")
+    return load_profile(str(path))
+
+
+def test_nodes_are_asked_and_judged_against_the_profile(tmp_path: Path) -> None:
+    assert req(nodes=2).nodes == 2 and req(nodes=2).gpu_count == 0
+    skip = evaluate(req(nodes=2, gpus=8), hw("h100x8"))
+    assert skip == Verdict("nodes", "needs 2 nodes; profile 'h100x8' has 1 node of 8 GPUs")
+    assert evaluate(req(nodes=2, gpus=8), cluster(tmp_path, 2, 8)) is None
+    skip = evaluate(req(nodes=2, gpus=8), cluster(tmp_path, 2, 4))
+    assert skip is not None and skip.kind == "gpu"  # each node must hold the GPUs asked
+    assert evaluate(req(nodes=3), cluster(tmp_path, 2, 8)) == Verdict(
+        "nodes", "needs 3 nodes; profile 'cluster' has 2 nodes of 8 GPUs")
+
+
+def test_a_real_runner_is_one_node_unless_the_job_says_otherwise() -> None:
+    machine = Hardware(gpus=tuple(GPU(i, i, f"GPU-{i}", "NVIDIA H100 80GB HBM3", (9, 0), 80 * GiB)
+                                  for i in range(8)), source="nvml")
+    skip = evaluate(distributed_layout("tp16"), machine)
+    assert skip is not None and skip.reason == (
+        "needs layout tp16: 16 GPUs in all, i.e. 2 nodes of 8 GPUs; this job has 1 node of 8 GPUs "
+        "(a multi-node job says how many in $PYTEST_LM_NODES)")
+    assert evaluate(distributed_layout("tp16"), Hardware(gpus=machine.gpus, source="nvml", nodes=2)) is None
+
+
+# How many GPUs each layout of LMDeploy's autotest (v0.16.0) occupies, and the engines it runs them on
+# (autotest/configs/*.yml rows under `h` and `ascend`): derived from each engine's own rule below.
+LAYOUT_GPUS = {"tp16": 16, "dpep8": 8, "dpep16": 16, "dpep32": 32, "dp4ep8": 8, "tp2dp4ep8": 8, "cp2tp8": 8}
+LAYOUT_ENGINES = {"tp16": ("pytorch",), "dpep8": ("pytorch",), "dpep16": ("pytorch",), "dpep32": ("pytorch",),
+                  "dp4ep8": ("pytorch",), "tp2dp4ep8": ("pytorch", "turbomind"), "cp2tp8": ("turbomind",)}
+
+
+_ENGINE_GPUS = """
+import json, sys
+from lmdeploy.pytorch.config import DistConfig
+from lmdeploy.turbomind.parallel_config import derive_parallel_config
+out = {}
+for name, (degrees, engines) in json.loads(sys.argv[1]).items():
+    d = {k: degrees.get(k, 1) for k in ("tp", "dp", "ep", "cp")}
+    got = {}
+    if "pytorch" in engines:
+        got["pytorch"] = DistConfig(dp=d["dp"], ep=d["ep"], tp=d["tp"]).world_size
+    if "turbomind" in engines:
+        got["turbomind"] = derive_parallel_config(d["dp"], d["tp"], d["ep"], d["cp"], None).device_num
+    out[name] = got
+print(json.dumps(out))
+"""
+
+
+def test_layout_sizes_are_what_lmdeploy_itself_allots() -> None:
+    """Each engine of LMDeploy 0.18.0 asked how many GPUs it gives each layout it runs (the
+    differential environment, see ``pytest_lmbackend.oracle``; skipped where it was not built)."""
+    from pytest_lmbackend.oracle.venv import is_ready, spec_for, venv_python
+
+    spec = spec_for("0.18.0")
+    if not is_ready(spec):
+        pytest.skip("the LMDeploy 0.18.0 environment is not built "
+                    "(python -m pytest_lmbackend.oracle setup 0.18.0)")
+    asked = {name: (layout_degrees(name), LAYOUT_ENGINES[name]) for name in DISTRIBUTED_LAYOUTS}
+    proc = subprocess.run([str(venv_python(spec)), "-c", _ENGINE_GPUS, json.dumps(asked)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answers = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in DISTRIBUTED_LAYOUTS:
+        assert set(answers[name].values()) == {LAYOUT_GPUS[name]}, (name, answers[name])
+
+
+@pytest.mark.parametrize("name", DISTRIBUTED_LAYOUTS)
+def test_lmdeploy_distributed_layouts(name: str) -> None:
+    wanted = LAYOUT_GPUS[name]
+    assert distributed_layout(name) == distributed_layout(f"gpu_num_distributed_{name}")
+    assert distributed_layout(name).layouts == (Layout(name, wanted),)
+    assert distributed_layout(name).gpu_count == 1  # asks for GPUs even where no count is given
+
+
+def test_layouts_on_single_and_multi_node_profiles(tmp_path: Path) -> None:
+    node = hw("h100x8")
+    assert evaluate(distributed_layout("tp2dp4ep8"), node) is None  # 8 GPUs fit one node of 8
+    skip = evaluate(distributed_layout("tp16"), node)
+    assert skip == Verdict("nodes", "needs layout tp16: 16 GPUs in all, i.e. 2 nodes of 8 GPUs; "
+                                 "profile 'h100x8' has 1 node of 8 GPUs")
+    skip = evaluate(distributed_layout("dpep32"), cluster(tmp_path, 2, 8))
+    assert skip == Verdict("nodes", "needs layout dpep32: 32 GPUs in all, i.e. 4 nodes of 8 GPUs; "
+                                 "profile 'cluster' has 2 nodes of 8 GPUs")
+    assert evaluate(distributed_layout("dpep32"), cluster(tmp_path, 4, 8)) is None
+    assert evaluate(distributed_layout("tp16"), cluster(tmp_path, 1, 16)) is None  # one node of 16
+    # spread evenly: 16 GPUs over nodes of 6 take 4 nodes of 4, not 3 nodes
+    assert evaluate(distributed_layout("tp16"), cluster(tmp_path, 3, 6)) is not None
+    assert evaluate(distributed_layout("tp16"), cluster(tmp_path, 4, 6)) is None
+    assert evaluate(distributed_layout("tp16"), hw("cpu")) == Verdict(
+        "gpu", "needs layout tp16 (16 GPUs in all); profile 'cpu' has none")
+
+
+def test_layout_gpu_facts_hold_on_every_gpu_of_the_share(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.toml"
+    path.write_text("nodes = 2\n[[gpus]]\nname = 'NVIDIA H100 80GB HBM3'\ncapability = '9.0'\n"
+                    "memory_total = '80GiB'\ncount = 7\n[[gpus]]\nname = 'NVIDIA A100-SXM4-80GB'\n"
+                    "capability = '8.0'\nmemory_total = '80GiB'\n")
+    mixed = load_profile(str(path))
+    both = combine([distributed_layout("tp16"), req(capability=">=9.0")])
+    skip = evaluate(both, mixed)
+    assert skip is not None and skip.kind == "capability" and "GPU 7 (NVIDIA A100-SXM4-80GB)" in skip.reason
+    # 14 GPUs take 7 of each node: the A100 is not used
+    assert evaluate(combine([distributed_layout("tp14"), req(capability=">=9.0")]), mixed) is None
+
+
+@pytest.mark.parametrize("bad", ["", "tp", "tp0", "tp2tp4", "dpep8dp2", "xx16", "tp16 ", "tp١٦",
+                                 "gpu_num_distributed_"])
+def test_unreadable_layouts_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="layout"):
+        distributed_layout(bad)
+
+
+def test_combine_keeps_the_largest_node_count_and_every_layout() -> None:
+    merged = combine([req(nodes=2), distributed_layout("tp16"), distributed_layout("dpep8"),
+                      distributed_layout("tp16"), req(nodes=3, gpus=1)])
+    assert merged.nodes == 3 and merged.gpus == 1
+    assert merged.layouts == (Layout("tp16", 16), Layout("dpep8", 8))

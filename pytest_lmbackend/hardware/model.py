@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 Source = Literal["profile", "nvml", "nvidia-smi", "none"]
 SOURCES: tuple[Source, ...] = ("profile", "nvml", "nvidia-smi", "none")
+MAX_NODES = 4096  # more nodes than any job spans: a larger number is a typo
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Hardware:
     :param backends: backends a profile declares available; ``None`` means "work it out here".
     :param warnings: what went wrong or looked odd while probing, for the report header.
     :param packages_stated: the packages are a profile's own ``[packages]``, not this interpreter's.
+    :param nodes: how many machines like this one the job spans (a profile's ``nodes``, else
+        ``$PYTEST_LM_NODES``, else 1); a multi-node layout needs more than one.
     """
 
     gpus: tuple[GPU, ...] = ()
@@ -78,25 +81,36 @@ class Hardware:
     backends: tuple[str, ...] | None = None
     warnings: tuple[str, ...] = ()
     packages_stated: bool = False
+    nodes: int = 1
 
     def __post_init__(self) -> None:
         # a read-only view, so a frozen Hardware cannot change under a session that shares it
         if not isinstance(self.packages, MappingProxyType):
             object.__setattr__(self, "packages", _frozen(self.packages))
 
-    def __hash__(self) -> int:
-        return hash((self.gpus, self.driver, self.cuda, self.source, self.profile, self.ascend,
-                     tuple(sorted(self.packages.items())), self.backends, self.warnings))
+    def _values(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def __reduce__(self) -> tuple[type[Hardware], tuple[object, ...]]:
-        # a mappingproxy cannot be pickled; rebuild from a plain dict (xdist, multiprocessing, copy)
-        return (Hardware, (self.gpus, self.driver, self.cuda, self.source, self.profile, self.ascend,
-                           dict(self.packages), self.backends, self.warnings))
+    def __hash__(self) -> int:
+        values = self._values()
+        values["packages"] = tuple(sorted(self.packages.items()))
+        return hash(tuple(values.values()))
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # a mappingproxy cannot be pickled; rebuild from a plain dict (xdist, multiprocessing, copy),
+        # every field by name so that none is lost
+        values = self._values()
+        values["packages"] = dict(self.packages)
+        return (_rebuild, (values,))
 
     @property
     def name(self) -> str:
         """A short name for columns and headers: the profile name, else the probe source."""
         return self.profile if self.profile is not None else self.source
+
+
+def _rebuild(values: dict[str, Any]) -> Hardware:
+    return Hardware(**values)
 
 
 class ProfileError(ValueError):

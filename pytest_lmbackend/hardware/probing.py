@@ -6,12 +6,13 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 
-from pytest_lmbackend.hardware.model import Hardware, ProfileError, Source
+from pytest_lmbackend.hardware.model import MAX_NODES, Hardware, ProfileError, Source
 from pytest_lmbackend.hardware.nvml import DriverView, ProbeFailed, read_nvml
 from pytest_lmbackend.hardware.packages import detect_ascend, read_packages
 from pytest_lmbackend.hardware.visibility import apply_visibility, order_warning
 
 ENV_PROFILE = "PYTEST_LM_HARDWARE"
+ENV_NODES = "PYTEST_LM_NODES"
 DEFAULT_TIMEOUT = 5.0
 
 
@@ -21,6 +22,18 @@ def profile_spec(profile: str | None, environ: Mapping[str, str]) -> str | None:
     if spec is None:
         return None
     return spec.strip() or None
+
+
+def job_nodes(environ: Mapping[str, str], notes: list[str]) -> int:
+    """How many nodes this job spans: ``$PYTEST_LM_NODES`` (a multi-node job sets it on every node,
+    as LMDeploy's distributed jobs set ``NODE_COUNT``), else 1; a bad value is a note and 1."""
+    raw = environ.get(ENV_NODES, "").strip()
+    if not raw:
+        return 1
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_NODES:
+        return int(raw)
+    notes.append(f"{ENV_NODES}={raw!r} is not a whole number of nodes from 1 to {MAX_NODES}; using 1")
+    return 1
 
 
 def _read_smi(environ: Mapping[str, str], timeout: float) -> DriverView:
@@ -138,14 +151,15 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
         packages = {}
         notes.append(f"packages: cannot list installed packages: {exc}")
     ascend = detect_ascend(env)
+    nodes = job_nodes(env, notes)
     if view is None:
-        return Hardware(source="none", packages=packages, ascend=ascend, warnings=tuple(notes))
+        return Hardware(source="none", packages=packages, ascend=ascend, warnings=tuple(notes), nodes=nodes)
     gpus, mask_notes = apply_visibility(view.devices, env.get("CUDA_VISIBLE_DEVICES"))
     order = order_warning(view.devices, env)
     # notes of ways that failed before the one that answered stay: they say why it was not NVML
     warnings = (*notes, *view.warnings, *mask_notes, *((order,) if order else ()))
     return Hardware(gpus=gpus, driver=view.driver, cuda=view.cuda, source=source, packages=packages,
-                    ascend=ascend, warnings=warnings)
+                    ascend=ascend, warnings=warnings, nodes=nodes)
 
 
 def probe_many(*, profile: str | None = None, environ: Mapping[str, str] | None = None,

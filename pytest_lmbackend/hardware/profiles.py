@@ -10,14 +10,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_lmbackend.hardware.model import GPU, Hardware, ProfileError
+from pytest_lmbackend.hardware.model import GPU, MAX_NODES, Hardware, ProfileError
 from pytest_lmbackend.hardware.packages import normalize, read_packages
 from pytest_lmbackend.hardware.units import parse_capability, parse_memory
 from pytest_lmbackend.hardware.visibility import Device, apply_visibility
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 _TOP_KEYS = {"name", "description", "driver", "cuda", "ascend", "backends", "packages", "gpus",
-             "cuda_visible_devices"}
+             "cuda_visible_devices", "nodes"}
 _GPU_KEYS = {"name", "capability", "memory_total", "memory_free", "count", "uuid", "pci_bus_id"}
 _REPEAT = re.compile(r"^(.+?)x(\d+)$")
 MAX_GPUS = 1024
@@ -140,6 +140,14 @@ def _gpus(data: Mapping[str, Any], shown: str, profile: str) -> list[GPU]:
     return gpus
 
 
+def _nodes(data: Mapping[str, Any], shown: str) -> int:
+    """How many machines like this one the profile's job spans: a whole number, 1 unless stated."""
+    nodes = data.get("nodes", 1)
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
+        raise _fail(shown, "nodes", f"must be a whole number of nodes from 1 to {MAX_NODES}, not {nodes!r}")
+    return nodes
+
+
 def hardware_from_data(data: Mapping[str, Any], *, shown: str, profile: str,
                        local_packages: Mapping[str, str] | None = None) -> Hardware:
     """Check a profile's fields and build its ``Hardware``; ``ProfileError`` names the bad field."""
@@ -175,7 +183,7 @@ def hardware_from_data(data: Mapping[str, Any], *, shown: str, profile: str,
                     cuda=_version(data, "cuda", shown), source="profile", profile=profile,
                     ascend=ascend, packages=packages,
                     backends=tuple(backends) if backends is not None else None, warnings=notes,
-                    packages_stated=packages_data is not None)
+                    packages_stated=packages_data is not None, nodes=_nodes(data, shown))
 
 
 def _repeat_base(kind: str) -> Path | None:
