@@ -12,14 +12,15 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import IO, Any, Literal
 
 import pytest
 from _pytest.reports import TestReport
 
 from pytest_lmbackend.hardware.units import parse_seconds
+from pytest_lmbackend.processes import ProcessGroup, Terminated, sigterm_interrupts
 from pytest_lmbackend.xdist import (
     MASK_ENV,
     SLICE_ENV,
@@ -35,6 +36,9 @@ _PROGRESS = re.compile(r"^[.sxXFE]+( +\[ *\d+%\])?$")
 
 # Set in the spawned interpreter: where it writes its reports; also tells it not to isolate again.
 CHILD_ENV = "PYTEST_LM_ISOLATED_REPORTS"
+# In the child's folder: the files fd capture writes the test's stdout and stderr to, which outlive
+# a crash or a kill (pytest's own are anonymous and vanish with the process).
+_CAPTURE_FILES = ("stdout.capture", "stderr.capture")
 DEFAULT_TIMEOUT = 900.0
 OUTPUT_TAIL = 4000
 
@@ -192,9 +196,9 @@ def child_command(config: pytest.Config, item: pytest.Item) -> list[str]:
         args += ["-c", str(config.inipath)]
     if hasattr(config.option, "numprocesses"):
         args.append("-n0")  # an addopts -n must not spread one test over workers
-    # The test's output must outlive a crash: tee-sys captures it for the child's reports and also
-    # writes it through to the output file this process reads. Under -s here, none is captured there.
-    capture = "--capture=no" if config.getoption("capture", "fd") == "no" else "--capture=tee-sys"
+    # The same capture as here, so the test meets the same streams (fd capture: real file
+    # descriptors, any bytes). Its output survives a crash through the capture files (below).
+    capture = f"--capture={config.getoption('capture', 'fd')}"
     return [sys.executable, "-m", "pytest", "-qq", "-p", "no:cacheprovider", capture, *args,
             node_arg(item.path, item.nodeid)]
 
@@ -219,7 +223,11 @@ def _synthetic(item: pytest.Item, when: Literal["setup", "call", "teardown"],
 
 
 def run_isolated(item: pytest.Item) -> list[TestReport]:
-    """Run one item in a new interpreter; its reports, completed with failures for a timeout or crash."""
+    """Run one item in a new interpreter; its reports, completed with failures for a timeout or crash.
+
+    Whatever way this ends (the test's end, a timeout, Ctrl-C, SIGTERM, an error here), the child's
+    whole process group is killed: nothing the test started outlives it.
+    """
     config = item.config
     hardware = session_hardware(config)
     gpus = item_devices(hardware, item_gpu_count(item.iter_markers()))
@@ -230,43 +238,27 @@ def run_isolated(item: pytest.Item) -> list[TestReport]:
         output_path = os.path.join(folder, "output.txt")
         command = child_command(config, item)
         start = time.monotonic()
-        with open(output_path, "wb") as output:
-            process = subprocess.Popen(
+        try:
+            with open(output_path, "wb") as output, sigterm_interrupts(), ProcessGroup(
                 command, cwd=config.invocation_params.dir, stdin=subprocess.DEVNULL, stdout=output,
                 stderr=subprocess.STDOUT, env=child_env(os.environ, reports_path, mask),
-                start_new_session=True,  # so a timeout ends whatever the test started too
-            )
-            timed_out = False
-            try:
-                process.wait(timeout=timeout or None)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill(process)
+            ) as group:  # fmt: skip
+                timed_out = not group.wait(timeout or None)
+                returncode = group.kill()  # also what the test left running after it ended
+        except Terminated:
+            # the group is gone and the folder is removed on the way out; stop the run as pytest does
+            raise pytest.exit.Exception(f"{item.nodeid}: SIGTERM while it ran in an isolated process; "
+                                        "killed that process and everything it started",
+                                        returncode=128 + signal.SIGTERM) from None
         duration = time.monotonic() - start
-        text = Path(output_path).read_text(encoding="utf-8", errors="replace")
-        reports: list[TestReport] = []
-        if os.path.exists(reports_path):
-            for line in Path(reports_path).read_text(encoding="utf-8").splitlines():
-                data = json.loads(line)
-                if WARNING_KEY in data:
-                    message, when, nodeid, location = warning_from_json(data[WARNING_KEY])
-                    # into the outer run's warnings summary, as pytest-xdist does for its workers
-                    config.hook.pytest_warning_recorded.call_historic(kwargs=dict(
-                        warning_message=message, when=when, nodeid=nodeid, location=location))
-                    continue
-                report = config.hook.pytest_report_from_serializable(config=config, data=data)
-                if isinstance(report, TestReport) and report.nodeid == item.nodeid:
-                    longrepr: object = report.longrepr
-                    if isinstance(longrepr, list):
-                        # a skip's (path, line, reason) is a tuple to pytest; JSON made it a list
-                        report.longrepr = (str(longrepr[0]), int(longrepr[1]), str(longrepr[2]))
-                    reports.append(report)
-    where = f"isolated process (pid {process.pid}, CUDA_VISIBLE_DEVICES={mask!r})"
+        text = _crash_output(folder, output_path)
+        reports = _read_reports(config, item, reports_path)
+    where = f"isolated process (pid {group.pid}, CUDA_VISIBLE_DEVICES={mask!r})"
     problem = None
     if timed_out:
         problem = f"{item.nodeid}: timed out after {timeout:g} s in an {where}; killed it"
     elif not reports or reports[-1].when != "teardown":
-        problem = (f"{item.nodeid}: the {where} ended with exit code {process.returncode} before "
+        problem = (f"{item.nodeid}: the {where} ended with exit code {returncode} before "
                    "reporting every phase")
     if problem is not None:
         shown = f"\n--- its output ---\n{tail(text)}" if text.strip() else " (it wrote no output)"
@@ -277,6 +269,51 @@ def run_isolated(item: pytest.Item) -> list[TestReport]:
             sys.stdout.write(printed + "\n")
             sys.stdout.flush()
     return reports
+
+
+def _read_reports(config: pytest.Config, item: pytest.Item, path: str) -> list[TestReport]:
+    """The item's reports from the child's file; its warnings go to this run's warnings summary. A
+    line the child was writing when it died is left out."""
+    reports: list[TestReport] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return reports
+    for line in lines:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        if WARNING_KEY in data:
+            message, when, nodeid, location = warning_from_json(data[WARNING_KEY])
+            # into the outer run's warnings summary, as pytest-xdist does for its workers
+            config.hook.pytest_warning_recorded.call_historic(kwargs=dict(
+                warning_message=message, when=when, nodeid=nodeid, location=location))
+            continue
+        report = config.hook.pytest_report_from_serializable(config=config, data=data)
+        if isinstance(report, TestReport) and report.nodeid == item.nodeid:
+            longrepr: object = report.longrepr
+            if isinstance(longrepr, list):
+                # a skip's (path, line, reason) is a tuple to pytest; JSON made it a list
+                report.longrepr = (str(longrepr[0]), int(longrepr[1]), str(longrepr[2]))
+            reports.append(report)
+    return reports
+
+
+def _crash_output(folder: str, output_path: str) -> str:
+    """What the child wrote outside any capture, then what the phase it was in had captured so far
+    (kept in ``folder`` by ``_keep_capture_files``): all a crash or a kill leaves of its output."""
+    parts = [Path(output_path).read_text(encoding="utf-8", errors="replace")]
+    for name in _CAPTURE_FILES:
+        try:
+            captured = Path(folder, name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if captured.strip():
+            parts.append(f"--- captured {name.partition('.')[0]} of the unfinished phase ---\n{captured}")
+    return "\n".join(p.rstrip("\n") for p in parts if p.strip())
 
 
 def _test_output(text: str) -> str:
@@ -303,14 +340,6 @@ def _complete(item: pytest.Item, reports: list[TestReport], message: str,
     return reports
 
 
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, AttributeError):
-        process.kill()
-    process.wait()
-
-
 # --- hooks ----------------------------------------------------------------------------------------
 
 
@@ -331,6 +360,34 @@ class _OuterWorker:
     @pytest.fixture(scope="session")
     def worker_id(self) -> str:
         return os.environ.get("PYTEST_XDIST_WORKER", "master")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None]:
+    """In the spawned interpreter: the global fd capture, started inside this hook, writes to files
+    in the reports' folder instead of anonymous ones (``_CAPTURE_FILES``)."""
+    reports = os.environ.get(CHILD_ENV)
+    if not reports:
+        return (yield)
+    import _pytest.capture as capture
+
+    original: Callable[..., IO[bytes]] | None = getattr(capture, "TemporaryFile", None)
+    names = iter(_CAPTURE_FILES)
+    folder = os.path.dirname(reports)
+
+    def kept_file(*args: Any, **kwargs: Any) -> IO[bytes]:
+        name = next(names, None)
+        if name is None and original is not None:  # a capfd fixture's: anonymous, as usual
+            return original(*args, **kwargs)
+        return open(os.path.join(folder, name or "extra.capture"), "w+b", buffering=0)
+
+    if original is not None:  # the global capture's stdout, then stderr
+        setattr(capture, "TemporaryFile", kept_file)  # noqa: B010 - not exported by pytest
+    try:
+        return (yield)
+    finally:
+        if original is not None:
+            setattr(capture, "TemporaryFile", original)  # noqa: B010
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -352,3 +354,165 @@ def test_worker_id_in_an_isolated_test_is_its_workers(pytester: pytest.Pytester,
     )
     pytester.runpytest("-n", "2", "--lm-hardware=h100x2").assert_outcomes(passed=2)
     assert {p.name for p in out.iterdir()} <= {"gw0", "gw1"} and any(out.iterdir())
+
+
+# --- nothing an isolated test started outlives it -------------------------------------------------
+
+HANGING = """
+import os, pathlib, subprocess, sys, time
+import pytest
+
+RECORD = pathlib.Path(os.environ["LM_TEST_RECORD"])
+
+
+@pytest.mark.lm_isolated(timeout=None)
+def test_starts_a_helper_and_hangs():
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    RECORD.write_text(f"{os.getpid()} {helper.pid}")
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a parent that never reaps it counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _wait_for(predicate: object, seconds: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _outer_run(pytester: pytest.Pytester, tmp: Path, record: Path) -> subprocess.Popen[bytes]:
+    """The outer pytest in its own session, as a CI job or a terminal would run it."""
+    pytester.makepyfile(test_hang=HANGING)
+    env = {**os.environ, "LM_TEST_RECORD": str(record), "TMPDIR": str(tmp)}
+    env.pop("PYTEST_ADDOPTS", None)
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider",
+                             "test_hang.py"], cwd=pytester.path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(("how", "code"), [("SIGINT", 2), ("SIGTERM", 143), ("SIGKILL", -9)])
+def test_stopping_the_outer_run_kills_the_isolated_test_and_its_helpers(
+        pytester: pytest.Pytester, how: str, code: int) -> None:
+    """Ctrl-C (SIGINT to the terminal's group), a CI timeout (SIGTERM to the job's group) or SIGKILL:
+    the child, in its own session, gets none of these; it must die anyway, with what it started, and
+    the temporary folder must go (except after SIGKILL, which leaves no chance to remove it)."""
+    import signal
+
+    tmp = pytester.mkdir("tmp")
+    record = pytester.path / "pids"
+    outer = _outer_run(pytester, tmp, record)
+    try:
+        assert _wait_for(lambda: record.exists() and len(record.read_text().split()) == 2, 120), \
+            outer.communicate(timeout=5)[0] if outer.poll() is not None else "the test never started"
+        child, helper = map(int, record.read_text().split())
+        assert _alive(child) and _alive(helper)
+        os.killpg(outer.pid, getattr(signal, how))
+        out = outer.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        if outer.poll() is None:
+            os.killpg(outer.pid, signal.SIGKILL)
+            outer.wait()
+    assert outer.returncode == code, out
+    assert _wait_for(lambda: not _alive(child) and not _alive(helper), 10), (child, helper, out)
+    if how != "SIGKILL":
+        assert not list(tmp.glob("lm-isolated-*")), out
+        assert "Traceback" not in out and "INTERNALERROR" not in out, out
+    if how == "SIGTERM":
+        assert "SIGTERM while it ran in an isolated process" in out, out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_helper_an_isolated_test_leaves_running_dies_with_it(pytester: pytest.Pytester) -> None:
+    record = pytester.path / "helper.pid"
+    pytester.makepyfile(f"""
+        import os, pathlib, subprocess, sys, time
+        import pytest
+
+        RECORD = pathlib.Path({str(record)!r})
+
+        @pytest.mark.lm_isolated
+        def test_a_leaves_a_helper():
+            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+            RECORD.write_text(str(helper.pid))
+
+        def gone(stat):
+            try:
+                return stat.read_text().rpartition(")")[2].split()[0] == "Z"
+            except OSError:
+                return True
+
+        def test_b_finds_it_gone():
+            stat = pathlib.Path(f"/proc/{{RECORD.read_text()}}/stat")
+            for _ in range(50):  # a SIGKILL takes effect soon, not at once
+                if gone(stat):
+                    return
+                time.sleep(0.1)
+            raise AssertionError("the helper still runs")
+    """)
+    result = pytester.runpytest("-p", "no:xdist")
+    result.assert_outcomes(passed=2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_error_while_waiting_still_kills_the_group(pytester: pytest.Pytester) -> None:
+    record = pytester.path / "pids"
+    pytester.makeconftest(f"""
+        import pathlib, time
+        from pytest_lmbackend import processes
+
+        RECORD = pathlib.Path({str(record)!r})
+
+        def failing_wait(self, timeout=None):
+            while not (RECORD.exists() and len(RECORD.read_text().split()) == 2):
+                time.sleep(0.05)
+            raise RuntimeError("something went wrong in this process")
+
+        processes.ProcessGroup.wait = failing_wait
+    """)
+    pytester.makepyfile(test_hang=HANGING.replace('os.environ["LM_TEST_RECORD"]', repr(str(record))))
+    tmp = pytester.mkdir("tmp")
+    result = pytester.runpytest_subprocess("-p", "no:xdist", f"--basetemp={tmp / 'base'}",
+                                           timeout=120)
+    assert "something went wrong in this process" in result.stdout.str() + result.stderr.str()
+    child, helper = map(int, record.read_text().split())
+    assert _wait_for(lambda: not _alive(child) and not _alive(helper), 10)
+
+
+def test_bytes_that_are_not_utf8_and_real_file_descriptors_work_as_without_isolation(
+        pytester: pytest.Pytester) -> None:
+    """The child captures as the outer run does (fd by default): output is bytes on a real file."""
+    pytester.makepyfile("""
+        import subprocess, sys
+        import pytest
+
+        def body():
+            sys.stdout.buffer.write(b"\\xff\\xfe not utf-8 \\x80\\n")
+            sys.stdout.flush()
+            subprocess.run([sys.executable, "-c", "print('from a subprocess')"], stdout=sys.stdout,
+                           check=True)
+
+        def test_plain():
+            body()
+
+        @pytest.mark.lm_isolated
+        def test_isolated():
+            body()
+    """)
+    result = pytester.runpytest("-p", "no:xdist", "-rP")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*_ test_isolated _*", "*Captured stdout call*", "*not utf-8*",
+                                 "from a subprocess"])
