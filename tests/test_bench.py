@@ -371,6 +371,81 @@ def test_cli_stopped_by_sigterm_leaves_no_engine_behind(
     cli.send_signal(signal.SIGTERM)
     assert cli.wait(timeout=20) == 128 + signal.SIGTERM
     assert _gone(child) and _gone(helper)
+    assert cli.stderr is not None and "interrupted by SIGTERM" in cli.stderr.read()
+    cli.stderr.close()
+    assert cli.stdout is not None
+    cli.stdout.close()
+
+
+def test_cli_interrupted_by_ctrl_c_says_so_in_one_line_and_exits_130(
+    fake_model: Path, fake_script: str, tmp_path: Path
+) -> None:
+    """Ctrl-C reaches the terminal's foreground group: the CLI, never the round (its own session)."""
+    pidfile = tmp_path / "pids"
+    save = tmp_path / "res.json"
+    options = json.dumps({"mode": "hang", "pidfile": str(pidfile), "at": 0})
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "pytest_lmbackend", "bench", str(fake_model), "--backend", fake_script,
+         "--options", options, "--no-overhead", "--save", str(save)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child, helper = (int(x) for x in pidfile.read_text().split())
+    os.killpg(cli.pid, signal.SIGINT)
+    out, err = cli.communicate(timeout=20)
+    assert cli.returncode == 130, err
+    assert _gone(child) and _gone(helper)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    (last,) = [line for line in err.splitlines() if "interrupted" in line]
+    assert last == (f"bench: interrupted by SIGINT: the running round and everything it started were "
+                    f"killed; {save} holds the rounds that finished")
+    assert out == ""
+
+
+def test_cli_shows_each_phase_as_it_ends(fake_model: Path, fake_script: str) -> None:
+    res = _cli(str(fake_model), "--backend", fake_script, "--rounds", "1", "--warmup", "1", "--no-overhead")
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("bench: fake_round")]
+    assert lines[:4] == [line for line in lines if "warm-up 1" in line][:4]
+    phases = [line.split(": ", 2)[2].rsplit(" ", 2)[0] for line in lines if "warm-up 1: " in line]
+    assert phases[:4] == ["import torch", "engine construction / model build", "engine construction",
+                          "first token"]
+    # the round's own line comes after its phases
+    first_token = next(i for i, line in enumerate(lines) if "cold round 1: first token" in line)
+    round_line = next(i for i, line in enumerate(lines) if "cold round 1: " in line and "longest" in line)
+    assert first_token < round_line
+
+
+def test_cli_save_touches_no_file_it_did_not_create_and_follows_the_umask(
+    fake_model: Path, fake_script: str, tmp_path: Path
+) -> None:
+    save = tmp_path / "res.json"
+    unrelated = tmp_path / "res.json.tmp"
+    unrelated.write_text("mine, not the benchmark's")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    old = os.umask(0o027)
+    try:
+        res = _cli(str(fake_model), "--backend", fake_script, "--rounds", "1", "--no-overhead",
+                   "--save", str(save))
+    finally:
+        os.umask(old)
+    assert res.returncode == 0, res.stderr
+    assert unrelated.read_text() == "mine, not the benchmark's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "res.json"])
+    assert json.loads(save.read_text())["backends"]["fake_round"]["summary"]["counts"]["ok"] == 1
+    assert save.stat().st_mode & 0o777 == 0o640
+
+
+def test_cli_warm_json_counts_the_warm_up_that_ran(fake_model: Path, fake_script: str) -> None:
+    res = _cli(str(fake_model), "--backend", fake_script, "--warm", "--rounds", "2", "--json",
+               "--no-overhead")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    rounds = data["backends"]["fake_round"]["rounds"]
+    assert [r["warmup"] for r in rounds] == [True, False, False]
+    assert data["warmup"] == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,11 +641,18 @@ def test_a_warm_round_that_skips_or_exits_costs_no_other_result(pytester: pytest
     assert [b["name"] for b in json.loads(saved.read_text())["benchmarks"]] == ["test_ok"]
 
 
+@pytest.mark.parametrize("how", [["--benchmark-disable"], ["-n", "2"]])
 def test_rounds_still_run_when_pytest_benchmark_is_disabled(pytester: pytest.Pytester, fake_model: Path,
-                                                           fake_script: str) -> None:
+                                                           fake_script: str, how: list[str]) -> None:
+    """pytest-benchmark turns itself off under xdist: the rounds run, and it does not warn that its
+    fixture went unused."""
     pytest.importorskip("pytest_benchmark")
+    if how[0] == "-n":
+        pytest.importorskip("xdist")
     pytester.makepyfile(test_it=BENCH_TEST.format(model=str(fake_model), script=fake_script, mode="ok"))
-    pytester.runpytest(*_bench_args(pytester), "--benchmark-disable").assert_outcomes(passed=1)
+    result = pytester.runpytest_subprocess(*_bench_args(pytester), *how, "-W", "error::UserWarning")
+    result.assert_outcomes(passed=1)
+    assert "not used at all" not in result.stdout.str() + result.stderr.str()
 
 
 def test_cli_refuses_two_scripts_of_one_name_and_an_unwritable_save(tmp_path: Path, fake_model: Path) -> None:

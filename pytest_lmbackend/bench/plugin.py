@@ -39,6 +39,7 @@ class StartupBenchmark:
     ) -> BackendSummary:
         from pytest_lmbackend.bench import runner
         from pytest_lmbackend.bench.phases import summarize
+        from pytest_lmbackend.processes import Terminated
 
         try:
             opts = runner.BenchOptions(
@@ -69,19 +70,28 @@ class StartupBenchmark:
             if not r.ok:
                 raise _RoundFailed(r)
 
-        warmups = max(warmup, int(mode == "warm"))
+        warmups = opts.warmup_rounds
+
+        def every_round() -> None:
+            for _ in range(warmups + rounds):
+                one_round()
+
         try:
             if getattr(self.benchmark, "disabled", False):
-                # --benchmark-disable, or xdist (pytest-benchmark turns itself off there): it would call
-                # the function once, untimed; the rounds still run here, so the summary stays whole
-                for _ in range(warmups + rounds):
-                    one_round()
+                # --benchmark-disable, or xdist (pytest-benchmark turns itself off there): pedantic
+                # calls the function once, untimed, so that one call runs every round and the
+                # summary stays whole (and pytest-benchmark sees its fixture used)
+                self.benchmark.pedantic(every_round, rounds=1)
             else:
                 self.benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmups)
         except _RoundFailed as exc:
             # raised as a plain exception inside pedantic, so pytest-benchmark marks the benchmark
             # as errored and stores no number; the outcome is decided here
             _report(exc.result)
+        except Terminated:
+            # the round's process group is gone; stop the session as pytest stops for Ctrl-C
+            raise pytest.exit.Exception("lm_startup: SIGTERM during a start-up round; killed the round "
+                                        "and everything it started", returncode=143) from None
         counted = self.results[-rounds:]
         summary = summarize(name, counted)
         from pytest_lmbackend.bench.report import model_facts

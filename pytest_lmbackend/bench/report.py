@@ -60,7 +60,7 @@ class BenchReport:
             "model": model_facts(self.model_dir),
             "mode": self.options.mode,
             "rounds": self.options.rounds,
-            "warmup": self.options.warmup,
+            "warmup": self.options.warmup_rounds,  # warm mode: the import-paying round counts
             "timeout_s": self.options.timeout_s,
             "script_options": dict(self.options.script_options),
             "machine": dict(self.machine),
@@ -144,7 +144,7 @@ def format_table(report: BenchReport) -> str:
             lines.append("  ".join("-" * w for w in widths))
     head = (
         f"{report.options.mode} start-up of {report.model_dir}: {report.options.rounds} round(s)"
-        + (f" after {report.options.warmup} warm-up" if report.options.warmup else "")
+        + (f" after {report.options.warmup_rounds} warm-up" if report.options.warmup_rounds else "")
         + f", timeout {report.options.timeout_s:g} s"
     )
     notes = [f"{n}: {e}" for n in names for e in summaries[n].errors]

@@ -9,7 +9,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import pytest_lmbackend
 from pytest_lmbackend.bench.phases import Mode, Phase, RoundResult, RoundStatus
 from pytest_lmbackend.bench.scripts import SCRIPTS
+from pytest_lmbackend.processes import ProcessGroup, sigterm_interrupts
 
 CHILD_MODULE = "pytest_lmbackend.bench.child"
 # Offline always: a benchmark that reached for the hub would time the network.
@@ -33,6 +33,22 @@ CHILD_ENV = {
 LOG_TAIL_CHARS = 3000
 
 Progress = Callable[[RoundResult], None]
+# a phase that just ended in the measured process: (name, seconds, parent or None, iteration, failed)
+PhaseProgress = Callable[[str, float, "str | None", int, bool], None]
+
+
+@dataclass(frozen=True)
+class PhaseDone:
+    """A phase that just ended inside a running round: what long rounds show while they run."""
+
+    backend: str
+    mode: Mode
+    index: int
+    warmup: bool
+    name: str
+    parent: str | None
+    seconds: float
+    failed: bool = False
 
 
 class BenchError(Exception):
@@ -69,6 +85,11 @@ class BenchOptions:
             raise BenchError(f"timeout must be positive, got {self.timeout_s}")
         if self.mode not in ("cold", "warm"):
             raise BenchError(f"mode must be 'cold' or 'warm', got {self.mode!r}")
+
+    @property
+    def warmup_rounds(self) -> int:
+        """Warm-up rounds that really run: in warm mode at least the one that pays the imports."""
+        return max(1, self.warmup) if self.mode == "warm" else self.warmup
 
 
 @dataclass(frozen=True)
@@ -118,10 +139,15 @@ def check_model_dir(model_dir: str | Path) -> Path:
 
 
 def run_backend(
-    model_dir: str | Path, backend: str, options: BenchOptions, progress: Progress | None = None
+    model_dir: str | Path, backend: str, options: BenchOptions, progress: Progress | None = None,
+    phase_progress: Callable[[PhaseDone], None] | None = None,
 ) -> list[RoundResult]:
     """All rounds of one backend. A failed round is reported and the next one still runs, except
-    after ``unavailable`` (nothing would change) or a warm process that died (nothing is left)."""
+    after ``unavailable`` (nothing would change) or a warm process that died (nothing is left).
+
+    :param progress: called with each round as it ends.
+    :param phase_progress: called with each phase as it ends, while its round runs.
+    """
     name, target = resolve_script(backend)
     model = check_model_dir(model_dir)
     results: list[RoundResult] = []
@@ -129,17 +155,24 @@ def run_backend(
         for i in range(options.warmup + options.rounds):
             warm_up = i < options.warmup
             r = run_cold_round(options, name, target, model, index=i if warm_up else i - options.warmup,
-                               warmup=warm_up)  # fmt: skip
+                               warmup=warm_up, phase_progress=phase_progress)  # fmt: skip
             results.append(r)
             if progress:
                 progress(r)
             if r.status == "unavailable" or (not r.ok and not options.keep_going):
                 break
         return results
-    lead = max(1, options.warmup)
+    lead = options.warmup_rounds
+
+    def on_phase(phase: str, seconds: float, parent: str | None, i: int, failed: bool) -> None:
+        if phase_progress is not None:
+            index = i if i < lead else i - lead
+            phase_progress(PhaseDone(name, "warm", index, i < lead, phase, parent, seconds, failed))
+
     with tempfile.TemporaryDirectory(prefix="lmbench-") as work:
         res = _run_process(
-            options, target, model, Path(work), f"{name}-warm", iterations=lead + options.rounds
+            options, target, model, Path(work), f"{name}-warm", iterations=lead + options.rounds,
+            on_phase=on_phase,
         )
     for r in _warm_rounds(name, lead, res):
         results.append(r)
@@ -149,11 +182,18 @@ def run_backend(
 
 
 def run_cold_round(
-    options: BenchOptions, name: str, target: str, model: Path, *, index: int = 0, warmup: bool = False
+    options: BenchOptions, name: str, target: str, model: Path, *, index: int = 0, warmup: bool = False,
+    phase_progress: Callable[[PhaseDone], None] | None = None,
 ) -> RoundResult:
     """One round in a fresh interpreter: spawn, run the round script once, exit."""
+
+    def on_phase(phase: str, seconds: float, parent: str | None, i: int, failed: bool) -> None:
+        if phase_progress is not None:
+            phase_progress(PhaseDone(name, "cold", index, warmup, phase, parent, seconds, failed))
+
     with tempfile.TemporaryDirectory(prefix="lmbench-") as work:
-        res = _run_process(options, target, model, Path(work), f"{name}-{index}", iterations=1)
+        res = _run_process(options, target, model, Path(work), f"{name}-{index}", iterations=1,
+                           on_phase=on_phase)
     return _cold_round(name, index, warmup, res)
 
 
@@ -257,6 +297,7 @@ def _run_process(
     tag: str,
     *,
     iterations: int,
+    on_phase: PhaseProgress | None = None,
 ) -> _Process:
     events_path = work / f"{tag}.jsonl"
     log_path = work / f"{tag}.log"
@@ -266,38 +307,23 @@ def _run_process(
         "--options", json.dumps(dict(options.script_options)),
     ]  # fmt: skip
     env = _child_env(options)
-    reaped: list[float] = []
-    with open(log_path, "wb") as log:
-        spawned = time.monotonic()
+    with open(log_path, "wb") as log, sigterm_interrupts():
         try:
-            proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=work,
-                start_new_session=True,
-            )  # fmt: skip
+            group = ProcessGroup(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=env, cwd=work)  # fmt: skip
         except OSError as exc:
             raise BenchError(f"cannot start the interpreter {options.python!r}: {exc}") from exc
-        exited = threading.Event()
-
-        def reap() -> None:  # a blocking wait: the exit time is exact, not a polling step late
-            proc.wait()
-            reaped.append(time.monotonic())
-            exited.set()
-
-        threading.Thread(target=reap, daemon=True).start()
-        try:
-            timed_out = _watch(exited, events_path, options.timeout_s, spawned)
-            if timed_out:
-                _kill_group(proc.pid)
-                exited.wait(10)
-        finally:
-            # helpers an engine left behind in the child's session; also when this process is
-            # itself being stopped (Ctrl-C, SIGTERM), so no engine outlives the benchmark
-            _kill_group(proc.pid)
-    end = reaped[0] if reaped else time.monotonic()
+        # leaving this block any way (the end, a timeout, Ctrl-C, SIGTERM, an error) kills the
+        # process group: engine helpers left behind in the child's session die with it
+        with group:
+            timed_out = _watch(group, events_path, options.timeout_s, on_phase)
+            rc = group.kill()
+    spawned = group.spawned
+    end = group.exited_at if group.exited_at is not None else time.monotonic()
     return _Process(
         spawned=spawned,
         reaped=end,
-        rc=proc.returncode,
+        rc=rc,
         timed_out=timed_out,
         events=_read_events(events_path),
         log_tail=log_path.read_text(encoding="utf-8", errors="replace")[-LOG_TAIL_CHARS:],
@@ -305,28 +331,31 @@ def _run_process(
     )
 
 
-def _watch(exited: threading.Event, events_path: Path, timeout_s: float, spawned: float) -> bool:
-    """Wait for the process; the timeout restarts at each finished iteration (warm mode)."""
-    deadline = spawned + timeout_s
+def _watch(group: ProcessGroup, events_path: Path, timeout_s: float, on_phase: PhaseProgress | None) -> bool:
+    """Wait for the process; True when it ran past the timeout, which restarts at each finished
+    iteration (warm mode). Phases that ended since the last look go to ``on_phase``."""
+    deadline = group.spawned + timeout_s
     seen_ends = 0
+    seen_phases = 0
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return True
-        # one long wait per round in cold mode; in warm mode look for finished iterations now and then
-        if exited.wait(min(remaining, 0.5)):
+        # the exit is seen at once; the events file is read now and then for progress
+        exited = group.wait(min(remaining, 0.5))
+        events = _read_events(events_path)
+        phases = [e for e in events if e.get("ev") == "phase"]
+        if on_phase is not None:
+            for e in phases[seen_phases:]:
+                on_phase(str(e["name"]), float(e["end"]) - float(e["start"]), e.get("parent"), int(e["i"]),
+                         bool(e.get("failed")))
+        seen_phases = len(phases)
+        if exited:
             return False
-        ends = [e for e in _read_events(events_path) if e.get("ev") == "end"]
+        ends = [e for e in events if e.get("ev") == "end"]
         if len(ends) > seen_ends:
             seen_ends = len(ends)
             deadline = float(ends[-1]["t"]) + timeout_s
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:

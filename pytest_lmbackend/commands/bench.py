@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +18,14 @@ from pytest_lmbackend.bench.report import BenchReport, format_table, machine_fac
 from pytest_lmbackend.bench.runner import (
     BenchError,
     BenchOptions,
+    PhaseDone,
     check_model_dir,
     measure_overhead,
     resolve_script,
     run_backend,
 )
 from pytest_lmbackend.bench.scripts import ALL_BACKENDS, SCRIPTS, check_options
+from pytest_lmbackend.processes import Terminated, current_umask
 
 EXIT_OK, EXIT_FAILED_ROUND, EXIT_USAGE = 0, 1, 2
 
@@ -114,7 +119,20 @@ def backends_of(values: list[str] | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     # SIGTERM (a CI step's timeout) unwinds like Ctrl-C: the running round's processes are killed
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through _terminate
+        signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+        kept = f"; {args.save} holds the rounds that finished" if args.save is not None else ""
+        print(f"bench: interrupted by {signum.name}: the running round and everything it started were "
+              f"killed{kept}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     results: dict[str, tuple[RoundResult, ...]] = {}
     machine = machine_facts()
     try:
@@ -146,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                 _save(args.save, BenchReport(str(args.model_dir), options, results, None, machine))
 
         for backend in backends:
-            run_backend(args.model_dir, backend, options, progress=progress)
+            run_backend(args.model_dir, backend, options, progress=progress, phase_progress=_show_phase)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -176,7 +194,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated(f"received {signal.Signals(signum).name}")
+
+
+def _show_phase(p: PhaseDone) -> None:
+    """A progress line as each phase of a running round ends, on stderr: long rounds show where they are."""
+    kind = "warm-up" if p.warmup else "round"
+    name = f"{p.parent} / {p.name}" if p.parent else p.name
+    failed = " (failed)" if p.failed else ""
+    print(f"bench: {p.backend} {p.mode} {kind} {p.index + 1}: {name} {p.seconds:.2f} s{failed}",
+          file=sys.stderr, flush=True)
 
 
 def _show(r: RoundResult) -> None:
@@ -189,20 +216,30 @@ def _show(r: RoundResult) -> None:
 
 
 def _check_writable(path: Path) -> None:
-    """Before a round runs: a --save target that cannot be written would cost every round."""
+    """Before a round runs: a --save target that cannot be written would cost every round. Only a
+    file made here for the purpose is written and removed: never one that was there."""
     if path.is_dir():
         raise BenchError(f"--save {path}: is a folder; give a file name such as {path / 'startup.json'}")
     if not path.parent.is_dir():
         raise BenchError(f"--save {path}: folder {path.parent} does not exist")
-    probe = path.with_name(path.name + ".tmp")
     try:
-        probe.write_text("", encoding="utf-8")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".check")
     except OSError as exc:
         raise BenchError(f"--save {path}: cannot write there: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _save(path: Path, report: BenchReport) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Write the JSON beside ``path`` under a fresh name, then move it over ``path`` in one step, so a
+    reader (or a kill) never meets half a file; permissions as any file the user creates (umask)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(report.to_json(), indent=1) + "\n")
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
