@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("detect", "which backend and task LMDeploy picks for model folders, per release"),
     "env": ("env", "the GPUs, driver, CUDA, backends and packages this machine has"),
     "bench": ("bench", "time pipeline start-up per backend, by phase, cold or warm"),
+    "audit": ("audit", "the rules against a real LMDeploy over model folders: disagreements by rule"),
 }
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from pytest_lmbackend.config import ConfigNotFoundError, from_mapping, read_config
-from pytest_lmbackend.rules import detect, model_arch, resolve_release, rule_set
+from pytest_lmbackend.rules import detect, model_arch, rules_for
 from pytest_lmbackend.rules.engine import check_vl, turbomind_rule
 
 TYPE_CHECKING = False  # typing stays unimported at run time (start-up cost)
@@ -38,7 +38,7 @@ def get_model_arch(
     ``trust_remote_code`` is accepted for compatibility; remote code is never run.
     """
     del trust_remote_code
-    rules = rule_set(resolve_release(lmdeploy))
+    rules = rules_for(lmdeploy)
     cfg = read_config(model_path)
     if rules.workspace_arch and cfg.workspace_weights and cfg.workspace_arch:
         # 0.5-0.11 answer from the workspace's own config (the converted model's settings).
@@ -65,7 +65,7 @@ def autoget_backend(
     """``lmdeploy.archs.autoget_backend`` on a machine where TurboMind is built (a parsed config
     mapping is accepted too)."""
     del trust_remote_code
-    rules = rule_set(resolve_release(lmdeploy))
+    rules = rules_for(lmdeploy)
     cfg = read_config(model_path)
     # Only the backend half: get_task's failures (e.g. an auto_map-only config) must not leak in.
     if cfg.triton_models and rules.workspace_is_tm:
@@ -87,7 +87,7 @@ def check_vl_llm(
         config, backend = backend, "pytorch"
     if not isinstance(backend, str):
         raise TypeError(f"backend must be 'turbomind' or 'pytorch', got {backend!r}")
-    return check_vl(from_mapping(config), backend, rule_set(resolve_release(lmdeploy)))[0]
+    return check_vl(from_mapping(config), backend, rules_for(lmdeploy))[0]
 
 
 def get_task(
@@ -104,7 +104,7 @@ def get_task(
     (0.14) attribute forces "llm" as in LMDeploy.
     """
     del trust_remote_code
-    rules = rule_set(resolve_release(lmdeploy))
+    rules = rules_for(lmdeploy)
     cfg = read_config(model_path)
     llm_only = bool(rules.llm_only_switch and getattr(backend_config, rules.llm_only_switch, False))
     if llm_only:
@@ -166,7 +166,7 @@ def plan_backend_config(
     class's default stays, and fields the other class lacks vanish. Then the block size is copied
     unconditionally (``cache_block_seq_len`` <-> ``block_size``). No validation runs on the result.
     """
-    rules = rule_set(resolve_release(lmdeploy))
+    rules = rules_for(lmdeploy)
     rel = rules.release
     if given not in (None, "turbomind", "pytorch"):
         raise ValueError(f"given must be 'turbomind', 'pytorch' or None, got {given!r}")

@@ -75,9 +75,11 @@ def _release(text: str) -> str:
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from pytest_lmbackend import hookspec
+    from pytest_lmbackend import hookspec, verify
 
     pluginmanager.add_hookspecs(hookspec)
+    if not pluginmanager.is_registered(verify):
+        pluginmanager.register(verify, "lmbackend-verify")  # --lm-verify-rules and its header lines
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

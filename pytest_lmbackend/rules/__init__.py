@@ -9,25 +9,31 @@ from pytest_lmbackend.config import ModelConfig, from_mapping, read_config
 from pytest_lmbackend.rules.engine import Detection, LMDeployCrashError, evaluate, model_arch
 from pytest_lmbackend.rules.releases import (
     KNOWN_RELEASES,
+    NewerReleaseWarning,
     RuleSet,
     UnknownReleaseError,
     default_release,
+    newer_than_known,
     resolve_release,
     rule_set,
+    rules_for,
 )
 
 __all__ = [
     "KNOWN_RELEASES",
     "Detection",
     "LMDeployCrashError",
+    "NewerReleaseWarning",
     "RuleSet",
     "UnknownReleaseError",
     "default_release",
     "detect",
     "detect_all",
     "model_arch",
+    "newer_than_known",
     "resolve_release",
     "rule_set",
+    "rules_for",
 ]
 
 TYPE_CHECKING = False  # typing stays unimported at run time: it alone costs more than these rules
@@ -57,8 +63,11 @@ def detect(source: Source, *, lmdeploy: str | None = None, language_model_only: 
     :raises pytest_lmbackend.config.ConfigError: a typed error naming the file and the field (an
         ``LMDeployCrashError`` where that LMDeploy release itself raises on the config).
     :raises UnknownReleaseError: ``lmdeploy`` names no known release.
+
+    A release newer than the newest known (``lmdeploy="0.19.0"``, or such an LMDeploy installed) is
+    answered with the newest rules, and warned about once (``NewerReleaseWarning``).
     """
-    rules = rule_set(resolve_release(lmdeploy))
+    rules = rules_for(lmdeploy)
     if isinstance(source, Mapping):
         return evaluate(from_mapping(source), rules, language_model_only=language_model_only)
     cfg = _config(source)

@@ -12,12 +12,15 @@ from pytest_lmbackend.rules.tables import CHANGES, RELEASES
 
 __all__ = [
     "KNOWN_RELEASES",
+    "NewerReleaseWarning",
     "RuleSet",
     "UnknownReleaseError",
     "default_release",
     "installed_lmdeploy",
+    "newer_than_known",
     "resolve_release",
     "rule_set",
+    "rules_for",
     "since",
 ]
 
@@ -86,17 +89,7 @@ _KEYS: tuple[tuple[int, int, int, int], ...] = tuple(k for k in map(_key, RELEAS
 assert len(_KEYS) == len(RELEASES) and list(_KEYS) == sorted(_KEYS)
 
 
-@cache
-def resolve_release(spec: str | None) -> str:
-    """The known release a version spec means: an exact release, or the newest known one at or
-    below it (``0.7.3.dev1`` and ``0.7.4`` both mean 0.7.3); None means ``default_release()``.
-
-    :raises UnknownReleaseError: malformed, or older than the oldest known release.
-    """
-    if spec is None:
-        return default_release()
-    if not isinstance(spec, str):
-        raise UnknownReleaseError(repr(spec), "a version must be a string")
+def _spec_key(spec: str) -> tuple[int, int, int, int]:
     text = spec.strip()
     key = _key(text)
     if key is None:
@@ -110,6 +103,64 @@ def resolve_release(spec: str | None) -> str:
         if match.group(2):
             base = (base[0], base[1], base[2], -1)
         key = base
+    return key
+
+
+def newer_than_known(version: str | None) -> bool:
+    """Whether ``version`` is newer than the newest release these rules know (its rules may have
+    changed since); False for None and for anything that is not a version."""
+    if not isinstance(version, str):
+        return False
+    try:
+        return _spec_key(version) > _KEYS[-1]
+    except UnknownReleaseError:
+        return False
+
+
+class NewerReleaseWarning(UserWarning):
+    """An LMDeploy newer than the newest release these rules know: the newest rules answer for it."""
+
+
+_RULES_FOR: dict[str | None, RuleSet] = {}
+
+
+def rules_for(spec: str | None) -> RuleSet:
+    """The rules a version spec means (None: the installed LMDeploy's, else the newest), warning once
+    per spec, with ``NewerReleaseWarning``, when it is newer than every release known here: the
+    Python API's entry points answer through this."""
+    if spec is not None and not isinstance(spec, str):
+        raise UnknownReleaseError(repr(spec), "a version must be a string")
+    found = _RULES_FOR.get(spec)
+    if found is None:
+        release = resolve_release(spec)
+        version = installed_lmdeploy() if spec is None else spec
+        if newer_than_known(version):
+            import warnings
+
+            whose = "installed" if spec is None else "asked for"
+            warnings.warn(
+                f"LMDeploy {version} ({whose}) is newer than the newest release these rules know "
+                f"({RELEASES[-1]}); answering with {release}'s rules, which may have changed since: "
+                "check them against the real LMDeploy with pytest --lm-verify-rules or "
+                "python -m pytest_lmbackend audit --python PYTHON DIR",
+                NewerReleaseWarning, stacklevel=3,
+            )
+        found = _RULES_FOR[spec] = rule_set(release)
+    return found
+
+
+@cache
+def resolve_release(spec: str | None) -> str:
+    """The known release a version spec means: an exact release, or the newest known one at or
+    below it (``0.7.3.dev1`` and ``0.7.4`` both mean 0.7.3); None means ``default_release()``.
+
+    :raises UnknownReleaseError: malformed, or older than the oldest known release.
+    """
+    if spec is None:
+        return default_release()
+    if not isinstance(spec, str):
+        raise UnknownReleaseError(repr(spec), "a version must be a string")
+    key = _spec_key(spec)
     best = None
     for release, release_key in zip(RELEASES, _KEYS, strict=True):
         if release_key <= key:
