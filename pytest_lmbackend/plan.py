@@ -11,6 +11,7 @@ from pytest_lmbackend.selection import ItemOutcome
 from pytest_lmbackend.verdict import Verdict
 
 if TYPE_CHECKING:
+    from pytest_lmbackend.fleet.assignment import Assignment, RunnerCost
     from pytest_lmbackend.hardware import Hardware
 
 RUN = "run"
@@ -116,6 +117,8 @@ def profile_lines(hardware: Hardware, availability: Mapping[str, str | None]) ->
     gpus = "; ".join(f"{n} x {name} (sm{cap[0]}{cap[1]} = {format_capability(cap)}, {format_memory(mem)})"
                      for (name, cap, mem), n in kinds.items()) or "no GPU"
     npu = ", Ascend NPU" if hardware.ascend else ""
+    if hardware.nodes > 1:
+        gpus = f"{hardware.nodes} nodes of {gpus}"
     turbomind = " with TurboMind" if TURBOMIND_KEY in hardware.packages else ""
     packages = ", ".join(f"{name} {version}{turbomind if name == 'lmdeploy' else ''}"
                          for name, version in notable_packages(hardware.packages) if name != TURBOMIND_KEY)
@@ -127,3 +130,61 @@ def profile_lines(hardware: Hardware, availability: Mapping[str, str | None]) ->
     return [f"{where}: {gpus}{npu}; driver {hardware.driver or 'none'}, CUDA {hardware.cuda or 'none'}; "
             f"packages: {packages or 'none notable'}; backends available: {', '.join(ready) or 'none'}",
             *(f"  warning: {w}" for w in hardware.warnings)]
+
+
+def _tests(n: int) -> str:
+    return f"{n} test{'' if n == 1 else 's'}"
+
+
+def format_seconds(seconds: float) -> str:
+    """``12.3 s``, ``4.5 min``, ``2.1 h``."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fleet_lines(assignment: Assignment, costs: Sequence[RunnerCost], *, max_orphans: int = 20) -> list[str]:
+    """Under a fleet, after the table: each runner's share with its estimated cost (the bottleneck
+    named), then the orphans with their reasons."""
+    lines = ["runners (cheapest first):"]
+    slowest = max(costs, key=lambda c: c.seconds, default=None)
+    for cost in costs:
+        share = f"{cost.tests} test{'' if cost.tests == 1 else 's'}"
+        if cost.orphans:
+            share += f" + {cost.orphans} orphan{'' if cost.orphans == 1 else 's'}"
+        total = cost.tests + cost.orphans
+        if cost.timed:
+            estimate = f"{format_seconds(cost.seconds)} by last durations ({cost.timed} of {total} timed)"
+        else:
+            estimate = "no durations recorded" if total else "no work"
+        mark = " <- bottleneck" if cost is slowest and cost.seconds > 0 and len(costs) > 1 else ""
+        lines.append(f"  {cost.name}: {share}; {estimate}{mark}")
+    orphans = assignment.orphans
+    if orphans:
+        reasons = assignment.reasons()
+        lines.append(f"orphans: {_tests(len(orphans))} can run on no runner of the fleet; "
+                     f"the last runner, {assignment.fleet[-1]}, skips them "
+                     "(--lm-require=fleet fails them)")
+        lines += [f"  {nodeid}: {reasons.get(nodeid, '')}" for nodeid in orphans[:max_orphans]]
+        if len(orphans) > max_orphans:
+            lines.append(f"  ... and {len(orphans) - max_orphans} more")
+    else:
+        lines.append("orphans: none; every test can run on a runner of the fleet")
+    return lines
+
+
+def runner_summary_lines(name: str, fleet: Sequence[str], shares: Mapping[str, int],
+                         orphans: Sequence[str]) -> list[str]:
+    """The terminal summary of one runner's job: its share, where the other tests went, the orphans."""
+    total = sum(shares.values())
+    others = ", ".join(f"{other} ({shares.get(other, 0)})" for other in fleet if other != name)
+    lines = [f"runner {name!r}: {shares.get(name, 0)} of {total} tests are this runner's"
+             + (f"; the others went to {others}" if others else "")]
+    if orphans:
+        last = fleet[-1]
+        where = "this runner, the last," if name == last else f"the last runner, {last},"
+        lines.append(f"{_tests(len(orphans))} can run on no runner of the fleet; "
+                     f"{where} reports them: skipped, or failed under --lm-require=fleet")
+    return lines

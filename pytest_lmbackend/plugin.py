@@ -41,7 +41,7 @@ __all__ = [
 T = TypeVar("T")
 
 # --lm-require accepts these besides the kinds lm_requires reports.
-PLUGIN_KINDS: frozenset[str] = frozenset({"backend", "model"})
+PLUGIN_KINDS: frozenset[str] = frozenset({"backend", "model", "fleet"})
 
 
 def _backend_option(text: str) -> BackendMode:
@@ -117,6 +117,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--no-lm-strict-fallback", dest="lm_strict_fallback", action="store_false",
         help="allow LMDeploy's silent fallback to another engine.",
     )
+    from pytest_lmbackend.fleet.plugin import addoption as fleet_options
+
+    fleet_options(group, parser)
     parser.addini("lm_backend", "default for --lm-backend", default="auto")
     parser.addini("lm_lmdeploy", "default for --lm-lmdeploy", default="")
     parser.addini("lm_hardware", "default for --lm-hardware", default="")
@@ -174,6 +177,9 @@ def _configure(config: pytest.Config) -> None:
     except SetupError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[SESSION_KEY] = state
+    from pytest_lmbackend.fleet.plugin import configure as configure_fleet
+
+    configure_fleet(config, state)  # registers the fleet's hooks only when a fleet is configured
 
 
 def _check_stated_backends(hardware: Any, names: tuple[str, ...], origin: str) -> None:

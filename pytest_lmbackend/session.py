@@ -84,13 +84,15 @@ class LmSession:
                 raise SetupError(f"--lm-lmdeploy={self.options.lmdeploy}: {exc}") from exc
         return self._release
 
-    def detect(self, model: ModelBinding) -> Any:
-        key = (model.key, self.release)
+    def detect(self, model: ModelBinding, release: str | None = None) -> Any:
+        """The model's detection under ``release`` (default: the session's), computed once per pair."""
+        release = release or self.release
+        key = (model.key, release)
         if key not in self._detections:
             from pytest_lmbackend.rules import detect
 
             try:
-                self._detections[key] = detect(model.source, lmdeploy=self.release)
+                self._detections[key] = detect(model.source, lmdeploy=release)
             except Exception as exc:
                 self._detections[key] = exc
         found = self._detections[key]
@@ -101,9 +103,15 @@ class LmSession:
     # -- decisions ------------------------------------------------------------------------------
     def evaluate(self, marks: ItemMarks, *, param: str | None, backend_bound: bool, view: int = 0,
                  gpus: Sequence[int] | None = None) -> ItemOutcome:
-        from pytest_lmbackend.requirements import evaluate
+        return self.evaluate_on(self.hardware_views()[view], self.facts(view), marks, param=param,
+                                backend_bound=backend_bound, gpus=gpus)
 
-        hardware = self.hardware_views()[view]
+    def evaluate_on(self, hardware: Any, facts: RunnerFacts, marks: ItemMarks, *, param: str | None,
+                    backend_bound: bool, gpus: Sequence[int] | None = None,
+                    release: str | None = None) -> ItemOutcome:
+        """The same decision for hardware that is not this session's (a runner of a fleet), with
+        that runner's LMDeploy release for detection (default: the session's)."""
+        from pytest_lmbackend.requirements import evaluate
 
         def requirement(req: Any) -> Verdict | None:
             return evaluate(req, hardware, gpus)
@@ -113,9 +121,9 @@ class LmSession:
             marks=marks,
             param=param,
             backend_bound=backend_bound,
-            facts=self.facts(view),
+            facts=facts,
             registry=self.registry,
-            detect=self.detect,
+            detect=self.detect if release is None else (lambda model: self.detect(model, release)),
             evaluate_requirement=requirement,
         )
 
