@@ -8,16 +8,20 @@ import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "CHAT_TEMPLATE",
     "SPECIAL_TOKENS",
+    "WEIGHT_ARCHITECTURES",
     "ModelDirError",
+    "RawConfig",
     "TokenizerInfo",
     "tiny_llama",
     "tiny_llama_config",
+    "transformers_config",
     "weight_shapes",
+    "workspace_yaml",
     "write_model_dir",
     "write_tokenizer",
 ]
@@ -38,13 +42,56 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
 
-# Architectures whose checkpoints share Llama's tensor names; value: (q/k/v bias, per-head q/k norm).
-_LLAMA_LIKE: dict[str, tuple[bool, bool]] = {
-    "LlamaForCausalLM": (False, False),
-    "MistralForCausalLM": (False, False),
-    "Qwen2ForCausalLM": (True, False),
-    "Qwen3ForCausalLM": (False, True),
-}
+
+@dataclass(frozen=True)
+class _Family:
+    """What transformers' config class for one model type fills in when config.json leaves a field
+    out, for the fields that decide the checkpoint's tensors (transformers 5.17.0,
+    ``models/<type>/configuration_<type>.py``: class defaults, then ``__post_init__``), and which
+    optional tensors its modelling code builds. Read as data: transformers is never imported here.
+
+    :param defaults: class defaults of the size fields. ``num_key_value_heads`` absent takes the
+        default; given as null it becomes ``num_attention_heads`` (every class's ``__post_init__``).
+    :param head_dim: the class default of ``head_dim``; None: ``hidden_size // num_attention_heads``
+        (Llama and Mistral compute it in ``__post_init__``, Qwen2 has no such field and its attention
+        reads ``getattr(config, "head_dim", hidden_size // num_attention_heads)``).
+    :param attention_bias_field: q/k/v/o biases follow an ``attention_bias`` field (default False).
+    :param mlp_bias_field: gate/up/down biases follow an ``mlp_bias`` field (default False).
+    :param qkv_bias: q/k/v always have biases and o never (Qwen2).
+    """
+
+    model_type: str
+    architecture: str
+    defaults: Mapping[str, int]
+    head_dim: int | None = None
+    has_head_dim_field: bool = True
+    attention_bias_field: bool = False
+    mlp_bias_field: bool = False
+    qkv_bias: bool = False
+    qk_norm: bool = False
+
+
+_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
+def _sizes(vocab: int, intermediate: int, kv_heads: int | None) -> dict[str, int]:
+    sizes = {"vocab_size": vocab, "hidden_size": 4096, "intermediate_size": intermediate,
+             "num_hidden_layers": 32, "num_attention_heads": 32}
+    return sizes if kv_heads is None else {**sizes, "num_key_value_heads": kv_heads}
+
+
+# The model types synthetic weights are written for, with transformers 5.17.0's defaults.
+_FAMILIES: dict[str, _Family] = {f.model_type: f for f in (
+    _Family("llama", "LlamaForCausalLM", _sizes(32000, 11008, None),
+            attention_bias_field=True, mlp_bias_field=True),
+    _Family("mistral", "MistralForCausalLM", _sizes(32000, 14336, 8)),
+    _Family("qwen2", "Qwen2ForCausalLM", _sizes(151936, 22016, 32), has_head_dim_field=False, qkv_bias=True),
+    _Family("qwen3", "Qwen3ForCausalLM", _sizes(151936, 22016, 32), head_dim=128, attention_bias_field=True,
+            qk_norm=True),
+)}
+_BY_ARCHITECTURE = {f.architecture: f for f in _FAMILIES.values()}
+#: The architectures ``write_model_dir(..., weights=True)`` writes random weights for.
+WEIGHT_ARCHITECTURES: tuple[str, ...] = tuple(_BY_ARCHITECTURE)
 
 _DTYPES = ("bfloat16", "float16", "float32")
 
@@ -151,24 +198,51 @@ def tiny_llama(
     return write_model_dir(path, config, weights=weights, tokenizer=tokenizer, seed=seed)
 
 
+class RawConfig(Protocol):
+    """A ``config.json`` given as a file-system layout rather than a mapping (hostile bytes, a
+    folder named config.json, ...): ``strategies.MalformedConfig`` is one."""
+
+    def write(self, folder: Path) -> Path: ...
+
+
 def write_model_dir(
     path: str | Path,
-    config: Mapping[str, Any],
+    config: Mapping[str, Any] | RawConfig,
     *,
     weights: bool = False,
     tokenizer: bool = False,
     seed: int = 0,
     max_parameters: int = MAX_PARAMETERS,
+    workspace: bool = False,
 ) -> Path:
-    """Write ``config.json`` (and, when asked, weights and a tokenizer) into ``path``; return the folder.
+    """Write ``config.json`` (and, when asked, weights, a tokenizer, a TurboMind workspace) into
+    ``path``, created if need be; return the folder.
 
-    Weights need torch and safetensors and are written only for Llama-shaped architectures. The
-    tokenizer needs ``tokenizers`` only; it is trained here on generated text, never downloaded.
+    :param config: a mapping, or a ``RawConfig`` laid out as it is (no weights or tokenizer then).
+    :param weights: random safetensors weights for one of ``WEIGHT_ARCHITECTURES`` (needs torch and
+        safetensors). The fields that decide the tensors and that the config leaves out are filled as
+        transformers' config class for its model type fills them, and written into config.json
+        with ``model_type`` (``transformers_config``), so transformers and LMDeploy read one model.
+    :param tokenizer: a byte-level BPE of the config's ``vocab_size``, trained here (needs
+        ``tokenizers``), never downloaded.
+    :param workspace: a minimal TurboMind workspace beside it (``triton_models/weights/config.yaml``).
     """
     folder = Path(path)
+    if not isinstance(config, Mapping):
+        if weights or tokenizer:
+            raise ModelDirError("weights and a tokenizer need the config as a mapping, not a raw layout",
+                                path=folder / "config.json")
+        folder.mkdir(parents=True, exist_ok=True)
+        config.write(folder)
+        if workspace:
+            _write_workspace(folder, None)
+        return folder
     cfg = dict(config)
     # every check before the first file: bad input leaves no half-written folder
-    shapes = _checked_shapes(cfg, folder / "config.json", max_parameters) if weights else None
+    if weights:
+        filled = transformers_config(cfg, path=folder / "config.json")
+        shapes = _checked_shapes(filled, cfg, folder / "config.json", max_parameters)
+        cfg.update((k, v) for k, v in filled.items() if k not in cfg)
     vocab_size = _vocab_size(cfg, folder) if tokenizer else 0
     if tokenizer and vocab_size < MIN_VOCAB_SIZE:
         raise ModelDirError(
@@ -189,54 +263,124 @@ def write_model_dir(
                 "pad_token_id": cfg.get("pad_token_id", info.pad_token_id),
             },
         )
-    if shapes is not None:
+    if weights:
         _write_weights(folder, cfg, shapes, seed)
     _write_json(folder / "config.json", cfg)
+    if workspace:
+        _write_workspace(folder, cfg)
     return folder
 
 
-def weight_shapes(config: Mapping[str, Any], *, path: Path | None = None) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape of a checkpoint for ``config`` (Llama-shaped architectures only)."""
+def workspace_yaml(arch: str) -> str:
+    """A minimal TurboMind workspace config, in the block style ``lmdeploy convert`` writes."""
+    # a JSON string is also a YAML scalar: quote anything that is not a plain identifier
+    scalar = arch if arch.replace("_", "").replace(".", "").isalnum() else json.dumps(arch)
+    return f"model_config:\n  model_arch: {scalar}\n"
+
+
+def _write_workspace(folder: Path, config: Mapping[str, Any] | None) -> None:
+    target = folder / "triton_models" / "weights"
+    target.mkdir(parents=True)
+    archs = config.get("architectures") if config is not None else None
+    arch = str(archs[0]) if isinstance(archs, list) and archs else "LlamaForCausalLM"
+    (target / "config.yaml").write_text(workspace_yaml(arch), encoding="utf-8")
+
+
+def transformers_config(config: Mapping[str, Any], *, path: Path | None = None) -> dict[str, Any]:
+    """The tensor-deciding fields of ``config`` as transformers (5.17.0) reads them for its model
+    type: ``model_type`` (from the architecture when absent), the sizes, ``num_key_value_heads``,
+    ``head_dim``, the bias switches and ``tie_word_embeddings``, each given or defaulted as that
+    model type's config class does. ``ModelDirError`` names the field when the architecture is not
+    one of ``WEIGHT_ARCHITECTURES``, disagrees with ``model_type``, or a size is not usable."""
+    family = _family(config, path)
+    out: dict[str, Any] = {"model_type": family.model_type}
+    for key in _SIZES:
+        out[key] = _positive_int(config, key, path) if key in config else family.defaults[key]
+    heads = out["num_attention_heads"]
+    kv = config.get("num_key_value_heads", family.defaults.get("num_key_value_heads"))
+    out["num_key_value_heads"] = heads if kv is None else _positive_int({"num_key_value_heads": kv},
+                                                                        "num_key_value_heads", path)
+    if config.get("head_dim") is not None:
+        head_dim = _positive_int(config, "head_dim", path)
+    elif "head_dim" in config and not (family.has_head_dim_field and family.head_dim is None):
+        # only Llama's and Mistral's __post_init__ turn a null head_dim into hidden_size // heads
+        raise ModelDirError(f"null is not a head size {family.model_type}'s attention can use; give a number "
+                            "or leave it out", field="head_dim", path=path)
+    elif family.head_dim is not None and "head_dim" not in config:
+        head_dim = family.head_dim
+    elif out["hidden_size"] < heads:
+        raise ModelDirError(f"{out['hidden_size']} is smaller than num_attention_heads={heads}: heads of "
+                            "size 0 (set head_dim)", field="hidden_size", path=path)
+    else:
+        head_dim = out["hidden_size"] // heads  # rounded down, as transformers does
+    if family.model_type == "llama" and out["hidden_size"] % heads:
+        # LlamaConfig.validate_architecture refuses this whatever head_dim says
+        raise ModelDirError(f"{out['hidden_size']} is not a multiple of {heads} heads (transformers' "
+                            "LlamaConfig refuses it)", field="hidden_size", path=path)
+    out["head_dim"] = head_dim
+    if family.attention_bias_field:
+        out["attention_bias"] = _flag(config, "attention_bias", path)
+    if family.mlp_bias_field:
+        out["mlp_bias"] = _flag(config, "mlp_bias", path)
+    out["tie_word_embeddings"] = _flag(config, "tie_word_embeddings", path)
+    return out
+
+
+def _family(config: Mapping[str, Any], path: Path | None) -> _Family:
     archs = config.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
-    if arch not in _LLAMA_LIKE:
-        known = ", ".join(sorted(_LLAMA_LIKE))
-        raise ModelDirError(
-            f"random weights need one of {known}; got {archs!r}", field="architectures", path=path
-        )
-    qkv_bias, qk_norm = _LLAMA_LIKE[arch]
-    hidden = _positive_int(config, "hidden_size", path)
-    inter = _positive_int(config, "intermediate_size", path)
-    layers = _positive_int(config, "num_hidden_layers", path)
-    heads = _positive_int(config, "num_attention_heads", path)
-    kv_heads = (
-        _positive_int(config, "num_key_value_heads", path) if "num_key_value_heads" in config else heads
-    )
-    vocab = _positive_int(config, "vocab_size", path)
-    head_dim = _positive_int(config, "head_dim", path) if config.get("head_dim") else hidden // heads
-    if not config.get("head_dim") and hidden % heads:
-        raise ModelDirError(f"{hidden} is not a multiple of {heads} heads", field="hidden_size", path=path)
+    by_arch = _BY_ARCHITECTURE.get(arch) if arch is not None else None
+    if by_arch is None:
+        raise ModelDirError(f"random weights need one of {', '.join(WEIGHT_ARCHITECTURES)}; got {archs!r}",
+                            field="architectures", path=path)
+    model_type = config.get("model_type", by_arch.model_type)
+    if model_type != by_arch.model_type:
+        # transformers builds the class of the model type, whose tensors differ from the architecture's
+        raise ModelDirError(f"{model_type!r} does not go with architecture {arch} (model_type "
+                            f"{by_arch.model_type!r}): transformers would build another model",
+                            field="model_type", path=path)
+    return by_arch
+
+
+def _flag(config: Mapping[str, Any], key: str, path: Path | None) -> bool:
+    value = config.get(key, False)
+    if not isinstance(value, bool):
+        raise ModelDirError(f"must be true or false, got {value!r}", field=key, path=path)
+    return value
+
+
+def weight_shapes(config: Mapping[str, Any], *, path: Path | None = None) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of the checkpoint transformers builds for ``config`` (one of
+    ``WEIGHT_ARCHITECTURES``; fields it leaves out as ``transformers_config`` fills them)."""
+    filled = transformers_config(config, path=path)
+    family = _FAMILIES[filled["model_type"]]
+    hidden, inter, vocab = filled["hidden_size"], filled["intermediate_size"], filled["vocab_size"]
+    q_out = filled["num_attention_heads"] * filled["head_dim"]
+    kv_out = filled["num_key_value_heads"] * filled["head_dim"]
+    qkv_bias = family.qkv_bias or filled.get("attention_bias", False)
+    o_bias = filled.get("attention_bias", False)
+    mlp_bias = filled.get("mlp_bias", False)
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
-    for i in range(layers):
+    for i in range(filled["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        shapes[p + "self_attn.q_proj.weight"] = (heads * head_dim, hidden)
-        shapes[p + "self_attn.k_proj.weight"] = (kv_heads * head_dim, hidden)
-        shapes[p + "self_attn.v_proj.weight"] = (kv_heads * head_dim, hidden)
-        shapes[p + "self_attn.o_proj.weight"] = (hidden, heads * head_dim)
-        if qkv_bias:
-            shapes[p + "self_attn.q_proj.bias"] = (heads * head_dim,)
-            shapes[p + "self_attn.k_proj.bias"] = (kv_heads * head_dim,)
-            shapes[p + "self_attn.v_proj.bias"] = (kv_heads * head_dim,)
-        if qk_norm:
-            shapes[p + "self_attn.q_norm.weight"] = (head_dim,)
-            shapes[p + "self_attn.k_norm.weight"] = (head_dim,)
-        shapes[p + "mlp.gate_proj.weight"] = (inter, hidden)
-        shapes[p + "mlp.up_proj.weight"] = (inter, hidden)
-        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
+        attn = {"q_proj": (q_out, hidden), "k_proj": (kv_out, hidden), "v_proj": (kv_out, hidden),
+                "o_proj": (hidden, q_out)}
+        for name, shape in attn.items():
+            shapes[f"{p}self_attn.{name}.weight"] = shape
+            if (qkv_bias and name != "o_proj") or (o_bias and name == "o_proj"):
+                shapes[f"{p}self_attn.{name}.bias"] = (shape[0],)
+        if family.qk_norm:
+            shapes[p + "self_attn.q_norm.weight"] = (filled["head_dim"],)
+            shapes[p + "self_attn.k_norm.weight"] = (filled["head_dim"],)
+        for name, shape in {"gate_proj": (inter, hidden), "up_proj": (inter, hidden),
+                            "down_proj": (hidden, inter)}.items():
+            shapes[f"{p}mlp.{name}.weight"] = shape
+            if mlp_bias:
+                shapes[f"{p}mlp.{name}.bias"] = (shape[0],)
         shapes[p + "input_layernorm.weight"] = (hidden,)
         shapes[p + "post_attention_layernorm.weight"] = (hidden,)
     shapes["model.norm.weight"] = (hidden,)
-    if not config.get("tie_word_embeddings", False):
+    if not filled["tie_word_embeddings"]:
         shapes["lm_head.weight"] = (vocab, hidden)
     return shapes
 
@@ -309,16 +453,20 @@ def write_tokenizer(
     )
 
 
-def _checked_shapes(config: Mapping[str, Any], path: Path, max_parameters: int) -> dict[str, tuple[int, ...]]:
-    shapes = weight_shapes(config, path=path)
+def _checked_shapes(filled: Mapping[str, Any], given: Mapping[str, Any], path: Path,
+                    max_parameters: int) -> dict[str, tuple[int, ...]]:
+    shapes = weight_shapes({**given, **filled}, path=path)
     count = sum(math.prod(shape) for shape in shapes.values())
     if count > max_parameters:
+        defaulted = [f"{k}={filled[k]}" for k in _SIZES if k not in given]
+        why = (f" ({', '.join(defaulted)} are transformers' defaults for {filled['model_type']}: set them)"
+               if defaulted else "")
         raise ModelDirError(
-            f"random weights of {count:,} parameters exceed max_parameters={max_parameters:,}; "
+            f"random weights of {count:,} parameters exceed max_parameters={max_parameters:,}{why}; "
             "shrink hidden_size, num_hidden_layers or vocab_size, or raise max_parameters",
             path=path,
         )
-    dtype_name = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    dtype_name = given.get("dtype") or given.get("torch_dtype") or "bfloat16"
     if dtype_name not in _DTYPES:
         raise ModelDirError(f"{dtype_name!r} is not one of {', '.join(_DTYPES)}", field="dtype", path=path)
     return shapes
@@ -342,7 +490,12 @@ def _write_weights(
             tensors[name] = torch.zeros(shape, dtype=dtype)
         else:
             tensors[name] = (torch.randn(shape, generator=gen) * std).to(dtype)
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    target = folder / "model.safetensors"
+    save_file(tensors, str(target), metadata={"format": "pt"})
+    # safetensors writes it 0600 (a private temporary file moved into place); the rest follows the umask
+    from pytest_lmbackend.processes import current_umask
+
+    target.chmod(0o666 & ~current_umask())
 
 
 def _corpus(seed: int, *, n_words: int, n_lines: int) -> Iterator[str]:
@@ -384,4 +537,8 @@ def _positive_int(config: Mapping[str, Any], key: str, path: Path | None, prefix
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        text = json.dumps(data, indent=2, sort_keys=True)
+    except TypeError:  # keys of mixed types cannot be sorted: keep the given order
+        text = json.dumps(data, indent=2)
+    path.write_text(text + "\n", encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,13 @@ from pytest_lmbackend.modeldir import (
     EOS_ID,
     MAX_TRAINED_VOCAB,
     MIN_VOCAB_SIZE,
+    WEIGHT_ARCHITECTURES,
     ModelDirError,
     tiny_llama,
     tiny_llama_config,
+    transformers_config,
     weight_shapes,
+    workspace_yaml,
     write_model_dir,
     write_tokenizer,
 )
@@ -62,10 +66,14 @@ def test_weight_shapes_follow_the_architecture() -> None:
     assert llama["lm_head.weight"] == (300, 128)
     assert llama["model.layers.0.mlp.down_proj.weight"] == (128, 256)
     assert not any(k.endswith(".bias") for k in llama)
-    qwen2 = weight_shapes({**base, "architectures": ["Qwen2ForCausalLM"]})
+    qwen2 = weight_shapes({**base, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"})
     assert qwen2["model.layers.0.self_attn.k_proj.bias"] == (128,)
-    qwen3 = weight_shapes({**base, "architectures": ["Qwen3ForCausalLM"]})
+    assert "model.layers.0.self_attn.o_proj.bias" not in qwen2
+    qwen3 = weight_shapes({**base, "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"})
     assert qwen3["model.layers.0.self_attn.q_norm.weight"] == (64,)
+    biased = weight_shapes({**base, "attention_bias": True, "mlp_bias": True})
+    assert biased["model.layers.0.self_attn.o_proj.bias"] == (128,)
+    assert biased["model.layers.0.mlp.down_proj.bias"] == (128,)
     tied = weight_shapes({**base, "tie_word_embeddings": True})
     assert "lm_head.weight" not in tied
     gqa = weight_shapes({**base, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32})
@@ -80,6 +88,9 @@ def test_weight_shapes_follow_the_architecture() -> None:
         ({"hidden_size": 0}, "hidden_size"),
         ({"num_hidden_layers": True}, "num_hidden_layers"),
         ({"vocab_size": "1024"}, "vocab_size"),
+        ({"architectures": ["Qwen2ForCausalLM"]}, "model_type"),  # model_type "llama" builds a Llama
+        ({"attention_bias": "yes"}, "attention_bias"),
+        ({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "head_dim": None}, "head_dim"),
     ],
 )
 def test_weight_shapes_name_the_bad_field(change: dict[str, object], field: str) -> None:
@@ -182,3 +193,95 @@ def test_tiny_llama_loads_offline_in_transformers(tmp_path: Path) -> None:
     out = model.generate(**enc, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=EOS_ID)
     assert out.shape[1] == enc["input_ids"].shape[1] + 3
     assert isinstance(tok.decode(out[0]), str)
+
+
+# Minimal configs: what a user writes when only the sizes matter. Each model type's config class in
+# transformers fills the rest its own way (Mistral: 8 kv heads; Qwen2/Qwen3: 32 kv heads; Qwen3: head
+# size 128 whatever the hidden size).
+MINIMAL = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1, "num_attention_heads": 4,
+           "vocab_size": 320}
+
+
+@pytest.mark.parametrize("arch", WEIGHT_ARCHITECTURES)
+def test_weights_from_a_minimal_config_load_in_transformers_as_written(tmp_path: Path, arch: str) -> None:
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = {"architectures": [arch], **MINIMAL}
+    folder = write_model_dir(tmp_path / "m", config, weights=True, tokenizer=True)
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, local_files_only=True, output_loading_info=True)
+    assert type(model).__name__ == arch
+    assert {k: v for k, v in info.items() if v} == {}  # nothing missing, unexpected or mismatched
+    filled = transformers_config(config)
+    loaded = model.config
+    for key in ("num_key_value_heads", "vocab_size", "hidden_size", "tie_word_embeddings"):
+        assert getattr(loaded, key) == filled[key], key
+    assert model.model.layers[0].self_attn.head_dim == filled["head_dim"]
+    written = json.loads((folder / "config.json").read_text())
+    assert written["model_type"] == filled["model_type"]
+    assert {k: written[k] for k in MINIMAL} == MINIMAL  # given values are kept as given
+    assert written["num_key_value_heads"] == filled["num_key_value_heads"]
+
+
+def test_transformers_defaults_per_model_type() -> None:
+    shapes = {a: transformers_config({"architectures": [a], **MINIMAL}) for a in WEIGHT_ARCHITECTURES}
+    assert {a: (f["model_type"], f["num_key_value_heads"], f["head_dim"]) for a, f in shapes.items()} == {
+        "LlamaForCausalLM": ("llama", 4, 16),
+        "MistralForCausalLM": ("mistral", 8, 16),
+        "Qwen2ForCausalLM": ("qwen2", 32, 16),
+        "Qwen3ForCausalLM": ("qwen3", 32, 128),
+    }
+    null_kv = transformers_config({"architectures": ["MistralForCausalLM"], **MINIMAL,
+                                   "num_key_value_heads": None})
+    assert null_kv["num_key_value_heads"] == 4  # __post_init__: null means as many as the heads
+
+
+def test_a_size_left_out_is_transformers_default_and_the_refusal_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ModelDirError, match=r"hidden_size=4096.*transformers' defaults for mistral"):
+        write_model_dir(tmp_path / "m", {"architectures": ["MistralForCausalLM"], "vocab_size": 300},
+                        weights=True)
+
+
+def test_weights_follow_the_umask(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    old = os.umask(0o027)
+    try:
+        folder = tiny_llama(tmp_path / "m", vocab_size=300, hidden_size=64, intermediate_size=64, num_heads=1)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert set(modes.values()) == {0o640}, modes
+
+
+def test_one_write_model_dir_serves_strategies_too(tmp_path: Path) -> None:
+    from pytest_lmbackend import strategies
+    from pytest_lmbackend.strategies import MalformedConfig
+
+    assert strategies.write_model_dir is write_model_dir
+    raw = write_model_dir(tmp_path / "raw", MalformedConfig("not_json", b"nope"), workspace=True)
+    assert (raw / "config.json").read_bytes() == b"nope"
+    yaml = raw / "triton_models" / "weights" / "config.yaml"
+    assert yaml.read_text() == workspace_yaml("LlamaForCausalLM")
+    qwen = write_model_dir(tmp_path / "ws", {"architectures": ["Qwen2ForCausalLM"]}, workspace=True)
+    assert "model_arch: Qwen2ForCausalLM" in (qwen / "triton_models" / "weights" / "config.yaml").read_text()
+    with pytest.raises(ModelDirError, match="need the config as a mapping"):
+        write_model_dir(tmp_path / "bad", MalformedConfig("empty_file", b""), weights=True)
+
+
+def test_lm_model_synthetic_pipelines_start_for_every_model_type(pytester: pytest.Pytester) -> None:
+    """``lm_model(config, synthetic=True)`` writes through ``write_model_dir``: each model type's
+    minimal config gives a folder transformers loads and generates from."""
+    from importlib.util import find_spec
+
+    if find_spec("torch") is None or find_spec("transformers") is None:
+        pytest.skip("needs torch and transformers (the test extra)")
+    # head counts that transformers' default kv heads divide (Mistral 8, Qwen 32): generation works
+    heads = {"MistralForCausalLM": 8, "Qwen2ForCausalLM": 32, "Qwen3ForCausalLM": 32}
+    configs = {a: {"architectures": [a], **MINIMAL, "num_attention_heads": n} for a, n in heads.items()}
+    pytester.makepyfile("\n".join(["import pytest", ""] + [
+        f"@pytest.mark.lm_model({config!r}, synthetic=True)\n"
+        f"def test_{arch.lower()}(lm_pipeline):\n"
+        f"    assert lm_pipeline(['hi'], max_new_tokens=2)\n"
+        for arch, config in configs.items()]))
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "--lm-backend=transformers", "--lm-hardware=cpu")
+    result.assert_outcomes(passed=3)

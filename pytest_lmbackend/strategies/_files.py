@@ -16,7 +16,12 @@ from typing import Any, Literal
 from hypothesis import strategies as st
 from hypothesis.control import _current_build_context, cleanup, note
 
+from pytest_lmbackend.modeldir import workspace_yaml, write_model_dir
+
 from ._configs import _names, hf_configs
+
+__all__ = ["MALFORMED_KINDS", "MalformedConfig", "malformed_configs", "model_dirs", "workspace_yaml",
+           "write_model_dir"]
 
 Layout = Literal["file", "missing", "directory", "symlink_loop", "dangling_symlink"]
 
@@ -204,35 +209,6 @@ def _fresh_folder() -> Path:
             atexit.register(_remove_fallback_folders)
         _fallback_root.append(folder)
     return Path(folder)
-
-
-def workspace_yaml(arch: str) -> str:
-    """A minimal TurboMind workspace config, in the block style `lmdeploy convert` writes."""
-    # a JSON string is also a YAML scalar: quote anything that is not a plain identifier
-    scalar = arch if arch.replace("_", "").replace(".", "").isalnum() else json.dumps(arch)
-    return f"model_config:\n  model_arch: {scalar}\n"
-
-
-def write_model_dir(
-    folder: Path, config: Mapping[str, Any] | MalformedConfig, *, workspace: bool = False
-) -> Path:
-    """Write `config` as `folder/config.json` (and a TurboMind workspace beside it if asked)."""
-    if isinstance(config, MalformedConfig):
-        config.write(folder)
-    else:
-        (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    if workspace:
-        weights = folder / "triton_models" / "weights"
-        weights.mkdir(parents=True)
-        arch = "LlamaForCausalLM"
-        if (
-            isinstance(config, Mapping)
-            and isinstance(config.get("architectures"), list)
-            and config["architectures"]
-        ):
-            arch = str(config["architectures"][0])
-        (weights / "config.yaml").write_text(workspace_yaml(arch), encoding="utf-8")
-    return folder
 
 
 @st.composite
