@@ -11,7 +11,7 @@ from typing import Any
 
 # Packages whose presence decides availability. Read from metadata and ``find_spec`` only: importing
 # any of them costs seconds and may initialise CUDA.
-WATCHED_PACKAGES: tuple[str, ...] = ("lmdeploy", "torch", "transformers")
+WATCHED_PACKAGES: tuple[str, ...] = ("lmdeploy", "torch", "transformers", "dlinfer-ascend", "torch-npu")
 
 @dataclass(frozen=True)
 class Device:
@@ -41,6 +41,7 @@ class RunnerFacts:
     stated_backends: frozenset[str] | None = None
     profile: str | None = None
     packages_stated: bool = False
+    npus: tuple[str, ...] = ()
 
     def where(self) -> str:
         if self.profile:
@@ -55,6 +56,8 @@ class RunnerFacts:
 
     def found_devices(self) -> str:
         if not self.devices:
+            if self.npus:
+                return "found no GPU but " + ", ".join(self.npus)
             return "found no GPU" + (" (Ascend NPU present)" if self.ascend else "")
         return "found " + ", ".join(d.describe() for d in self.devices)
 
@@ -119,13 +122,35 @@ def _check_pytorch(facts: RunnerFacts) -> str | None:
     version = facts.packages.get("lmdeploy")
     if version is None:
         return f"backend pytorch needs lmdeploy installed; it is not installed on {facts.packages_where()}"
-    if facts.ascend:
+    if any(d.capability >= (7, 0) for d in facts.devices):
         return None
-    if not any(d.capability >= (7, 0) for d in facts.devices):
-        return (
-            "backend pytorch needs a CUDA GPU with compute capability >= 7.0 or an Ascend NPU; "
-            f"{facts.found_devices()}"
-        )
+    if facts.ascend:
+        return _pytorch_on_ascend(facts, version)
+    return (
+        "backend pytorch needs a CUDA GPU with compute capability >= 7.0 or an Ascend NPU; "
+        f"{facts.found_devices()}"
+    )
+
+
+# LMDeploy's PyTorch engine runs on Ascend with device_type='ascend': from 0.6.0 its start imports
+# dlinfer (``dlinfer.framework.lmdeploy_ext``, from the dlinfer-ascend distribution, which runs on
+# torch-npu) and exits when that fails; requirements/runtime_ascend.txt lists both. 0.5.x reached
+# Ascend through DeepLink's older extension, which is not modelled here.
+ASCEND_PACKAGES: tuple[str, ...] = ("dlinfer-ascend", "torch-npu")
+ASCEND_SINCE = (0, 6, 0)
+
+
+def _pytorch_on_ascend(facts: RunnerFacts, version: str) -> str | None:
+    from pytest_lmbackend.hardware.units import parse_version
+
+    release = parse_version(version)
+    if release is not None and release < ASCEND_SINCE:
+        return (f"backend pytorch on Ascend needs LMDeploy >= 0.6.0 (its dlinfer device layer); "
+                f"found lmdeploy {version}")
+    missing = [name for name in ASCEND_PACKAGES if facts.packages.get(name) is None]
+    if missing:
+        return (f"backend pytorch on Ascend (device_type='ascend') needs {' and '.join(missing)} "
+                f"installed; not found on {facts.packages_where()}")
     return None
 
 
@@ -251,4 +276,5 @@ def facts_from_hardware(hardware: Any) -> RunnerFacts:
         stated_backends=None if stated is None else frozenset(str(b) for b in stated),
         profile=None if profile is None else str(profile),
         packages_stated=bool(getattr(hardware, "packages_stated", False)),
+        npus=tuple(n.label() for n in getattr(hardware, "npus", ())),
     )

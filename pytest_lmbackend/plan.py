@@ -116,7 +116,9 @@ def profile_lines(hardware: Hardware, availability: Mapping[str, str | None]) ->
     kinds = Counter((g.name, g.capability, g.memory_total) for g in hardware.gpus)
     gpus = "; ".join(f"{n} x {name} (sm{cap[0]}{cap[1]} = {format_capability(cap)}, {format_memory(mem)})"
                      for (name, cap, mem), n in kinds.items()) or "no GPU"
-    npu = ", Ascend NPU" if hardware.ascend else ""
+    npu_kinds = Counter((n.name, n.memory_total) for n in hardware.npus)
+    npu = "".join(f"; {n} x {name} ({format_memory(mem)})" for (name, mem), n in npu_kinds.items())
+    npu = npu or (", Ascend NPU" if hardware.ascend else "")
     if hardware.nodes > 1:
         gpus = f"{hardware.nodes} nodes of {gpus}"
     turbomind = " with TurboMind" if TURBOMIND_KEY in hardware.packages else ""

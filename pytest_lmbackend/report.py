@@ -7,6 +7,7 @@ from typing import Any
 
 from pytest_lmbackend.hardware import (
     GPU,
+    NPU,
     TURBOMIND_KEY,
     Hardware,
     format_capability,
@@ -25,8 +26,21 @@ def gpu_line(gpu: GPU) -> str:
             f"{format_memory(gpu.memory_free)} free")
 
 
+def npu_line(npu: NPU) -> str:
+    """``NPU 0 -> device 0: Ascend910B3, 64 GiB total, 60.68 GiB free``."""
+    return (f"NPU {npu.index} -> device {npu.physical_index}: {npu.name}, {format_memory(npu.memory_total)} "
+            f"total, {format_memory(npu.memory_free)} free")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _source_line(hw: Hardware) -> str:
-    count = f"{len(hw.gpus)} GPU{'' if len(hw.gpus) == 1 else 's'}"
+    count = _count(len(hw.gpus), "GPU")
+    if hw.npus:
+        npus = _count(len(hw.npus), "Ascend NPU")
+        count = f"{count}, {npus}" if hw.gpus else npus
     if hw.nodes > 1:
         count = f"{hw.nodes} nodes of {count} each"
     if hw.source == "profile":
@@ -35,9 +49,13 @@ def _source_line(hw: Hardware) -> str:
         where = "no NVIDIA GPU found"
     else:
         where = f"read through {hw.source}"
-    facts = f"driver {hw.driver or 'none'}, CUDA {hw.cuda or 'none'}"
-    ascend = ", Ascend NPU present" if hw.ascend else ""
-    return f"hardware: {count}, {where}; {facts}{ascend}"
+    facts = [] if hw.npus and not hw.gpus and not hw.driver else [
+        f"driver {hw.driver or 'none'}, CUDA {hw.cuda or 'none'}"]
+    if hw.npus:
+        facts.append(f"Ascend driver {hw.npu_driver or 'unknown'}")
+    elif hw.ascend:
+        facts.append("Ascend NPU present")
+    return f"hardware: {count}, {where}; {', '.join(facts)}"
 
 
 def _packages_line(hw: Hardware) -> str:
@@ -61,6 +79,7 @@ def text_lines(hw: Hardware, *, backends: Mapping[str, str | None] | None = None
         missing = turbomind_kernels_missing(gpu.capability, hw.cuda, lmdeploy=lmdeploy)
         kernels = "TurboMind kernels: yes" if missing is None else "TurboMind kernels: no"
         lines.append(f"  {gpu_line(gpu)}; {kernels}")
+    lines.extend(f"  {npu_line(npu)}" for npu in hw.npus)
     lines.append(_packages_line(hw))
     if hw.backends is not None:
         lines.append(f"backends stated by the profile: {', '.join(hw.backends) or 'none'}")
@@ -113,6 +132,10 @@ def to_json(hw: Hardware, *, backends: Mapping[str, str | None] | None = None) -
                                                                            lmdeploy=lmdeploy) is None}
             for g in hw.gpus
         ],
+        "npus": [{"index": n.index, "physical_index": n.physical_index, "name": n.name,
+                  "memory_total": n.memory_total, "memory_free": n.memory_free, "pci_bus_id": n.pci_bus_id}
+                 for n in hw.npus],
+        "npu_driver": hw.npu_driver,
         "packages": dict(sorted(hw.packages.items())),
         "stated_backends": list(hw.backends) if hw.backends is not None else None,
         "warnings": list(hw.warnings),

@@ -11,7 +11,6 @@ from typing import Any
 from pytest_lmbackend.hardware import (
     DTYPE_ALIASES,
     DTYPE_MIN_CAPABILITY,
-    GPU,
     TURBOMIND_KEY,
     Hardware,
     format_capability,
@@ -21,7 +20,8 @@ from pytest_lmbackend.hardware import (
     turbomind_builds,
     turbomind_kernels_missing,
 )
-from pytest_lmbackend.hardware.model import packages_origin
+from pytest_lmbackend.hardware.capability import npu_dtype_missing
+from pytest_lmbackend.hardware.model import NPU, Accelerator, packages_origin
 from pytest_lmbackend.verdict import Verdict
 
 # kinds of unmet requirement; "backend" is decided by the plugin (a backend not available here)
@@ -320,7 +320,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _found_gpus(hw: Hardware, devices: Sequence[GPU], assigned: bool) -> str:
+def _found_gpus(hw: Hardware, devices: Sequence[Accelerator], assigned: bool) -> str:
     if devices:
         labels = ", ".join(g.label() for g in devices[:4]) + (", ..." if len(devices) > 4 else "")
         return f"{'this test was given' if assigned else 'found'} {len(devices)}: {labels}"
@@ -329,8 +329,9 @@ def _found_gpus(hw: Hardware, devices: Sequence[GPU], assigned: bool) -> str:
     if hw.source == "profile":
         return f"profile {hw.profile!r} has none"
     if hw.source == "none":
-        return "found none (no NVIDIA driver answered)"
-    hidden = next((w for w in hw.warnings if w.startswith("CUDA_VISIBLE_DEVICES")), None)
+        return "found none (no NVIDIA driver nor Ascend npu-smi answered)"
+    masks = ("CUDA_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES")
+    hidden = next((w for w in hw.warnings if w.startswith(masks)), None)
     return f"found none visible ({hidden})" if hidden else f"found none ({hw.source})"
 
 
@@ -362,22 +363,51 @@ def _sizes(wanted: int, found: int) -> tuple[str, str]:
     return f"{a} ({wanted:,} bytes)", f"{b} ({found:,} bytes)"
 
 
-def _device_skip(req: Requirement, hw: Hardware, gpu: GPU) -> Verdict | None:
+def _memory_skip(req: Requirement, dev: Accelerator, unit: str) -> Verdict | None:
+    label = dev.label()
+    if req.vram is not None and dev.memory_total < req.vram:
+        wanted, found = _sizes(req.vram, dev.memory_total)
+        return Verdict("vram", f"needs {wanted} of {unit} memory; {label} has {found}")
+    if req.free_vram is not None and (dev.memory_free is None or dev.memory_free < req.free_vram):
+        if dev.memory_free is None:
+            wanted, free = format_memory(req.free_vram), format_memory(None)
+        else:
+            wanted, free = _sizes(req.free_vram, dev.memory_free)
+        return Verdict("free_vram", f"needs {wanted} of free {unit} memory; "
+                                    f"{label} has {free} free of {format_memory(dev.memory_total)}")
+    return None
+
+
+def _npu_skip(req: Requirement, npu: NPU) -> Verdict | None:
+    """An Ascend NPU: memory and dtypes as asked; CUDA's capability and TurboMind do not apply to it."""
+    label = npu.label()
+    if req.capability:
+        return Verdict("capability", f"needs compute capability {req.capability[0]}; {label} is not an "
+                                     "NVIDIA GPU")
+    memory = _memory_skip(req, npu, "NPU")
+    if memory is not None:
+        return memory
+    for dtype in req.dtypes:
+        missing = npu_dtype_missing(npu.name, dtype)
+        if missing is not None:
+            return Verdict("dtype", f"needs native {dtype}; {label}: {missing}")
+    if req.turbomind_kernels:
+        return Verdict("turbomind_kernels", f"needs TurboMind kernels; {label}: TurboMind runs on NVIDIA "
+                                            "GPUs only")
+    return None
+
+
+def _device_skip(req: Requirement, hw: Hardware, gpu: Accelerator) -> Verdict | None:
+    if isinstance(gpu, NPU):
+        return _npu_skip(req, gpu)
     label = gpu.label()
     has = format_capability(gpu.capability)
     for spec in req.capability:
         if not spec.matches(gpu.capability):
             return Verdict("capability", f"needs compute capability {spec}; {label} has {has}")
-    if req.vram is not None and gpu.memory_total < req.vram:
-        wanted, found = _sizes(req.vram, gpu.memory_total)
-        return Verdict("vram", f"needs {wanted} of GPU memory; {label} has {found}")
-    if req.free_vram is not None and (gpu.memory_free is None or gpu.memory_free < req.free_vram):
-        if gpu.memory_free is None:
-            wanted, free = format_memory(req.free_vram), format_memory(None)
-        else:
-            wanted, free = _sizes(req.free_vram, gpu.memory_free)
-        return Verdict("free_vram", f"needs {wanted} of free GPU memory; "
-                                    f"{label} has {free} free of {format_memory(gpu.memory_total)}")
+    memory = _memory_skip(req, gpu, "GPU")
+    if memory is not None:
+        return memory
     for dtype in req.dtypes:
         needed = DTYPE_MIN_CAPABILITY[dtype]
         if gpu.capability < needed:
@@ -401,7 +431,7 @@ def _plural_nodes(n: int) -> str:
 
 def _runner_nodes(hw: Hardware, per_node: int, assigned: bool) -> str:
     """``profile 'h100x8' has 1 node of 8 GPUs``: the job's size, for node and layout reasons."""
-    of = f" of {_plural(per_node, 'GPU')}" + (" given to this test" if assigned else "")
+    of = f" of {_plural(per_node, hw.accelerator_kind)}" + (" given to this test" if assigned else "")
     if hw.source == "profile":
         return f"profile {hw.profile!r} has {_plural_nodes(hw.nodes)}{of}"
     told = "" if hw.nodes > 1 else " (a multi-node job says how many in $PYTEST_LM_NODES)"
@@ -415,9 +445,10 @@ def _cluster_skip(req: Requirement, hw: Hardware, per_node: int, assigned: bool)
     for layout in req.layouts:
         wanted = layout.nodes_for(per_node)
         if wanted is None or wanted > hw.nodes:
+            unit = hw.accelerator_kind
             spread = "" if wanted is None else (
-                f", i.e. {_plural_nodes(wanted)} of {_plural(layout.world_size // wanted, 'GPU')}")
-            return Verdict("nodes", f"needs layout {layout.name}: {_plural(layout.world_size, 'GPU')} in all"
+                f", i.e. {_plural_nodes(wanted)} of {_plural(layout.world_size // wanted, unit)}")
+            return Verdict("nodes", f"needs layout {layout.name}: {_plural(layout.world_size, unit)} in all"
                                    f"{spread}; {_runner_nodes(hw, per_node, assigned)}")
     return None
 
@@ -432,30 +463,34 @@ def _asked_of_gpus(req: Requirement) -> frozenset[str]:
 def evaluate(req: Requirement, hw: Hardware, gpus: Sequence[int] | None = None) -> Verdict | None:
     """The first unmet part of ``req`` on ``hw``, or None when the test can run.
 
-    :param gpus: logical indices of the GPUs this test gets (an xdist worker's slice); None = all
-        visible. A test needing N GPUs is judged on the first N of them.
+    GPUs here are the runner's accelerators: its NVIDIA GPUs, else its Ascend NPUs (as LMDeploy's
+    ``gpu_num_N`` counts them).
+
+    :param gpus: logical indices of the devices this test gets (an xdist worker's slice); None = all
+        visible. A test needing N devices is judged on the first N of them.
     """
     if gpus is None:
-        devices: list[GPU] = list(hw.gpus)
+        devices: list[Accelerator] = list(hw.accelerators)
     else:
-        by_index = {g.index: g for g in hw.gpus}
+        by_index = {g.index: g for g in hw.accelerators}
         devices = [by_index[i] for i in gpus if i in by_index]
+    unit = hw.accelerator_kind
     needed = req.gpu_count
     if needed > len(devices):
-        wanted = _plural(needed, "GPU")
+        wanted = _plural(needed, unit)
         if req.gpus is None and req.layouts:
-            wanted = f"layout {req.layouts[0].name} ({_plural(req.layouts[0].world_size, 'GPU')} in all)"
+            wanted = f"layout {req.layouts[0].name} ({_plural(req.layouts[0].world_size, unit)} in all)"
         return Verdict("gpu", f"needs {wanted}; {_found_gpus(hw, devices, gpus is not None)}",
                        unchecked=_asked_of_gpus(req))
     cluster = _cluster_skip(req, hw, len(devices), gpus is not None)
     if cluster is not None:
         return cluster
-    # a layout uses its share of every node: the GPU facts hold on each of those GPUs
+    # a layout uses its share of every node: the device facts hold on each device of that share
     for layout in req.layouts:
         share = layout.world_size // (layout.nodes_for(len(devices)) or 1)
         needed = max(needed, share)
-    for gpu in devices[:needed]:
-        skip = _device_skip(req, hw, gpu)
+    for device in devices[:needed]:
+        skip = _device_skip(req, hw, device)
         if skip is not None:
             return skip
     for spec in req.packages:

@@ -66,9 +66,23 @@ def test_pytorch_needs_sm70_or_ascend() -> None:
     facts = RunnerFacts(devices=(P100,), cuda="12.4", packages=FULL)
     why = reasons(facts)["pytorch"]
     assert why is not None and ">= 7.0" in why and "Tesla P100" in why
-    assert reasons(RunnerFacts(ascend=True, packages=FULL))["pytorch"] is None
     no_gpu = reasons(RunnerFacts(packages=FULL))["pytorch"]
     assert no_gpu is not None and "found no GPU" in no_gpu
+
+
+def test_pytorch_on_ascend_needs_dlinfer_and_torch_npu() -> None:
+    """LMDeploy >= 0.6.0 imports dlinfer for device_type='ascend' and exits without it."""
+    bare = reasons(RunnerFacts(ascend=True, packages=FULL, npus=("NPU 0 (Ascend910B3)",)))["pytorch"]
+    assert bare == ("backend pytorch on Ascend (device_type='ascend') needs dlinfer-ascend and torch-npu "
+                    "installed; not found on this runner")
+    ascend = {**FULL, "dlinfer-ascend": "0.2.5", "torch-npu": "2.8.0"}
+    assert reasons(RunnerFacts(ascend=True, packages=ascend))["pytorch"] is None
+    old = reasons(RunnerFacts(ascend=True, packages={**ascend, "lmdeploy": "0.5.3"}))["pytorch"]
+    assert old is not None and "LMDeploy >= 0.6.0" in old and "0.5.3" in old
+    # TurboMind stays CUDA-only whatever is installed
+    tm = reasons(RunnerFacts(ascend=True, packages=ascend, turbomind_extension=True,
+                             npus=("NPU 0 (Ascend910B3)",)))["turbomind"]
+    assert tm is not None and "needs a CUDA GPU" in tm and "NPU 0 (Ascend910B3)" in tm
 
 
 def test_stated_backends_are_the_whole_answer() -> None:

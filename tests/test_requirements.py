@@ -200,7 +200,7 @@ def test_evaluated_on_the_gpus_the_test_gets() -> None:
 def test_no_gpu_reasons_say_why() -> None:
     none = Hardware(source="none", warnings=("nvidia-smi: not found on PATH",))
     found = evaluate(req(gpus=1), none)
-    assert found == Verdict("gpu", "needs 1 GPU; found none (no NVIDIA driver answered)")
+    assert found == Verdict("gpu", "needs 1 GPU; found none (no NVIDIA driver nor Ascend npu-smi answered)")
     hidden = Hardware(source="nvml", warnings=("CUDA_VISIBLE_DEVICES is empty: all 8 GPU(s) hidden",))
     skip = evaluate(req(gpus=1), hidden)
     assert skip is not None and "CUDA_VISIBLE_DEVICES is empty" in skip.reason

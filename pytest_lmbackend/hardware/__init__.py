@@ -16,7 +16,7 @@ from pytest_lmbackend.hardware.capability import (
     turbomind_builds,
     turbomind_kernels_missing,
 )
-from pytest_lmbackend.hardware.model import GPU, SOURCES, Hardware, ProfileError, Source
+from pytest_lmbackend.hardware.model import GPU, NPU, SOURCES, Accelerator, Hardware, ProfileError, Source
 from pytest_lmbackend.hardware.units import format_capability, format_memory, parse_capability, parse_memory
 
 if TYPE_CHECKING:
@@ -67,9 +67,11 @@ __all__ = [
     "DTYPE_MIN_CAPABILITY",
     "ENV_PROFILE",
     "GPU",
+    "NPU",
     "SOURCES",
     "TURBOMIND_BUILDS",
     "TURBOMIND_KEY",
+    "Accelerator",
     "Hardware",
     "ProfileError",
     "Source",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pytest_lmbackend.hardware.units import format_capability, parse_version
@@ -144,3 +145,21 @@ def has_turbomind_kernels(
 ) -> bool:
     """True when TurboMind ships a kernel image for this GPU (see ``turbomind_kernels_missing``)."""
     return turbomind_kernels_missing(capability, cuda, lmdeploy=lmdeploy) is None
+
+
+# Ascend chips that compute bf16 natively: the Atlas A2 generation (910B1-910B4) and later (the A3
+# series' 910_93 / 910C, whose chips npu-smi lists as plain "Ascend910", and the 950). The first 910
+# generation (910A, 910ProB, ...) and the 310 inference chips compute fp16 and fp32 only. No Ascend
+# chip is taken to run fp8 natively here.
+_NPU_BF16 = re.compile(r"^Ascend(910B[1-4]|910_93|910C|950|910$)")
+
+
+def npu_dtype_missing(name: str, dtype: str) -> str | None:
+    """Why the Ascend chip ``name`` (``"Ascend910B3"``) does not compute ``dtype`` natively, else None."""
+    canonical = DTYPE_ALIASES[dtype.lower()]
+    if canonical in ("fp32", "fp16"):
+        return None
+    if canonical == "bf16" and _NPU_BF16.match(name):
+        return None
+    family = "the Atlas A2 generation (910B) on" if canonical == "bf16" else "no Ascend chip known here"
+    return f"{name} does not compute {canonical} natively ({canonical} on Ascend: {family})"

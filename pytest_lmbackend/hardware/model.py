@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Literal
 
-Source = Literal["profile", "nvml", "nvidia-smi", "none"]
-SOURCES: tuple[Source, ...] = ("profile", "nvml", "nvidia-smi", "none")
+Source = Literal["profile", "nvml", "nvidia-smi", "npu-smi", "none"]
+SOURCES: tuple[Source, ...] = ("profile", "nvml", "nvidia-smi", "npu-smi", "none")
 MAX_NODES = 4096  # more nodes than any job spans: a larger number is a typo
 
 
@@ -42,6 +42,34 @@ class GPU:
         return f"GPU {self.index} ({where}{self.name})"
 
 
+@dataclass(frozen=True)
+class NPU:
+    """One Ascend NPU (a chip: an Atlas A3 card holds two) a program started now would see.
+
+    :param index: logical index under ``ASCEND_RT_VISIBLE_DEVICES`` (``npu:0``).
+    :param physical_index: the runtime's device ID before any mask (what ``ASCEND_RT_VISIBLE_DEVICES``
+        names), in ``npu-smi info`` order.
+    :param name: the chip as CANN names it (``"Ascend910B3"``, ``"Ascend310P3"``).
+    :param memory_total: bytes of device memory (HBM; DDR on chips without HBM); ``memory_free``
+        ``None`` when unknown.
+    """
+
+    index: int
+    physical_index: int
+    name: str
+    memory_total: int
+    memory_free: int | None = None
+    pci_bus_id: str | None = None
+
+    def label(self) -> str:
+        """``NPU 0 (NAME)``, with the device ID when it differs: the device a reason names."""
+        where = "" if self.physical_index == self.index else f"device {self.physical_index}, "
+        return f"NPU {self.index} ({where}{self.name})"
+
+
+Accelerator = GPU | NPU
+
+
 def packages_origin(profile: str | None, stated: bool) -> str | None:
     """Where a profile's package facts come from, for messages; None when no profile is in play."""
     if not profile:
@@ -69,6 +97,8 @@ class Hardware:
     :param packages_stated: the packages are a profile's own ``[packages]``, not this interpreter's.
     :param nodes: how many machines like this one the job spans (a profile's ``nodes``, else
         ``$PYTEST_LM_NODES``, else 1); a multi-node layout needs more than one.
+    :param npus: visible Ascend NPUs, in the runtime's order under ``ASCEND_RT_VISIBLE_DEVICES``.
+    :param npu_driver: the Ascend driver's version as ``npu-smi`` reports it.
     """
 
     gpus: tuple[GPU, ...] = ()
@@ -82,6 +112,8 @@ class Hardware:
     warnings: tuple[str, ...] = ()
     packages_stated: bool = False
     nodes: int = 1
+    npus: tuple[NPU, ...] = ()
+    npu_driver: str | None = None
 
     def __post_init__(self) -> None:
         # a read-only view, so a frozen Hardware cannot change under a session that shares it
@@ -102,6 +134,17 @@ class Hardware:
         values = self._values()
         values["packages"] = dict(self.packages)
         return (_rebuild, (values,))
+
+    @property
+    def accelerators(self) -> tuple[Accelerator, ...]:
+        """The devices a test's ``gpus=N`` / ``gpu_num_N`` counts: the NVIDIA GPUs, else the Ascend NPUs
+        (LMDeploy's ``gpu_num_N`` means N devices of the runner, whichever kind it has)."""
+        return self.gpus if self.gpus else self.npus
+
+    @property
+    def accelerator_kind(self) -> str:
+        """``"NPU"`` on a runner whose devices are Ascend NPUs, else ``"GPU"``: the word reasons use."""
+        return "NPU" if self.npus and not self.gpus else "GPU"
 
     @property
     def name(self) -> str:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Callable, Mapping
 
-from pytest_lmbackend.hardware.model import MAX_NODES, Hardware, ProfileError, Source
+from pytest_lmbackend.hardware.model import MAX_NODES, NPU, Hardware, ProfileError, Source
 from pytest_lmbackend.hardware.nvml import DriverView, ProbeFailed, read_nvml
 from pytest_lmbackend.hardware.packages import detect_ascend, read_packages
-from pytest_lmbackend.hardware.visibility import apply_visibility, order_warning
+from pytest_lmbackend.hardware.visibility import (
+    ASCEND_MASK,
+    apply_npu_visibility,
+    apply_visibility,
+    order_warning,
+)
 
 ENV_PROFILE = "PYTEST_LM_HARDWARE"
 ENV_NODES = "PYTEST_LM_NODES"
@@ -111,10 +117,12 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
 
     Never imports torch nor creates a CUDA context. Every failure of NVML or ``nvidia-smi`` ends in
     ``Hardware.warnings`` and, when nothing answers, an honest "no GPU" (``source == "none"``).
+    Ascend NPUs are read from ``npu-smi info`` where it is on PATH (``source == "npu-smi"`` when they
+    are the only devices), under ``ASCEND_RT_VISIBLE_DEVICES``.
 
-    :param timeout: seconds ``nvidia-smi`` may take before it is killed. NVML, called in-process,
-        has its own limit, ``$PYTEST_LM_NVML_TIMEOUT`` (default 60 s), after which the probe stops
-        waiting for it.
+    :param timeout: seconds ``nvidia-smi`` (and ``npu-smi``) may take before it is killed. NVML,
+        called in-process, has its own limit, ``$PYTEST_LM_NVML_TIMEOUT`` (default 60 s), after which
+        the probe stops waiting for it.
     :raises ProfileError: a named profile that does not exist or a profile file that is wrong.
     """
     env = os.environ if environ is None else environ
@@ -150,16 +158,39 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
     except Exception as exc:
         packages = {}
         notes.append(f"packages: cannot list installed packages: {exc}")
-    ascend = detect_ascend(env)
+    npus, npu_driver, npu_notes = _read_npus(env, timeout)
+    if npus and view is None:
+        # an Ascend runner: that no NVIDIA driver answered is expected, not worth a warning
+        notes = [n for n in notes if n.startswith("packages:")]
+        source = "npu-smi"
+    ascend = bool(npus) or detect_ascend(env)
     nodes = job_nodes(env, notes)
     if view is None:
-        return Hardware(source="none", packages=packages, ascend=ascend, warnings=tuple(notes), nodes=nodes)
+        return Hardware(source=source, packages=packages, ascend=ascend, warnings=(*notes, *npu_notes),
+                        nodes=nodes, npus=npus, npu_driver=npu_driver)
     gpus, mask_notes = apply_visibility(view.devices, env.get("CUDA_VISIBLE_DEVICES"))
     order = order_warning(view.devices, env)
     # notes of ways that failed before the one that answered stay: they say why it was not NVML
-    warnings = (*notes, *view.warnings, *mask_notes, *((order,) if order else ()))
+    warnings = (*notes, *view.warnings, *mask_notes, *((order,) if order else ()), *npu_notes)
     return Hardware(gpus=gpus, driver=view.driver, cuda=view.cuda, source=source, packages=packages,
-                    ascend=ascend, warnings=warnings, nodes=nodes)
+                    ascend=ascend, warnings=warnings, nodes=nodes, npus=npus, npu_driver=npu_driver)
+
+
+def _read_npus(env: Mapping[str, str], timeout: float) -> tuple[tuple[NPU, ...], str | None, list[str]]:
+    """Ascend NPUs from ``npu-smi info`` under ``ASCEND_RT_VISIBLE_DEVICES``; nothing is run (and no
+    module loaded) where ``npu-smi`` is not on PATH."""
+    if shutil.which("npu-smi", path=env.get("PATH")) is None:
+        return (), None, []
+    from pytest_lmbackend.hardware.npusmi import read_npu_smi
+
+    try:
+        view = read_npu_smi(env, timeout)
+    except ProbeFailed as exc:
+        return (), None, [str(exc)]
+    if view is None:
+        return (), None, []
+    npus, masked = apply_npu_visibility(view.npus, env.get(ASCEND_MASK))
+    return npus, view.driver, [*view.warnings, *masked]
 
 
 def probe_many(*, profile: str | None = None, environ: Mapping[str, str] | None = None,

@@ -10,15 +10,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_lmbackend.hardware.model import GPU, MAX_NODES, Hardware, ProfileError
+from pytest_lmbackend.hardware.model import GPU, MAX_NODES, NPU, Hardware, ProfileError
+from pytest_lmbackend.hardware.npusmi import chip_name
 from pytest_lmbackend.hardware.packages import normalize, read_packages
 from pytest_lmbackend.hardware.units import parse_capability, parse_memory
-from pytest_lmbackend.hardware.visibility import Device, apply_visibility
+from pytest_lmbackend.hardware.visibility import Device, apply_npu_visibility, apply_visibility
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 _TOP_KEYS = {"name", "description", "driver", "cuda", "ascend", "backends", "packages", "gpus",
-             "cuda_visible_devices", "nodes"}
+             "cuda_visible_devices", "nodes", "npus", "npu_driver", "ascend_rt_visible_devices"}
 _GPU_KEYS = {"name", "capability", "memory_total", "memory_free", "count", "uuid", "pci_bus_id"}
+_NPU_KEYS = {"name", "memory_total", "memory_free", "count", "pci_bus_id"}
 _REPEAT = re.compile(r"^(.+?)x(\d+)$")
 MAX_GPUS = 1024
 
@@ -85,52 +87,73 @@ def _version(data: Mapping[str, Any], key: str, shown: str) -> str | None:
     return value.strip() if value is not None else None
 
 
-def _gpus(data: Mapping[str, Any], shown: str, profile: str) -> list[GPU]:
-    entries = data.get("gpus", [])
+def _entries(data: Mapping[str, Any], key: str, shown: str, known: set[str],
+             required: tuple[str, ...]) -> list[tuple[str, dict[str, Any], int]]:
+    """The tables of ``gpus`` or ``npus``, each with its field path and count, checked for shape."""
+    entries = data.get(key, [])
+    what = key[:-1].upper()
     if not isinstance(entries, list):
-        raise _fail(shown, "gpus", f"must be a list of GPU tables, not {type(entries).__name__}")
-    gpus: list[GPU] = []
+        raise _fail(shown, key, f"must be a list of {what} tables, not {type(entries).__name__}")
+    out: list[tuple[str, dict[str, Any], int]] = []
+    total = 0
     for n, entry in enumerate(entries):
-        where = f"gpus[{n}]"
+        where = f"{key}[{n}]"
         if not isinstance(entry, dict):
             raise _fail(shown, where, f"must be a table/object, not {entry!r}")
-        unknown = sorted(set(entry) - _GPU_KEYS)
+        unknown = sorted(set(entry) - known)
         if unknown:
-            known = ", ".join(sorted(_GPU_KEYS))
-            raise _fail(shown, f"{where}.{unknown[0]}", f"unknown key (known: {known})")
-        for key in ("name", "capability", "memory_total"):
-            if key not in entry:
-                raise _fail(shown, f"{where}.{key}", "missing")
+            raise _fail(shown, f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(known))})")
+        for field in required:
+            if field not in entry:
+                raise _fail(shown, f"{where}.{field}", "missing")
         name = entry["name"]
         if not isinstance(name, str) or not name:
             raise _fail(shown, f"{where}.name", f"must be a non-empty string, not {name!r}")
+        count = entry.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GPUS:
+            raise _fail(shown, f"{where}.count", f"must be an integer from 1 to {MAX_GPUS}, not {count!r}")
+        total += count
+        if total > MAX_GPUS:  # checked before any device is made: a huge profile costs nothing
+            raise _fail(shown, key, f"more than {MAX_GPUS} {what}s")
+        for field in ("uuid", "pci_bus_id"):
+            value = entry.get(field)
+            if value is not None and (not isinstance(value, str) or count != 1):
+                raise _fail(shown, f"{where}.{field}",
+                            "must be a string, and only on an entry with count = 1")
+        out.append((where, entry, count))
+    return out
+
+
+def _memory(entry: Mapping[str, Any], where: str, shown: str) -> tuple[int, int]:
+    """``memory_total`` and ``memory_free`` (default: the total) in bytes."""
+    values: dict[str, int | None] = {}
+    for key in ("memory_total", "memory_free"):
+        try:
+            values[key] = parse_memory(entry[key]) if key in entry else None
+        except ValueError as exc:
+            raise _fail(shown, f"{where}.{key}", str(exc)) from exc
+    total = values["memory_total"] or 0
+    free = values["memory_free"] if values["memory_free"] is not None else total
+    if free > total:
+        raise _fail(shown, f"{where}.memory_free", "is larger than memory_total")
+    return total, free
+
+
+def _gpus(data: Mapping[str, Any], shown: str, profile: str) -> list[GPU]:
+    gpus: list[GPU] = []
+    required = ("name", "capability", "memory_total")
+    for where, entry, count in _entries(data, "gpus", shown, _GPU_KEYS, required):
         try:
             capability = parse_capability(entry["capability"])
         except ValueError as exc:
             raise _fail(shown, f"{where}.capability", str(exc)) from exc
-        values: dict[str, int | None] = {}
-        for key in ("memory_total", "memory_free"):
-            try:
-                values[key] = parse_memory(entry[key]) if key in entry else None
-            except ValueError as exc:
-                raise _fail(shown, f"{where}.{key}", str(exc)) from exc
-        total = values["memory_total"] or 0
-        free = values["memory_free"] if values["memory_free"] is not None else total
-        if free > total:
-            raise _fail(shown, f"{where}.memory_free", "is larger than memory_total")
-        count = entry.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GPUS:
-            raise _fail(shown, f"{where}.count", f"must be an integer from 1 to {MAX_GPUS}, not {count!r}")
+        total, free = _memory(entry, where, shown)
         uuid, bus = entry.get("uuid"), entry.get("pci_bus_id")
-        for key, value in (("uuid", uuid), ("pci_bus_id", bus)):
-            if value is not None and (not isinstance(value, str) or count != 1):
-                raise _fail(shown, f"{where}.{key}", "must be a string, and only on an entry with count = 1")
         for _ in range(count):
             i = len(gpus)
-            gpus.append(GPU(index=i, physical_index=i, uuid=uuid or _fake_uuid(profile, i), name=name,
-                            capability=capability, memory_total=total, memory_free=free, pci_bus_id=bus))
-    if len(gpus) > MAX_GPUS:
-        raise _fail(shown, "gpus", f"more than {MAX_GPUS} GPUs")
+            gpus.append(GPU(index=i, physical_index=i, uuid=uuid or _fake_uuid(profile, i),
+                            name=entry["name"], capability=capability, memory_total=total, memory_free=free,
+                            pci_bus_id=bus))
     seen: dict[str, int] = {}
     for gpu in gpus:
         first = seen.setdefault(gpu.uuid.lower(), gpu.index)
@@ -138,6 +161,17 @@ def _gpus(data: Mapping[str, Any], shown: str, profile: str) -> list[GPU]:
             raise _fail(shown, "gpus.uuid",
                         f"{gpu.uuid!r} is given to GPU {first} and GPU {gpu.index}: each GPU has its own")
     return gpus
+
+
+def _npus(data: Mapping[str, Any], shown: str) -> list[NPU]:
+    npus: list[NPU] = []
+    for where, entry, count in _entries(data, "npus", shown, _NPU_KEYS, ("name", "memory_total")):
+        total, free = _memory(entry, where, shown)
+        for _ in range(count):
+            i = len(npus)
+            npus.append(NPU(index=i, physical_index=i, name=chip_name(entry["name"]), memory_total=total,
+                            memory_free=free, pci_bus_id=entry.get("pci_bus_id")))
+    return npus
 
 
 def _nodes(data: Mapping[str, Any], shown: str) -> int:
@@ -155,9 +189,12 @@ def hardware_from_data(data: Mapping[str, Any], *, shown: str, profile: str,
     if unknown:
         raise _fail(shown, unknown[0], f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
     gpus = _gpus(data, shown, profile)
-    ascend = data.get("ascend", False)
+    npus = _npus(data, shown)
+    ascend = data.get("ascend", bool(npus))
     if not isinstance(ascend, bool):
         raise _fail(shown, "ascend", f"must be true or false, not {ascend!r}")
+    if npus and not ascend:
+        raise _fail(shown, "ascend", "is false, but the profile lists NPUs")
     backends = data.get("backends")
     if backends is not None and (not isinstance(backends, list)
                                  or not all(isinstance(b, str) and b for b in backends)):
@@ -171,19 +208,34 @@ def hardware_from_data(data: Mapping[str, Any], *, shown: str, profile: str,
     else:
         raise _fail(shown, "packages",
                     'must map package names to version strings, e.g. {lmdeploy = "0.18.0"}')
-    notes: tuple[str, ...] = ()
-    visible_spec = _optional_str(data, "cuda_visible_devices", shown)
-    visible: tuple[GPU, ...] = tuple(gpus)
-    if visible_spec is not None:
-        visible, masked = apply_visibility([Device(g) for g in gpus], visible_spec)
-        # the profile's own mask, not this machine's environment
-        notes = tuple(f"profile {profile!r}: cuda_visible_devices{n.removeprefix('CUDA_VISIBLE_DEVICES')}"
-                      for n in masked)
+    visible, notes = _masked_gpus(data, gpus, shown, profile)
+    visible_npus, npu_notes = _masked_npus(data, npus, shown, profile)
     return Hardware(gpus=visible, driver=_version(data, "driver", shown),
                     cuda=_version(data, "cuda", shown), source="profile", profile=profile,
                     ascend=ascend, packages=packages,
-                    backends=tuple(backends) if backends is not None else None, warnings=notes,
-                    packages_stated=packages_data is not None, nodes=_nodes(data, shown))
+                    backends=tuple(backends) if backends is not None else None, warnings=(*notes, *npu_notes),
+                    packages_stated=packages_data is not None, nodes=_nodes(data, shown),
+                    npus=visible_npus, npu_driver=_version(data, "npu_driver", shown))
+
+
+def _masked_gpus(data: Mapping[str, Any], gpus: list[GPU], shown: str,
+                 profile: str) -> tuple[tuple[GPU, ...], tuple[str, ...]]:
+    """The profile's own ``cuda_visible_devices`` over its GPUs (not this machine's environment)."""
+    spec = _optional_str(data, "cuda_visible_devices", shown)
+    if spec is None:
+        return tuple(gpus), ()
+    visible, masked = apply_visibility([Device(g) for g in gpus], spec)
+    return visible, tuple(f"profile {profile!r}: cuda_visible_devices{n.removeprefix('CUDA_VISIBLE_DEVICES')}"
+                          for n in masked)
+
+
+def _masked_npus(data: Mapping[str, Any], npus: list[NPU], shown: str,
+                 profile: str) -> tuple[tuple[NPU, ...], tuple[str, ...]]:
+    """The profile's own ``ascend_rt_visible_devices`` over its NPUs."""
+    spec = _optional_str(data, "ascend_rt_visible_devices", shown)
+    if spec is None:
+        return tuple(npus), ()
+    return apply_npu_visibility(npus, spec, variable=f"profile {profile!r}: ascend_rt_visible_devices")
 
 
 def _repeat_base(kind: str) -> Path | None:
@@ -196,22 +248,24 @@ def _repeat_base(kind: str) -> Path | None:
         found = _REPEAT.match(path.stem)
         if found is None or found.group(1) != kind:
             continue
-        entries = _read_file(path, f"{path.stem!r}").get("gpus") or []
-        held = sum(e.get("count", 1) for e in entries if isinstance(e, dict))
+        data = _read_file(path, f"{path.stem!r}")
+        entries = [e for key in ("gpus", "npus") for e in (data.get(key) or []) if isinstance(e, dict)]
+        held = sum(e.get("count", 1) for e in entries)
         if held == int(found.group(2)):  # really M of a kind, not a product name like rtx3090
             return path
     return None
 
 
 def _repeat(data: dict[str, Any], count: int, shown: str) -> dict[str, Any]:
-    entries = data.get("gpus") or []
-    kinds = {(e.get("name"), str(e.get("capability")), str(e.get("memory_total"))) for e in entries
-             if isinstance(e, dict)}
+    """``data`` with ``count`` devices of its one kind (GPU or NPU)."""
+    tables = [(key, e) for key in ("gpus", "npus") for e in (data.get(key) or []) if isinstance(e, dict)]
+    kinds = {(key, e.get("name"), str(e.get("capability")), str(e.get("memory_total"))) for key, e in tables}
     if len(kinds) != 1:
-        raise ProfileError(f"hardware profile {shown}: 'xN' needs a profile with exactly one kind of GPU",
-                           path=shown, field="gpus")
-    gpu = {k: v for k, v in entries[0].items() if k not in ("count", "uuid", "pci_bus_id")}
-    return {**data, "gpus": [{**gpu, "count": count}]}
+        raise ProfileError(f"hardware profile {shown}: 'xN' needs a profile with exactly one kind of "
+                           "GPU or NPU", path=shown, field="gpus")
+    key, first = tables[0]
+    device = {k: v for k, v in first.items() if k not in ("count", "uuid", "pci_bus_id")}
+    return {**data, key: [{**device, "count": count}]}
 
 
 def _load_file(spec: str, local_packages: Mapping[str, str] | None) -> Hardware:

@@ -98,14 +98,17 @@ def parse_cuda_version(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _run(argv: list[str], deadline: float, what: str) -> subprocess.CompletedProcess[str]:
+def run_tool(argv: list[str], deadline: float, what: str, *,
+             tool: str = "nvidia-smi") -> subprocess.CompletedProcess[str]:
+    """``argv`` with its output captured, killed with whatever it started at ``deadline``
+    (``time.monotonic()``); ``ProbeFailed`` naming ``tool`` when it cannot start or runs past it."""
     try:
         # its own session, so a timeout kills whatever it started too (a wrapper script's children
         # would otherwise hold the pipes open past the kill)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as exc:
-        raise ProbeFailed(f"nvidia-smi: cannot start {argv[0]}: {exc}") from exc
+        raise ProbeFailed(f"{tool}: cannot start {argv[0]}: {exc}") from exc
     try:
         out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired as exc:
@@ -117,7 +120,7 @@ def _run(argv: list[str], deadline: float, what: str) -> subprocess.CompletedPro
             proc.communicate(timeout=1.0)
         except subprocess.TimeoutExpired:
             pass  # pipes held by something outside the group: give up on its output
-        raise ProbeFailed(f"nvidia-smi: {what} did not answer in time; killed it") from exc
+        raise ProbeFailed(f"{tool}: {what} did not answer in time; killed it") from exc
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
@@ -128,18 +131,18 @@ def read_smi(environ: Mapping[str, str], timeout: float) -> DriverView:
         raise ProbeFailed("nvidia-smi: not found on PATH")
     deadline = time.monotonic() + timeout
     fields: tuple[str, ...] = QUERY_FIELDS
-    result = _run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"], deadline,
+    result = run_tool([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"], deadline,
                   f"the query (limit {timeout:g} s)")
     if result.returncode != 0 and "compute_cap" in (result.stdout + result.stderr):
         fields = QUERY_FIELDS_OLD
-        result = _run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"], deadline,
+        result = run_tool([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"], deadline,
                       f"the query (limit {timeout:g} s)")
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip().splitlines()
         raise ProbeFailed(f"nvidia-smi: exit {result.returncode}: {message[0] if message else 'no output'}")
     devices, driver, notes = parse_query(result.stdout, fields)
     try:
-        version = _run([exe, "--version"], deadline, f"--version (limit {timeout:g} s)")
+        version = run_tool([exe, "--version"], deadline, f"--version (limit {timeout:g} s)")
         cuda = parse_cuda_version(version.stdout)
     except ProbeFailed as exc:
         cuda = None

@@ -1,4 +1,5 @@
-"""``CUDA_VISIBLE_DEVICES`` applied to the driver's device list the way CUDA applies it."""
+"""``CUDA_VISIBLE_DEVICES`` and ``ASCEND_RT_VISIBLE_DEVICES`` applied to the driver's device list the
+way CUDA and Ascend's runtime (CANN) apply them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pytest_lmbackend.hardware.model import GPU
+from pytest_lmbackend.hardware.model import GPU, NPU
 
 _INDEX = re.compile(r"^[+-]?\d+$")
 _OLD_MIG = re.compile(r"^MIG-(GPU-[0-9a-fA-F-]+)/(\d+)/(\d+)$")
@@ -93,3 +94,39 @@ def order_warning(devices: Sequence[Device], environ: Mapping[str, str]) -> str 
         return ("GPUs of different kinds and CUDA_DEVICE_ORDER is not PCI_BUS_ID: CUDA may number them "
                 "fastest first, unlike the bus order shown here; set CUDA_DEVICE_ORDER=PCI_BUS_ID")
     return None
+
+
+ASCEND_MASK = "ASCEND_RT_VISIBLE_DEVICES"
+_ASCEND_ID = re.compile(r"^[0-9]+$")
+
+
+def apply_npu_visibility(npus: Sequence[NPU], value: str | None, *,
+                         variable: str = ASCEND_MASK) -> tuple[tuple[NPU, ...], tuple[str, ...]]:
+    """The NPUs an Ascend program sees under ``ASCEND_RT_VISIBLE_DEVICES=value``, renumbered from 0.
+
+    As CANN documents it: entries are logical device IDs separated by commas, in ascending order;
+    the runtime reads the IDs before the first entry holding anything else (a space, a sign, a
+    non-ASCII digit) or naming no device (``1,3,8`` on 8 NPUs gives 1 and 3). An entry out of order or
+    repeated also ends the list here, since CANN supports ascending order only. Unset shows every NPU.
+    """
+    if value is None:
+        return tuple(npus), ()
+    chosen: list[int] = []
+    notes: list[str] = []
+    entries = value.split(",")
+    for position, entry in enumerate(entries):
+        problem = None
+        if not _ASCEND_ID.match(entry):
+            problem = f"entry {entry!r} is not a device ID (ASCII digits only)"
+        elif int(entry) >= len(npus):
+            problem = f"entry {entry!r} names no device here ({len(npus)} found)"
+        elif chosen and int(entry) <= chosen[-1]:
+            problem = f"entry {entry!r} is not in ascending order, which CANN requires"
+        if problem is not None:
+            ignored = ", ".join(repr(e) for e in entries[position:])
+            notes.append(f"{variable}={value!r}: {problem}; the runtime reads only the IDs before it "
+                         f"(ignoring {ignored}), so {len(chosen)} NPU(s) are visible")
+            break
+        chosen.append(int(entry))
+    visible = tuple(dataclasses.replace(npus[p], index=i) for i, p in enumerate(chosen))
+    return visible, tuple(notes)
