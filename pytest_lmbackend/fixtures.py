@@ -136,8 +136,7 @@ def lm_pipeline_cache(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Pipelines shared per (model, backend, options) in this session; all closed at its end."""
     from pytest_lmbackend.pipeline import PipelineCache
 
-    capacity = int(str(request.config.getini("lm_pipeline_cache") or 1))
-    cache = PipelineCache(capacity)
+    cache = PipelineCache(_state(request).options.pipeline_cache)
     yield cache
     cache.close_all()
 

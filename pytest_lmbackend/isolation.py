@@ -19,8 +19,10 @@ from typing import IO, Any, Literal
 import pytest
 from _pytest.reports import TestReport
 
+from pytest_lmbackend import settings
 from pytest_lmbackend.hardware.units import parse_seconds
 from pytest_lmbackend.processes import ProcessGroup, Terminated, sigterm_interrupts
+from pytest_lmbackend.settings import Setting
 from pytest_lmbackend.xdist import (
     MASK_ENV,
     SLICE_ENV,
@@ -209,9 +211,7 @@ def _timeout(config: pytest.Config, item: pytest.Item) -> float:
         value = marker.kwargs["timeout"]
         # None is "no limit"; anything else was checked at collection (markers._check_isolated)
         return 0.0 if value is None else parse_timeout(str(value))
-    from pytest_lmbackend.session import setting
-
-    return float(setting(config, "lm_isolated_timeout", parse_timeout, DEFAULT_TIMEOUT))
+    return settings.value(config, TIMEOUT)
 
 
 def _synthetic(item: pytest.Item, when: Literal["setup", "call", "teardown"],
@@ -343,14 +343,13 @@ def _complete(item: pytest.Item, reports: list[TestReport], message: str,
 # --- hooks ----------------------------------------------------------------------------------------
 
 
+TIMEOUT = Setting("lm_isolated_timeout", parse_timeout, DEFAULT_TIMEOUT, flag="--lm-isolated-timeout",
+                  help=f"limit for each lm_isolated test's process, in seconds; 0 for none "
+                       f"(default {DEFAULT_TIMEOUT:g}).")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("lmbackend")
-    group.addoption("--lm-isolated-timeout", dest="lm_isolated_timeout", type=parse_timeout, default=None,
-                    metavar="SECONDS",
-                    help="limit for each lm_isolated test's process; 0 for none "
-                         f"(default {DEFAULT_TIMEOUT:g}).")
-    parser.addini("lm_isolated_timeout", "seconds an lm_isolated test may run (default 900; 0: no limit).",
-                  default="")
+    TIMEOUT.add(parser, metavar="SECONDS")
 
 
 class _OuterWorker:

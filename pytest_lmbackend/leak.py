@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
 
+from pytest_lmbackend import settings
 from pytest_lmbackend.hardware.units import format_memory, parse_memory, parse_seconds
+from pytest_lmbackend.settings import Setting
 from pytest_lmbackend.xdist import item_devices, item_gpu_count, session_hardware
 
 if TYPE_CHECKING:
@@ -66,12 +68,12 @@ class Leftover:
 
 
 def parse_mode(text: str) -> Mode:
-    """argparse ``type=`` for ``--lm-leak``."""
+    """argparse ``type=`` for ``--lm-leak`` (and the ini key)."""
     value = str(text).strip().lower()
     for mode in MODES:
         if value == mode:
             return mode
-    raise argparse.ArgumentTypeError(f"--lm-leak must be one of off, warn, fail; got {text!r}")
+    raise argparse.ArgumentTypeError(f"must be one of off, warn, fail; got {text!r}")
 
 
 def parse_threshold(text: str) -> int:
@@ -79,11 +81,22 @@ def parse_threshold(text: str) -> int:
     try:
         return parse_memory(int(text) if str(text).strip().isdigit() else str(text))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--lm-leak-threshold: {exc}") from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    except OverflowError:  # a number too large for a float: "1e999GiB", or 400 digits and a unit
+        raise argparse.ArgumentTypeError(f"memory size {text!r} is too large to count") from None
 
 
 def parse_wait(text: str) -> float:
     return parse_seconds(text, "--lm-leak-wait")
+
+
+LEAK = Setting[Mode]("lm_leak", parse_mode, "off", flag="--lm-leak",
+               help="after each GPU test, compare its GPUs' used memory (NVML) with before it; warn or fail "
+                    "above --lm-leak-threshold (default off).")
+LEAK_THRESHOLD = Setting("lm_leak_threshold", parse_threshold, DEFAULT_THRESHOLD, flag="--lm-leak-threshold",
+                         help="growth a GPU test may leave, e.g. 64MiB (the default) or 1GiB.")
+LEAK_WAIT = Setting("lm_leak_wait", parse_wait, DEFAULT_WAIT, flag="--lm-leak-wait",
+                    help="how long to wait for asynchronous release before reporting (default 1).")
 
 
 def device_key(gpu: GPU) -> str:
@@ -300,33 +313,17 @@ class LeakChecker:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("lmbackend")
-    group.addoption("--lm-leak", dest="lm_leak", type=parse_mode, default=None, metavar="off|warn|fail",
-                    help="after each GPU test, compare its GPUs' used memory (NVML) with before it; "
-                         "warn or fail above --lm-leak-threshold (default off).")
-    group.addoption("--lm-leak-threshold", dest="lm_leak_threshold", type=parse_threshold, default=None,
-                    metavar="SIZE", help="growth a GPU test may leave, e.g. 64MiB (the default) or 1GiB.")
-    group.addoption("--lm-leak-wait", dest="lm_leak_wait", type=parse_wait, default=None, metavar="SECONDS",
-                    help="how long to wait for asynchronous release before reporting (default 1).")
-    parser.addini("lm_leak", "off, warn or fail: the GPU memory check after each GPU test.", default="off")
-    parser.addini("lm_leak_threshold", "GPU memory growth a test may leave (default 64MiB).", default="")
-    parser.addini("lm_leak_wait", "seconds to wait for asynchronous release (default 1).", default="")
-
-
-def _setting(config: pytest.Config, name: str, parse: Callable[[str], Any], default: Any) -> Any:
-    # imported here: this plugin loads with every pytest, and session.py is only needed once configured
-    from pytest_lmbackend.session import setting
-
-    return setting(config, name, parse, default)
+    LEAK.add(parser, metavar="off|warn|fail")
+    LEAK_THRESHOLD.add(parser, metavar="SIZE")
+    LEAK_WAIT.add(parser, metavar="SECONDS")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    mode = _setting(config, "lm_leak", parse_mode, "off")
+    mode = settings.value(config, LEAK)
     if mode == "off" or _distributing(config):
         return  # nothing per item: off costs nothing; a distributing controller runs no test
     config.pluginmanager.register(
-        LeakChecker(config, mode, _setting(config, "lm_leak_threshold", parse_threshold, DEFAULT_THRESHOLD),
-                    _setting(config, "lm_leak_wait", parse_wait, DEFAULT_WAIT)),
+        LeakChecker(config, mode, settings.value(config, LEAK_THRESHOLD), settings.value(config, LEAK_WAIT)),
         PLUGIN_NAME,
     )
 
@@ -345,10 +342,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    mode = _setting(config, "lm_leak", parse_mode, "off")
+    mode = settings.value(config, LEAK)
     if mode == "off":
         return []
-    threshold = _setting(config, "lm_leak_threshold", parse_threshold, DEFAULT_THRESHOLD)
+    threshold = settings.value(config, LEAK_THRESHOLD)
     return [f"lmbackend leak check: {mode} when a GPU test leaves more than {format_memory(threshold)} "
             "in use (NVML)"]
 

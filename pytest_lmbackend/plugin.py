@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-import ast
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -24,7 +22,6 @@ from pytest_lmbackend.fixtures import (
 )
 
 if TYPE_CHECKING:
-    from pytest_lmbackend.selection import BackendMode
     from pytest_lmbackend.session import LmSession, Options
 
 __all__ = [
@@ -38,41 +35,6 @@ __all__ = [
     "lm_pipeline_cache",
 ]
 
-T = TypeVar("T")
-
-# --lm-require accepts these besides the kinds lm_requires reports.
-PLUGIN_KINDS: frozenset[str] = frozenset({"backend", "model", "fleet"})
-
-
-def _backend_option(text: str) -> BackendMode:
-    """argparse ``type=`` for ``--lm-backend`` (see ``selection.parse_backend_option``)."""
-    from pytest_lmbackend.selection import parse_backend_option
-
-    return parse_backend_option(text)
-
-
-def _kinds(text: str) -> frozenset[str]:
-    """argparse ``type=`` for ``--lm-require`` (see ``selection.parse_kinds``)."""
-    from pytest_lmbackend.selection import parse_kinds
-
-    return parse_kinds(text)
-
-
-def _profiles(text: str) -> tuple[str, ...]:
-    """argparse ``type=`` for ``--lm-hardware``: ``PROFILE|FILE[,...]``."""
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a profile name or file, or several with commas")
-    return names
-
-
-def _release(text: str) -> str:
-    """argparse ``type=`` for ``--lm-lmdeploy``: a version such as ``0.18.0`` (checked at configure)."""
-    value = text.strip()
-    if not value or not all(ch.isalnum() or ch in ".+-" for ch in value):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an LMDeploy version such as 0.18.0")
-    return value
-
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from pytest_lmbackend import hookspec, verify
@@ -83,55 +45,24 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("lmbackend", "LLM backends and hardware (pytest-lmbackend)")
-    group.addoption(
-        "--lm-backend", type=_backend_option, default=None, metavar="auto|all|none|NAME[,NAME]",
-        help="backends for backend-bound tests: auto (LMDeploy's pick per model; best available "
-             "otherwise), all (one item per backend), none, or names. ini: lm_backend (default auto).",
-    )
-    group.addoption(
-        "--lm-lmdeploy", type=_release, default=None, metavar="VERSION",
-        help="LMDeploy release whose detection rules decide auto (default: installed, else newest). "
-             "ini: lm_lmdeploy.",
-    )
-    group.addoption(
-        "--lm-hardware", type=_profiles, default=None, metavar="PROFILE|FILE[,..]",
-        help="fake hardware profile(s) instead of probing; several only with --lm-plan. "
-             "ini: lm_hardware; env: PYTEST_LM_HARDWARE.",
-    )
-    group.addoption(
-        "--lm-plan", action="store_true", default=None,
-        help="print which tests would run or skip, and why, per hardware profile; run nothing. ini: lm_plan.",
-    )
-    group.addoption(
-        "--lm-require", type=_kinds, default=None, metavar="KIND[,KIND]",
-        help="unmet requirements of these kinds (e.g. backend,gpus,capability) fail instead of skip. "
-             "ini: lm_require.",
-    )
-    group.addoption(
-        "--lm-strict-fallback", dest="lm_strict_fallback", action="store_true", default=None,
-        help="fail when LMDeploy silently runs another engine than the test's backend "
-             "(default: on with --lm-backend=auto). ini: lm_strict_fallback.",
-    )
-    group.addoption(
-        "--no-lm-strict-fallback", dest="lm_strict_fallback", action="store_false",
+    from pytest_lmbackend import settings as s
+
+    parser.getgroup("lmbackend", "LLM backends and hardware (pytest-lmbackend)")
+    s.BACKEND.add(parser, metavar="auto|all|none|NAME[,NAME]")
+    s.LMDEPLOY.add(parser, metavar="VERSION")
+    s.HARDWARE.add(parser, metavar="PROFILE|FILE[,..]")
+    s.PLAN.add(parser, action="store_true")
+    s.REQUIRE.add(parser, metavar="KIND[,KIND]")
+    s.STRICT_FALLBACK.add(parser, action="store_true")
+    parser.getgroup("lmbackend").addoption(
+        "--no-lm-strict-fallback", dest=s.STRICT_FALLBACK.name, action="store_false",
         help="allow LMDeploy's silent fallback to another engine.",
     )
+    for setting in (s.PIPELINE_CACHE, s.GROUP_BY_ENGINE, s.ENGINE_OPTIONS):
+        setting.add(parser)
     from pytest_lmbackend.fleet.plugin import addoption as fleet_options
 
-    fleet_options(group, parser)
-    parser.addini("lm_backend", "default for --lm-backend", default="auto")
-    parser.addini("lm_lmdeploy", "default for --lm-lmdeploy", default="")
-    parser.addini("lm_hardware", "default for --lm-hardware", default="")
-    parser.addini("lm_plan", "default for --lm-plan", type="bool", default=False)
-    parser.addini("lm_require", "default for --lm-require", default="")
-    parser.addini("lm_strict_fallback", "default for --lm-strict-fallback (empty: on with auto)", default="")
-    parser.addini("lm_pipeline_cache", "how many pipelines lm_pipeline keeps alive at once", default="1")
-    parser.addini("lm_group_by_engine", "bring tests sharing an lm_pipeline together: 'parent' (within "
-                  "their module or class, the default), 'session' (across modules: module and class "
-                  "fixtures may then be set up twice) or 'off'", default="parent")
-    parser.addini("lm_engine_options", "engine options as key=value lines (Python literals), for "
-                  "lm_backend_config and lm_pipeline", type="linelist", default=[])
+    fleet_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -161,9 +92,8 @@ def _configure(config: pytest.Config) -> None:
         options = _options(config)
         extra: list[Any] = config.hook.pytest_lmbackend_register_backends(config=config)
         registry = build_registry(extra)
-        origin = "--lm-backend" if config.getoption("lm_backend") is not None else "ini lm_backend"
-        check_backend_names(options.backend, registry, origin)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
+        check_backend_names(options.backend, registry, options.backend_origin)
+    except ValueError as exc:
         raise pytest.UsageError(str(exc)) from exc
     from pytest_lmbackend.xdist import masked_profile
 
@@ -194,104 +124,32 @@ def _check_stated_backends(hardware: Any, names: tuple[str, ...], origin: str) -
                          f"(registered: {', '.join(names)})")
 
 
-def _option(config: pytest.Config, name: str, parse: Callable[[str], T]) -> T | None:
-    """The command-line value, else the ini value parsed with the same ``type=`` function."""
-    value = config.getoption(name)
-    if value is not None:
-        return value  # type: ignore[no-any-return]
-    text = str(config.getini(name)).strip()
-    if not text:
-        return None
-    try:
-        return parse(text)
-    except argparse.ArgumentTypeError as exc:
-        raise ValueError(f"ini {name}: {exc}") from exc
-
-
-def _hardware_option(config: pytest.Config) -> tuple[tuple[str, ...], str]:
-    """The profiles asked for, parsed, and where (``session.hardware_request`` decides the order)."""
-    from pytest_lmbackend.session import hardware_request
-
-    value, origin = hardware_request(config)
-    if value is None:
-        return (), origin
-    if isinstance(value, (tuple, list)):  # the option, parsed by argparse already
-        return tuple(value), origin
-    try:
-        return _profiles(str(value)), origin
-    except argparse.ArgumentTypeError as exc:
-        raise ValueError(f"{origin}: {exc}") from exc
-
-
 def _options(config: pytest.Config) -> Options:
-    from pytest_lmbackend.selection import BackendMode, parse_backend_option, parse_kinds
+    from pytest_lmbackend import settings as s
     from pytest_lmbackend.session import Options
 
-    backend = _option(config, "lm_backend", parse_backend_option) or BackendMode("auto")
-    hardware, origin = _hardware_option(config)
-    try:
-        plan = bool(config.getoption("lm_plan") or config.getini("lm_plan"))
-    except ValueError as exc:  # pytest's own words name neither the key nor the file
-        raise ValueError(f"ini lm_plan: {exc}") from None
+    backend = s.value(config, s.BACKEND)
+    hardware = s.value(config, s.HARDWARE)
+    plan = s.value(config, s.PLAN)
     if plan and getattr(config.option, "numprocesses", None):
         raise ValueError("--lm-plan runs nothing, so it takes no -n: drop -n/--numprocesses")
     if len(hardware) > 1 and not plan:
-        raise ValueError(f"{origin}={','.join(hardware)}: several profiles are for --lm-plan only")
-    require = _option(config, "lm_require", parse_kinds) or frozenset()
-    every_kind = PLUGIN_KINDS | _requirement_kinds()
-    if "all" in require:  # a GPU runner that must run everything it holds: no kind may skip
-        require = every_kind
-    unknown = sorted(require - every_kind)
-    if unknown:
-        raise ValueError(f"--lm-require: unknown kind(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(every_kind))}, all")
-    strict = config.getoption("lm_strict_fallback")
-    if strict is None:
-        ini = str(config.getini("lm_strict_fallback")).strip().lower()
-        if ini in ("1", "true", "yes", "on"):
-            strict = True
-        elif ini in ("0", "false", "no", "off"):
-            strict = False
-        elif ini:
-            raise ValueError(f"ini lm_strict_fallback: {ini!r} is not true or false")
-        else:
-            strict = backend.mode == "auto"
-    cache = str(config.getini("lm_pipeline_cache") or "1").strip()
-    if not cache.isdigit() or int(cache) < 1:
-        raise ValueError(f"ini lm_pipeline_cache: {cache!r} is not a whole number >= 1")
-    grouping = str(config.getini("lm_group_by_engine") or "parent").strip().lower()
-    if grouping not in ("parent", "session", "off"):
-        raise ValueError(f"ini lm_group_by_engine: {grouping!r} is not one of parent, session, off")
+        raise ValueError(f"{s.origin(config, s.HARDWARE)}={','.join(hardware)}: several profiles are for "
+                         "--lm-plan only")
+    strict = s.value(config, s.STRICT_FALLBACK)
     return Options(
-        group_by_engine=grouping,
         backend=backend,
-        lmdeploy=_option(config, "lm_lmdeploy", _release),
+        backend_origin=s.origin(config, s.BACKEND),
+        lmdeploy=s.value(config, s.LMDEPLOY),
         hardware=hardware,
-        hardware_origin=origin,
+        hardware_origin=s.origin(config, s.HARDWARE),
         plan=plan,
-        require=require,
-        strict_fallback=bool(strict),
-        engine_options=_engine_options(config.getini("lm_engine_options")),
+        require=s.value(config, s.REQUIRE),
+        strict_fallback=backend.mode == "auto" if strict is None else strict,
+        engine_options=s.value(config, s.ENGINE_OPTIONS),
+        pipeline_cache=s.value(config, s.PIPELINE_CACHE),
+        group_by_engine=s.value(config, s.GROUP_BY_ENGINE),
     )
-
-
-def _requirement_kinds() -> frozenset[str]:
-    from pytest_lmbackend import requirements
-
-    return frozenset(getattr(requirements, "KINDS", ()))
-
-
-def _engine_options(lines: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for line in lines:
-        key, sep, raw = line.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ValueError(f"ini lm_engine_options: {line!r} is not key=value")
-        try:
-            out[key.strip()] = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = raw.strip()
-    return out
 
 
 def _state(config: pytest.Config) -> LmSession:

@@ -305,17 +305,6 @@ def combine(requirements: Iterable[Requirement], *, where: str = "") -> Requirem
     )
 
 
-def parse_kinds(text: str) -> frozenset[str]:
-    """``--lm-require=gpu,capability``: the kinds that fail instead of skip; ``all`` for every kind."""
-    kinds = {k.strip().replace("-", "_") for k in text.split(",") if k.strip()}  # free-vram = free_vram
-    if "all" in kinds:
-        return frozenset(KINDS)
-    unknown = sorted(kinds - set(KINDS))
-    if unknown:
-        raise ValueError(f"unknown requirement kind {unknown[0]!r} (known: {', '.join(KINDS)}, all)")
-    return frozenset(kinds)
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 

@@ -1,54 +1,18 @@
-"""The backend axis: parse ``--lm-backend``, choose each item's backend, decide run, skip or fail."""
+"""The backend axis: choose each item's backend, decide run, skip or fail."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pytest_lmbackend.backends import Registry, RunnerFacts
 from pytest_lmbackend.markers import LMDEPLOY_ENGINES, ItemMarks, ModelBinding
+from pytest_lmbackend.settings import BackendMode
 from pytest_lmbackend.verdict import Verdict
-
-Mode = Literal["auto", "all", "none", "names"]
-KEYWORDS: tuple[str, ...] = ("auto", "all", "none")
 
 # Fixtures whose use makes an item backend-bound: it needs to know which backend it runs on.
 BACKEND_FIXTURES: frozenset[str] = frozenset({"lm_backend", "lm_backend_config", "lm_pipeline"})
-
-
-@dataclass(frozen=True)
-class BackendMode:
-    """The parsed ``--lm-backend`` value."""
-
-    mode: Mode
-    names: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        return ",".join(self.names) if self.mode == "names" else self.mode
-
-
-def parse_backend_option(text: str) -> BackendMode:
-    """argparse ``type=`` for ``--lm-backend``: ``auto``, ``all``, ``none`` or ``NAME[,NAME...]``.
-
-    Names are checked for shape here and against the registered backends once plugins have loaded.
-    """
-    value = text.strip()
-    if value in KEYWORDS:
-        return BackendMode(value)  # type: ignore[arg-type]
-    names: list[str] = []
-    for piece in value.split(","):
-        name = piece.strip()
-        if not name or not all(ch.isalnum() or ch in "_-." for ch in name):
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: expected auto, all, none or backend names separated by commas"
-            )
-        if name in KEYWORDS:
-            raise argparse.ArgumentTypeError(f"{text!r}: {name!r} cannot be combined with backend names")
-        if name not in names:
-            names.append(name)
-    return BackendMode("names", tuple(names))
 
 
 def check_backend_names(mode: BackendMode, registry: Registry, origin: str = "--lm-backend") -> None:
@@ -178,15 +142,6 @@ def evaluate_item(
         if verdict is not None:
             return ItemOutcome(backend, detection, verdict)
     return ItemOutcome(backend, detection, None)
-
-
-def parse_kinds(text: str) -> frozenset[str]:
-    """argparse ``type=`` for ``--lm-require``: ``KIND[,KIND...]``; kinds are checked at configure."""
-    kinds = frozenset(k.strip().replace("-", "_") for k in text.split(",") if k.strip())  # free-vram
-    if not kinds or not all(k.replace("_", "").isalnum() for k in kinds):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected requirement kinds separated by commas")
-    return kinds
-
 
 
 def group_by_engine(keys: Sequence[Hashable | None]) -> list[int]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +10,8 @@ import pytest
 
 from pytest_lmbackend.backends import Registry, RunnerFacts, facts_from_hardware
 from pytest_lmbackend.markers import ItemMarks, ModelBinding
-from pytest_lmbackend.selection import BackendMode, ItemOutcome, evaluate_item
+from pytest_lmbackend.selection import ItemOutcome, evaluate_item
+from pytest_lmbackend.settings import BackendMode
 from pytest_lmbackend.verdict import Verdict
 
 SKIP_KIND_PROPERTY = "lm_skip_kind"  # user property on skipped items; travels with xdist reports
@@ -27,13 +26,15 @@ class Options:
     """The plugin's resolved command-line and ini options."""
 
     backend: BackendMode
+    backend_origin: str = "--lm-backend"  # where the value came from, for messages
     lmdeploy: str | None = None
     hardware: tuple[str, ...] = ()
-    hardware_origin: str = "--lm-hardware"  # where the profile names came from, for messages
+    hardware_origin: str = "--lm-hardware"
     plan: bool = False
     require: frozenset[str] = frozenset()
     strict_fallback: bool = True
     engine_options: Mapping[str, Any] = field(default_factory=dict)
+    pipeline_cache: int = 1
     group_by_engine: str = "parent"
 
 
@@ -126,40 +127,6 @@ class LmSession:
             detect=self.detect if release is None else (lambda model: self.detect(model, release)),
             evaluate_requirement=requirement,
         )
-
-
-def setting(config: pytest.Config, name: str, parse: Callable[[str], Any], default: Any) -> Any:
-    """An option's value (parsed by argparse already), else its ini key parsed with the same
-    ``type=`` function, else ``default``; a bad ini value is a usage error naming the key."""
-    value = config.getoption(name, None)
-    if value is not None:
-        return value
-    text = str(config.getini(name) or "").strip()
-    if not text:
-        return default
-    try:
-        return parse(text)
-    except argparse.ArgumentTypeError as exc:
-        raise pytest.UsageError(f"ini {name}: {exc}") from None
-
-
-def hardware_request(config: pytest.Config) -> tuple[Any, str]:
-    """The profile(s) asked for, unparsed, and where: ``--lm-hardware`` (a tuple once parsed), else
-    ``$PYTEST_LM_HARDWARE`` (the environment outranks the ini file, as ``PYTEST_ADDOPTS`` does), else
-    the ini key ``lm_hardware``; ``None`` when none is. Readable before the plugin is configured."""
-    from pytest_lmbackend.hardware import ENV_PROFILE
-
-    value = config.getoption("lm_hardware", None)
-    if value is not None:
-        return value, "--lm-hardware"
-    env = os.environ.get(ENV_PROFILE, "").strip()
-    if env:
-        return env, f"${ENV_PROFILE}"
-    try:
-        ini = str(config.getini("lm_hardware") or "").strip()
-    except ValueError:  # the plugin that registers the key is not loaded
-        ini = ""
-    return ini or None, "ini lm_hardware"
 
 
 def load_hardware(specs: Sequence[str], *, several: bool = False,

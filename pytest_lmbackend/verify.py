@@ -253,7 +253,9 @@ def header_lines(config: pytest.Config) -> list[str]:
     from pytest_lmbackend.rules.releases import KNOWN_RELEASES, installed_lmdeploy, newer_than_known
 
     lines = []
-    asked = config.getoption("lm_lmdeploy", None) or str(config.getini("lm_lmdeploy") or "").strip() or None
+    from pytest_lmbackend import settings
+
+    asked = settings.value(config, settings.LMDEPLOY)
     version = asked or installed_lmdeploy()
     verifier = config.stash.get(VERIFIER_KEY, None)
     if newer_than_known(version):

@@ -21,9 +21,15 @@ def test_threshold_sizes(text: str, expected: int) -> None:
 
 
 @pytest.mark.parametrize("text", ["lots", "-5MiB", "12 parsecs"])
-def test_bad_threshold_names_the_option(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="--lm-leak-threshold"):
+def test_bad_threshold_names_the_option(pytester: pytest.Pytester, text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="memory size"):
         leak.parse_threshold(text)
+    # argparse names the option, the settings reader the ini key
+    for args, where in (([f"--lm-leak-threshold={text}"], "argument --lm-leak-threshold"),
+                        (["-o", f"lm_leak_threshold={text}", "--lm-leak=warn"], "ini lm_leak_threshold")):
+        result = pytester.runpytest("-p", "no:xdist", *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"*{where}: *memory size*"])
 
 
 def test_modes() -> None:
@@ -198,7 +204,7 @@ def test_a_profile_is_not_read_through_nvml(pytester: pytest.Pytester) -> None:
 def test_bad_mode_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:xdist", "--lm-leak=loud")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--lm-leak must be one of off, warn, fail*"])
+    result.stderr.fnmatch_lines(["*argument --lm-leak: must be one of off, warn, fail*"])
 
 
 FAKE_TORCH = """

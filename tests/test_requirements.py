@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from pytest_lmbackend.hardware import GPU, Hardware, load_profile
 from pytest_lmbackend.requirements import (
     DISTRIBUTED_LAYOUTS,
-    KINDS,
     CapabilitySpec,
     Layout,
     Requirement,
@@ -24,7 +23,6 @@ from pytest_lmbackend.requirements import (
     gpu_num,
     layout_degrees,
     parse_capability_spec,
-    parse_kinds,
     parse_requirement,
 )
 from pytest_lmbackend.verdict import Verdict
@@ -220,13 +218,6 @@ def test_combine_and_gpu_num() -> None:
         combine([req(turbomind_kernels=True), req(turbomind_kernels=False)])
     assert gpu_num("gpu_num_4") == 4 and gpu_num("gpu_num_x") is None and gpu_num("gpus") is None
     assert combine([]) == Requirement()
-
-
-def test_parse_kinds() -> None:
-    assert parse_kinds("gpu, capability") == {"gpu", "capability"}
-    assert parse_kinds("all") == frozenset(KINDS)
-    with pytest.raises(ValueError, match="unknown requirement kind 'gpus'"):
-        parse_kinds("gpus")
 
 
 def test_sizes_that_round_alike_are_shown_exactly() -> None:

@@ -1,8 +1,7 @@
-"""The backend axis as pure decisions: option parsing, ids, the chosen backend, verdicts."""
+"""The backend axis as pure decisions: ids, the chosen backend, verdicts."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import pytest
@@ -10,14 +9,12 @@ import pytest
 from pytest_lmbackend.backends import Device, RunnerFacts, build_registry
 from pytest_lmbackend.markers import ItemMarks, ModelBinding
 from pytest_lmbackend.selection import (
-    BackendMode,
     choose_backend,
     evaluate_item,
     is_backend_bound,
     parametrize_ids,
-    parse_backend_option,
-    parse_kinds,
 )
+from pytest_lmbackend.settings import BackendMode
 from pytest_lmbackend.verdict import Verdict
 
 REGISTRY = build_registry()
@@ -33,32 +30,6 @@ MODEL = ModelBinding("/models/x", given="x")
 class FakeDetection:
     def __init__(self, backend: str) -> None:
         self.backend = backend
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("auto", BackendMode("auto")),
-        (" all ", BackendMode("all")),
-        ("none", BackendMode("none")),
-        ("pytorch", BackendMode("names", ("pytorch",))),
-        ("turbomind,pytorch,turbomind", BackendMode("names", ("turbomind", "pytorch"))),
-    ],
-)
-def test_parse_backend_option(text: str, expected: BackendMode) -> None:
-    assert parse_backend_option(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "pytorch,", "auto,pytorch", "py torch", "tm;pt"])
-def test_parse_backend_option_refuses(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_backend_option(text)
-
-
-def test_parse_kinds() -> None:
-    assert parse_kinds("gpu, capability") == frozenset({"gpu", "capability"})
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_kinds(",")
 
 
 def test_backend_bound_by_fixture_or_marker() -> None:

@@ -66,7 +66,7 @@ def test_scheduler_fit_rule() -> None:
 
 @pytest.mark.parametrize("text", ["0", "-1", "two", "1.5", "", "2,0", "2,,1"])
 def test_gpus_per_worker_rejects(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="--lm-gpus-per-worker"):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a whole number of GPUs >= 1"):
         xdist.parse_gpus_per_worker(text)
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from pytest_lmbackend import settings
+from pytest_lmbackend.settings import Setting
 
 if TYPE_CHECKING:
     from pytest_lmbackend.backends import RunnerFacts
@@ -41,27 +43,34 @@ def _runner_option(text: str) -> str:
     return name
 
 
-def addoption(group: Any, parser: pytest.Parser) -> None:
+def _path_option(text: str) -> str:
+    """argparse ``type=`` for ``--lm-plan-json``: a file name."""
+    name = text.strip()
+    if not name:
+        raise argparse.ArgumentTypeError("expected a file name")
+    return name
+
+
+FLEET = Setting[tuple[str, ...] | None](
+    "lm_fleet", _fleet_option, None, flag="--lm-fleet",
+    help="the CI fleet, cheapest runner first (shipped profile names or files, separated by commas or, in "
+         "the ini file, lines; files relative to the ini file there): each test goes to the first runner "
+         "that can run it.")
+RUNNER = Setting[str | None](
+    "lm_runner", _runner_option, None, flag="--lm-runner", env=ENV_RUNNER,
+    help="this job is runner NAME of the fleet: run only the tests assigned to it, after checking that "
+         "this machine is what its profile claims.")
+PLAN_JSON = Setting[str | None](
+    "lm_plan_json", _path_option, None, flag="--lm-plan-json",
+    help="with a fleet: write the assignment as JSON (fleet, runners, orphans, reasons) for a CI matrix; "
+         "runs nothing, as --lm-plan.")
+
+
+def addoption(parser: pytest.Parser) -> None:
     """Fleet mode's options and ini keys, in the plugin's option group."""
-    group.addoption(
-        "--lm-fleet", type=_fleet_option, default=None, metavar="PROFILE[,PROFILE..]",
-        help="the CI fleet, cheapest runner first (shipped profile names or files): each test goes to "
-             "the first runner that can run it. ini: lm_fleet.",
-    )
-    group.addoption(
-        "--lm-runner", type=_runner_option, default=None, metavar="NAME",
-        help=f"this job is runner NAME of the fleet: run only the tests assigned to it, after checking "
-             f"that this machine is what its profile claims. env: {ENV_RUNNER}; ini: lm_runner.",
-    )
-    group.addoption(
-        "--lm-plan-json", default=None, metavar="FILE",
-        help="with a fleet: write the assignment as JSON (fleet, runners, orphans, reasons) for a CI "
-             "matrix; runs nothing, as --lm-plan. ini: lm_plan_json.",
-    )
-    parser.addini("lm_fleet", "default for --lm-fleet: profiles or files, cheapest first, separated by "
-                  "commas or lines (files relative to the ini file)", default="")
-    parser.addini("lm_runner", f"default for --lm-runner (${ENV_RUNNER} outranks it)", default="")
-    parser.addini("lm_plan_json", "default for --lm-plan-json", default="")
+    FLEET.add(parser, metavar="PROFILE[,PROFILE..]")
+    RUNNER.add(parser, metavar="NAME")
+    PLAN_JSON.add(parser, metavar="FILE")
 
 
 @dataclass(frozen=True)
@@ -79,35 +88,21 @@ class FleetSettings:
 def read_settings(config: pytest.Config) -> FleetSettings | None:
     """The fleet options, None when no fleet is configured (``--lm-runner`` or ``--lm-plan-json``
     without one is a usage error)."""
-    from pytest_lmbackend.session import setting
-
-    specs = config.getoption("lm_fleet", None)
-    origin, base_dir = "--lm-fleet", None
-    if specs is None:
-        specs = setting(config, "lm_fleet", _fleet_option, None)
-        origin = "ini lm_fleet"
+    specs = settings.value(config, FLEET)
+    origin = settings.origin(config, FLEET)
+    base_dir = None
+    if origin.startswith("ini"):  # files named in the ini file are relative to it
         base_dir = config.inipath.parent if config.inipath is not None else config.rootpath
-    runner, runner_origin = config.getoption("lm_runner", None), "--lm-runner"
-    if runner is None and os.environ.get(ENV_RUNNER, "").strip():
-        runner, runner_origin = _parse_env_runner(os.environ[ENV_RUNNER]), f"${ENV_RUNNER}"
-    if runner is None:
-        runner, runner_origin = setting(config, "lm_runner", _runner_option, None), "ini lm_runner"
-    plan_json = config.getoption("lm_plan_json", None) or str(config.getini("lm_plan_json") or "").strip()
+    runner, runner_origin = settings.value(config, RUNNER), settings.origin(config, RUNNER)
+    plan_json = settings.value(config, PLAN_JSON)
     if specs is None:
-        for value, name in ((runner, runner_origin), (plan_json, "--lm-plan-json")):
+        for value, name in ((runner, runner_origin), (plan_json, settings.origin(config, PLAN_JSON))):
             if value:
                 raise pytest.UsageError(f"{name}={value}: no fleet is configured; give --lm-fleet="
                                         "PROFILE,PROFILE,... (cheapest first) or the ini key lm_fleet")
         return None
     path = Path(config.invocation_params.dir, plan_json) if plan_json else None
     return FleetSettings(tuple(specs), origin, base_dir, runner, runner_origin, path)
-
-
-def _parse_env_runner(text: str) -> str:
-    try:
-        return _runner_option(text)
-    except argparse.ArgumentTypeError as exc:
-        raise pytest.UsageError(f"${ENV_RUNNER}: {exc}") from None
 
 
 def configure(config: pytest.Config, state: LmSession) -> None:

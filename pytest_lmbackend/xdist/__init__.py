@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import re
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_lmbackend import settings
+from pytest_lmbackend.settings import Setting
 from pytest_lmbackend.xdist.slicing import (
     LOCAL,
     Sizes,
@@ -123,13 +124,8 @@ def masked_profile(config: pytest.Config, found: Hardware) -> Hardware:
 
 
 def profile_option(config: pytest.Config) -> str | None:
-    """The profile spec asked for, as one string (the plugin's own order: ``session.hardware_request``)."""
-    from pytest_lmbackend.session import hardware_request
-
-    value, _ = hardware_request(config)
-    if isinstance(value, (tuple, list)):
-        value = ",".join(str(v) for v in value)
-    return str(value).strip() or None if value else None
+    """The profile spec asked for, as one string (``--lm-hardware``, ``$PYTEST_LM_HARDWARE``, ini)."""
+    return ",".join(settings.value(config, settings.HARDWARE)) or None
 
 
 def probe_here(config: pytest.Config) -> Hardware:
@@ -139,30 +135,19 @@ def probe_here(config: pytest.Config) -> Hardware:
     try:
         return hardware.probe(profile=profile_option(config))
     except ValueError as exc:  # a ProfileError names the profile and the field
-        raise pytest.UsageError(f"--lm-hardware: {exc}") from None
+        raise pytest.UsageError(f"{settings.origin(config, settings.HARDWARE)}: {exc}") from None
 
 
-def _option(config: pytest.Config, name: str) -> Any:
-    value = config.getoption(name, None)
-    if value is None:
-        try:
-            value = config.getini(name) or None
-        except ValueError:
-            value = None
-    return value
+GPUS_PER_WORKER = Setting[Sizes](
+    "lm_gpus_per_worker", parse_gpus_per_worker, (1,), flag="--lm-gpus-per-worker",
+    help="with pytest-xdist: each worker gets its own N of the visible GPUs (default 1); -n auto starts "
+         "GPUs // N workers. A list gives each worker its own size (4,1,1: one wide worker); multi-GPU "
+         "tests then go to a worker holding enough.")
 
 
 def gpus_per_worker(config: pytest.Config) -> Sizes:
     """``--lm-gpus-per-worker`` (or its ini key) as sizes; ``(1,)`` by default."""
-    value = _option(config, "lm_gpus_per_worker")
-    if value is None:
-        return (1,)
-    if isinstance(value, tuple):
-        return value
-    try:
-        return parse_gpus_per_worker(value)
-    except argparse.ArgumentTypeError as exc:
-        raise pytest.UsageError(f"ini lm_gpus_per_worker: {exc}") from None
+    return settings.value(config, GPUS_PER_WORKER)
 
 
 def worker_id(config: pytest.Config) -> str | None:
@@ -192,16 +177,7 @@ def _xdist_distributing(config: pytest.Config) -> bool:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("lmbackend")
-    group.addoption(
-        "--lm-gpus-per-worker", dest="lm_gpus_per_worker", type=parse_gpus_per_worker, default=None,
-        metavar="N|N0,N1,..",
-        help="with pytest-xdist: each worker gets its own N of the visible GPUs (default 1); -n auto "
-             "starts GPUs // N workers. A list gives each worker its own size (4,1,1: one wide worker); "
-             "multi-GPU tests then go to a worker holding enough.",
-    )
-    parser.addini("lm_gpus_per_worker", "GPUs each pytest-xdist worker holds: N or N0,N1,.. (default 1).",
-                  default="")
+    GPUS_PER_WORKER.add(parser, metavar="N|N0,N1,..")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

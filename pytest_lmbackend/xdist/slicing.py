@@ -64,7 +64,7 @@ def parse_gpus_per_worker(text: str) -> Sizes:
             value = 0
         if value < 1:
             raise argparse.ArgumentTypeError(
-                f"--lm-gpus-per-worker must be a whole number >= 1 or a comma list of them, got {text!r}")
+                f"expected a whole number of GPUs >= 1 or a comma list of them, got {text!r}")
         sizes.append(value)
     return tuple(sizes)
 

@@ -1,0 +1,251 @@
+"""The plugin's settings: each ``--lm-*`` option and its ini key, parsed once by the function registered
+with both (argparse ``type=`` for the option, the same function for the ini text)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Generic, Literal, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+Mode = Literal["auto", "all", "none", "names"]
+KEYWORDS: tuple[str, ...] = ("auto", "all", "none")
+# --lm-require accepts these besides the kinds a requirement reports.
+PLUGIN_KINDS: tuple[str, ...] = ("backend", "model", "fleet")
+GROUPINGS: tuple[str, ...] = ("parent", "session", "off")
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T_co]):
+    """One setting: the option ``flag`` (``None``: ini only) and the ini key ``name``, which is also the
+    option's ``dest``. ``parse`` reads the text of either; ``env`` (if any) outranks the ini key, as
+    ``PYTEST_ADDOPTS`` does; ``default`` is the value when none of them is given."""
+
+    name: str
+    parse: Callable[[str], T_co]
+    default: T_co
+    help: str
+    flag: str | None = None
+    env: str | None = None
+    linelist: bool = False
+
+    def add(self, parser: pytest.Parser, *, metavar: str | None = None, **option: Any) -> None:
+        """Register the option (in the plugin's group) and the ini key. ``option`` goes to argparse; a
+        flag with an ``action`` (``store_true``) takes no ``type=``."""
+        if self.flag is not None:
+            if "action" not in option:
+                option["type"] = self.parse
+            if metavar is not None:
+                option["metavar"] = metavar
+            where = f"ini: {self.name}" + (f"; env: {self.env}" if self.env else "")
+            parser.getgroup("lmbackend").addoption(self.flag, dest=self.name, default=None,
+                                                   help=f"{self.help} {where}.", **option)
+        if self.linelist:
+            parser.addini(self.name, self.help, type="linelist", default=[])
+        else:
+            parser.addini(self.name, self.help, type="string", default="")
+
+
+_VALUES_KEY = pytest.StashKey[dict[str, tuple[Any, str]]]()
+
+
+def value(config: pytest.Config, setting: Setting[T]) -> T:
+    """The setting's value: the option's (parsed by argparse), else the environment's, else the ini
+    key's, each parsed with the setting's function, once per session; else its default.
+
+    :raises pytest.UsageError: a value that cannot be parsed, naming ``ini KEY`` or ``$ENV``.
+    """
+    return read(config, setting)[0]  # type: ignore[no-any-return]
+
+
+def origin(config: pytest.Config, setting: Setting[Any]) -> str:
+    """Where the value came from, for messages: ``--lm-x``, ``$ENV``, ``ini lm_x`` or ``default``."""
+    return read(config, setting)[1]
+
+
+def given(config: pytest.Config, setting: Setting[Any]) -> bool:
+    """Whether the session states the setting at all (option, environment or ini key)."""
+    return origin(config, setting) != "default"
+
+
+def read(config: pytest.Config, setting: Setting[Any]) -> tuple[Any, str]:
+    cache = config.stash.setdefault(_VALUES_KEY, {})
+    if setting.name not in cache:
+        cache[setting.name] = _read(config, setting)
+    return cache[setting.name]
+
+
+def _read(config: pytest.Config, setting: Setting[Any]) -> tuple[Any, str]:
+    import os
+
+    option = config.getoption(setting.name, None) if setting.flag is not None else None
+    if option is not None:
+        return option, str(setting.flag)
+    text = os.environ.get(setting.env, "").strip() if setting.env else ""
+    where = f"${setting.env}"
+    if not text:
+        try:
+            raw = config.getini(setting.name)
+        except ValueError:  # the key is not registered: this plugin is not loaded in that config
+            raw = ""
+        text = "\n".join(raw) if isinstance(raw, list) else str(raw or "").strip()
+        where = f"ini {setting.name}"
+    if not text:
+        return setting.default, "default"
+    try:
+        return setting.parse(text), where
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise pytest.UsageError(f"{where}: {exc}") from None
+
+
+# --- parse functions ------------------------------------------------------------------------------
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` and pytest's other spellings of a yes or a no (``1``, ``on``, ``no`` ...)."""
+    value = text.strip().lower()
+    if value in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def parse_positive_int(text: str) -> int:
+    """A whole number >= 1 in ASCII digits (``int()`` alone would take ``'²'`` or ``'١'``)."""
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(value)
+
+
+def parse_grouping(text: str) -> str:
+    value = text.strip().lower()
+    if value not in GROUPINGS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(GROUPINGS)}")
+    return value
+
+
+@dataclass(frozen=True)
+class BackendMode:
+    """The parsed ``--lm-backend`` value."""
+
+    mode: Mode
+    names: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return ",".join(self.names) if self.mode == "names" else self.mode
+
+
+def parse_backend_option(text: str) -> BackendMode:
+    """``auto``, ``all``, ``none`` or ``NAME[,NAME...]``; names are checked for shape here and against
+    the registered backends once plugins have loaded (``selection.check_backend_names``)."""
+    value = text.strip()
+    if value in KEYWORDS:
+        return BackendMode(value)  # type: ignore[arg-type]
+    names: list[str] = []
+    for piece in value.split(","):
+        name = piece.strip()
+        if not name or not all(ch.isalnum() or ch in "_-." for ch in name):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected auto, all, none or backend names separated by commas"
+            )
+        if name in KEYWORDS:
+            raise argparse.ArgumentTypeError(f"{text!r}: {name!r} cannot be combined with backend names")
+        if name not in names:
+            names.append(name)
+    return BackendMode("names", tuple(names))
+
+
+def parse_release(text: str) -> str:
+    """An LMDeploy version such as ``0.18.0`` (checked against the known releases at configure)."""
+    value = text.strip()
+    if not value or not all(ch.isalnum() or ch in ".+-" for ch in value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an LMDeploy version such as 0.18.0")
+    return value
+
+
+def parse_profiles(text: str) -> tuple[str, ...]:
+    """``PROFILE|FILE[,...]``: one or more profile names or files."""
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a profile name or file, or several with commas")
+    return names
+
+
+def known_kinds() -> tuple[str, ...]:
+    """Every kind ``--lm-require`` accepts: the requirements' kinds and the plugin's own."""
+    from pytest_lmbackend.requirements import KINDS
+
+    return tuple(dict.fromkeys((*KINDS, *PLUGIN_KINDS)))
+
+
+def parse_kinds(text: str) -> frozenset[str]:
+    """``KIND[,KIND...]`` (``free-vram`` = ``free_vram``), or ``all`` for every kind; an unknown kind is
+    named, with or without ``all`` beside it."""
+    kinds = {k.strip().replace("-", "_") for k in text.split(",") if k.strip()}
+    known = known_kinds()
+    if not kinds:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected requirement kinds separated by commas")
+    unknown = sorted(kinds - set(known) - {"all"})
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown kind(s) {', '.join(unknown)}; "
+                                         f"known: {', '.join(known)}, all")
+    return frozenset(known) if "all" in kinds else frozenset(kinds)
+
+
+def parse_engine_options(text: str) -> Mapping[str, Any]:
+    """``key = value`` lines; a value is a Python literal, else the text as written."""
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        key, sep, raw = line.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise argparse.ArgumentTypeError(f"{line.strip()!r} is not key=value")
+        try:
+            out[key.strip()] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = raw.strip()
+    return MappingProxyType(out)
+
+
+# --- the plugin's own settings (xdist, the leak check and lm_isolated register theirs beside them) ---
+
+BACKEND = Setting(
+    "lm_backend", parse_backend_option, BackendMode("auto"), flag="--lm-backend",
+    help="backends for backend-bound tests: auto (LMDeploy's pick per model; best available otherwise), "
+         "all (one item per backend), none, or names (default auto).")
+LMDEPLOY = Setting[str | None](
+    "lm_lmdeploy", parse_release, None, flag="--lm-lmdeploy",
+    help="LMDeploy release whose detection rules decide auto (default: installed, else newest).")
+HARDWARE = Setting[tuple[str, ...]](
+    "lm_hardware", parse_profiles, (), flag="--lm-hardware", env="PYTEST_LM_HARDWARE",  # hardware.ENV_PROFILE
+    help="fake hardware profile(s) instead of probing; several only with --lm-plan.")
+PLAN = Setting(
+    "lm_plan", parse_bool, False, flag="--lm-plan",
+    help="print which tests would run or skip, and why, per hardware profile; run nothing.")
+REQUIRE = Setting(
+    "lm_require", parse_kinds, frozenset[str](), flag="--lm-require",
+    help="unmet requirements of these kinds (e.g. backend,gpu,capability; all) fail instead of skip.")
+STRICT_FALLBACK = Setting[bool | None](
+    "lm_strict_fallback", parse_bool, None, flag="--lm-strict-fallback",
+    help="fail when LMDeploy silently runs another engine than the test's backend "
+         "(default: on with --lm-backend=auto).")
+PIPELINE_CACHE = Setting(
+    "lm_pipeline_cache", parse_positive_int, 1,
+    help="how many pipelines lm_pipeline keeps alive at once (default 1).")
+GROUP_BY_ENGINE = Setting(
+    "lm_group_by_engine", parse_grouping, "parent",
+    help="bring tests sharing an lm_pipeline together: 'parent' (within their module or class, the "
+         "default), 'session' (across modules: module and class fixtures may then be set up twice) or 'off'.")
+ENGINE_OPTIONS = Setting[Mapping[str, Any]](
+    "lm_engine_options", parse_engine_options, MappingProxyType({}), linelist=True,
+    help="engine options as key=value lines (Python literals), for lm_backend_config and lm_pipeline.")
