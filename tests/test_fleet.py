@@ -114,31 +114,32 @@ def test_a_runners_release_never_depends_on_this_machine() -> None:
 
 # -- the assignment rule ----------------------------------------------------------------------------------
 def test_the_first_runner_that_runs_a_test_takes_it() -> None:
-    assert place(ItemVerdicts("t::a", (None, None, None)), NAMES).runner == 0
-    moved = place(ItemVerdicts("t::b", (GPU_SKIP, VRAM_SKIP, None)), NAMES)
+    assert place(ItemVerdicts("t::a", (None, None, None)), 3).runner == 0
+    assert place(ItemVerdicts("t::a", (None, None, None)), 3).reason(NAMES) is None
+    moved = place(ItemVerdicts("t::b", (GPU_SKIP, VRAM_SKIP, None)), 3)
     assert (moved.runner, moved.orphan) == (2, False)
-    assert moved.reason == f"cpu: {GPU_SKIP.reason}; rtx4090: {VRAM_SKIP.reason}"
+    assert moved.reason(NAMES) == f"cpu: {GPU_SKIP.reason}; rtx4090: {VRAM_SKIP.reason}"
+    with pytest.raises(ValueError, match="t::x: 2 verdicts for 3 runners"):
+        place(ItemVerdicts("t::x", (None, None)), 3)
 
 
 def test_a_test_no_runner_can_run_is_an_orphan_of_the_last() -> None:
-    orphan = place(ItemVerdicts("t::c", (GPU_SKIP, GPU_SKIP, VRAM_SKIP)), NAMES)
+    orphan = place(ItemVerdicts("t::c", (GPU_SKIP, GPU_SKIP, VRAM_SKIP)), 3)
     assert (orphan.runner, orphan.orphan) == (2, True)
     # one reason shared by several runners is said once, naming them
-    assert orphan.reason == (
-        f"can run on no runner of the fleet: cpu, rtx4090: {GPU_SKIP.reason}; h100x8: {VRAM_SKIP.reason}"
-    )
+    assert orphan.reason(NAMES) == (f"can run on no runner of the fleet: cpu, rtx4090: {GPU_SKIP.reason}; "
+                                    f"h100x8: {VRAM_SKIP.reason}")
 
 
 def test_pytest_skips_and_bad_input_go_to_the_first_runner() -> None:
     fixed = PytestSkip("skipped by pytest: later")
-    assert place(ItemVerdicts("t::d", (GPU_SKIP, GPU_SKIP, None), fixed), NAMES) == dataclasses.replace(
-        place(ItemVerdicts("t::d", (None,) * 3), NAMES), reason=fixed.reason
-    )
+    placed = place(ItemVerdicts("t::d", (GPU_SKIP, GPU_SKIP, None), fixed), 3)
+    assert (placed.runner, placed.orphan, placed.reason(NAMES)) == (0, False, fixed.reason)
     # a skipif decided by a condition is the runner's to evaluate: the requirements place the test
     local = PytestSkip("skipped by pytest: no CUDA", local=True)
-    assert place(ItemVerdicts("t::e", (GPU_SKIP, None, None), local), NAMES).runner == 1
+    assert place(ItemVerdicts("t::e", (GPU_SKIP, None, None), local), 3).runner == 1
     bad = Verdict("model", "lm_model('m'): m/config.json: not JSON", error=True)
-    assert place(ItemVerdicts("t::f", (bad, bad, bad)), NAMES).runner == 0
+    assert place(ItemVerdicts("t::f", (bad, bad, bad)), 3).runner == 0
 
 
 def test_the_plans_json_and_text() -> None:

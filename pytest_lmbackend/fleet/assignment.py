@@ -106,12 +106,23 @@ class ItemVerdicts:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one test goes: the runner's index, whether no runner can run it, and why it is there
-    rather than on a cheaper runner (None when it plainly runs on the first)."""
+    """Where one test goes: the runner's index and whether no runner can run it; ``note`` is why it is
+    on the first runner whatever its requirements (pytest skips it, its input is bad), ``passed`` the
+    verdicts of the cheaper runners it passed over (every runner's, for an orphan)."""
 
     runner: int
     orphan: bool = False
-    reason: str | None = None
+    note: str | None = None
+    passed: tuple[Verdict | None, ...] = ()
+
+    def reason(self, names: Sequence[str]) -> str | None:
+        """Why the test is where it is, naming the runners it passed over; None when it plainly runs
+        on the first. Built on demand: a runner's job needs the text of its orphans only."""
+        if self.note is not None:
+            return self.note
+        if self.orphan:
+            return f"can run on no runner of the fleet: {_passed_over(names, self.passed)}"
+        return _passed_over(names[:len(self.passed)], self.passed) or None
 
 
 def _passed_over(names: Sequence[str], verdicts: Sequence[Verdict | None]) -> str:
@@ -122,24 +133,23 @@ def _passed_over(names: Sequence[str], verdicts: Sequence[Verdict | None]) -> st
     return "; ".join(f"{', '.join(who)}: {reason}" for reason, who in by_reason.items())
 
 
-def place(item: ItemVerdicts, names: Sequence[str]) -> Placement:
-    """The assignment rule: the first runner whose verdict is None takes the test. A test pytest skips
-    whatever the machine, and a test whose input is bad (it fails anywhere), go to the first runner;
-    a test no runner can run is an orphan of the last. A skip decided by a condition (``skipif``) is
-    the runner's to evaluate: such a test goes where its requirements say."""
-    if len(item.verdicts) != len(names):
-        raise ValueError(f"{item.nodeid}: {len(item.verdicts)} verdicts for {len(names)} runners")
+def place(item: ItemVerdicts, runners: int) -> Placement:
+    """The assignment rule over ``runners`` runners: the first runner whose verdict is None takes the
+    test. A test pytest skips whatever the machine, and a test whose input is bad (it fails anywhere),
+    go to the first runner; a test no runner can run is an orphan of the last. A skip decided by a
+    condition (``skipif``) is the runner's to evaluate: such a test goes where its requirements say."""
+    if len(item.verdicts) != runners:
+        raise ValueError(f"{item.nodeid}: {len(item.verdicts)} verdicts for {runners} runners")
     skipped = item.pytest_skip
     if skipped is not None and not skipped.local:
-        return Placement(0, reason=skipped.reason)
+        return Placement(0, note=skipped.reason)
     bad = next((v for v in item.verdicts if v is not None and v.error), None)
     if bad is not None:
-        return Placement(0, reason=bad.reason)
+        return Placement(0, note=bad.reason)
     for index, verdict in enumerate(item.verdicts):
         if verdict is None:
-            return Placement(index, reason=_passed_over(names[:index], item.verdicts[:index]) or None)
-    return Placement(len(names) - 1, orphan=True,
-                     reason=f"can run on no runner of the fleet: {_passed_over(names, item.verdicts)}")
+            return Placement(index, passed=item.verdicts[:index])
+    return Placement(runners - 1, orphan=True, passed=item.verdicts)
 
 
 @dataclass(frozen=True)
@@ -163,9 +173,14 @@ class Assignment:
     def orphans(self) -> list[str]:
         return [n for n, p in zip(self.nodeids, self.placements, strict=True) if p.orphan]
 
+    def reason(self, index: int) -> str | None:
+        """Why the test at ``index`` is where it is (see ``Placement.reason``)."""
+        return self.placements[index].reason(self.fleet)
+
     def reasons(self) -> dict[str, str]:
         """node id -> why it is where it is, for every test not plainly run by the first runner."""
-        return {n: p.reason for n, p in zip(self.nodeids, self.placements, strict=True) if p.reason}
+        found = ((n, self.reason(i)) for i, n in enumerate(self.nodeids))
+        return {nodeid: reason for nodeid, reason in found if reason}
 
     def to_json(self) -> dict[str, Any]:
         """``{"fleet": [names], "runners": {name: [node ids]}, "orphans": [node ids],
@@ -181,7 +196,8 @@ class Assignment:
 def assign(items: Iterable[ItemVerdicts], names: Sequence[str]) -> Assignment:
     """Place every test (see ``place``)."""
     listed = list(items)
-    return Assignment(tuple(names), tuple(i.nodeid for i in listed), tuple(place(i, names) for i in listed))
+    placements = tuple(place(i, len(names)) for i in listed)
+    return Assignment(tuple(names), tuple(i.nodeid for i in listed), placements)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ ini key ``lm_fleet``); the decisions are ``assignment``'s and ``check``'s pure f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from pytest_lmbackend.settings import Setting
 if TYPE_CHECKING:
     from pytest_lmbackend.backends import RunnerFacts
     from pytest_lmbackend.fleet.assignment import Assignment, ItemVerdicts, Runner
+    from pytest_lmbackend.markers import ItemMarks
     from pytest_lmbackend.selection import ItemOutcome
     from pytest_lmbackend.session import LmSession
 
@@ -127,6 +129,32 @@ def configure(config: pytest.Config, state: LmSession) -> None:
     config.pluginmanager.register(plugin, "lmbackend-fleet")
 
 
+_DECIDING: dict[type, tuple[str, ...]] = {}  # per class: the fields a decision reads
+_NOT_DECIDING = ("engine_options", "where", "requirements")  # requirements are keyed one by one
+
+
+def _deciding(value: Any) -> tuple[Any, ...]:
+    """A frozen value's fields but those that only describe it (engine options, the test's name)."""
+    names = _DECIDING.get(type(value))
+    if names is None:
+        names = _DECIDING[type(value)] = tuple(f.name for f in dataclasses.fields(value)
+                                               if f.name not in _NOT_DECIDING)
+    return tuple(getattr(value, name) for name in names)
+
+
+def _decision_key(marks: ItemMarks, param: str | None, bound: bool) -> Hashable | None:
+    """Everything of an item the plugin's decision reads (its markers but their engine options, its
+    requirements but the test they name, its backend parameter, whether it is bound): items alike in
+    these are decided once. None when a part cannot be hashed (a model given as a mapping)."""
+    requirements = tuple(_deciding(r) if dataclasses.is_dataclass(r) else r for r in marks.requirements)
+    key = (_deciding(marks), requirements, param, bound)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 class FleetPlugin:
     """The hooks of fleet mode for one session."""
 
@@ -142,6 +170,7 @@ class FleetPlugin:
         self.orphans: list[str] = []
         self._facts: list[RunnerFacts] | None = None
         self._releases: list[str] | None = None
+        self._decided: dict[Hashable, tuple[ItemOutcome, ...]] = {}  # one decision per kind of item
         self._phases: dict[str, float] = {}
         self._ran: set[str] = set()
 
@@ -177,39 +206,61 @@ class FleetPlugin:
                 + "\n  ".join(problems))
 
     # -- assignment ---------------------------------------------------------------------------------
-    def _prepare(self) -> tuple[list[RunnerFacts], list[str]]:
-        if self._facts is None or self._releases is None:
+    @property
+    def facts(self) -> list[RunnerFacts]:
+        """Each runner's facts as backend checks read them, from its profile alone."""
+        if self._facts is None:
             from pytest_lmbackend.backends import facts_from_hardware
+
+            self._facts = [facts_from_hardware(r.hardware) for r in self.runners]
+        return self._facts
+
+    @property
+    def releases(self) -> list[str]:
+        """Each runner's LMDeploy release (``assignment.runner_release``); read only for tests bound to
+        a model, so the rules are not loaded otherwise."""
+        if self._releases is None:
             from pytest_lmbackend.fleet.assignment import runner_release
             from pytest_lmbackend.rules import UnknownReleaseError
 
-            self._facts = [facts_from_hardware(r.hardware) for r in self.runners]
             try:
                 chosen = self.state.options.lmdeploy
                 self._releases = [runner_release(r.hardware, chosen) for r in self.runners]
             except UnknownReleaseError as exc:
                 raise pytest.UsageError(f"{self.settings.origin}: {exc}") from None
-        return self._facts, self._releases
+        return self._releases
 
     def judge(self, item: pytest.Item) -> tuple[ItemVerdicts, tuple[ItemOutcome, ...]]:
         """The plugin's decision for ``item`` on every runner, by the evaluation the run uses."""
         from pytest_lmbackend.fleet.assignment import ItemVerdicts
-        from pytest_lmbackend.selection import ItemOutcome
         from pytest_lmbackend.session import BOUND_KEY, MARKS_KEY, PARAM_KEY
         from pytest_lmbackend.skipping import pytest_skip
 
         skipped = pytest_skip(item)
         marks = item.stash.get(MARKS_KEY, None)
         if marks is None:  # not a test function the plugin reads: nothing to ask of a runner
-            outcomes: tuple[ItemOutcome, ...] = tuple(ItemOutcome(None, None, None) for _ in self.runners)
+            outcomes = self._anything
         else:
-            facts, releases = self._prepare()
-            outcomes = tuple(
-                self.state.evaluate_on(r.hardware, f, marks, param=item.stash[PARAM_KEY],
-                                       backend_bound=item.stash[BOUND_KEY], release=release)
-                for r, f, release in zip(self.runners, facts, releases, strict=True))
+            param, bound = item.stash[PARAM_KEY], item.stash[BOUND_KEY]
+            key = _decision_key(marks, param, bound)
+            cached = self._decided.get(key) if key is not None else None
+            if cached is None:
+                # the release matters only where a model is detected; None keeps the rules unloaded
+                releases = self.releases if marks.model is not None else [None] * len(self.runners)
+                cached = tuple(self.state.evaluate_on(r.hardware, f, marks, param=param, backend_bound=bound,
+                                                      release=release)
+                               for r, f, release in zip(self.runners, self.facts, releases, strict=True))
+                if key is not None:
+                    self._decided[key] = cached
+            outcomes = cached
         verdicts = ItemVerdicts(item.nodeid, tuple(o.verdict for o in outcomes), skipped)
         return verdicts, outcomes
+
+    @property
+    def _anything(self) -> tuple[ItemOutcome, ...]:
+        from pytest_lmbackend.selection import ItemOutcome
+
+        return tuple(ItemOutcome(None, None, None) for _ in self.runners)
 
     def assign(self, items: Sequence[pytest.Item]) -> tuple[Assignment, list[tuple[ItemOutcome, ...]]]:
         from pytest_lmbackend.backends import BackendCheckError
@@ -231,9 +282,8 @@ class FleetPlugin:
         keep = [item for n, item in enumerate(items) if n in mine]
         drop = [item for n, item in enumerate(items) if n not in mine]
         for n in mine:
-            placement = assignment.placements[n]
-            if placement.orphan:
-                items[n].stash[ORPHAN_KEY] = placement.reason or "can run on no runner of the fleet"
+            if assignment.placements[n].orphan:
+                items[n].stash[ORPHAN_KEY] = assignment.reason(n) or "can run on no runner of the fleet"
         self.shares = {name: len(assignment.runner_tests(n)) for n, name in enumerate(self.names)}
         self.orphans = assignment.orphans
         if drop:
@@ -270,8 +320,7 @@ class FleetPlugin:
             shown = tuple(skipped.outcome() for _ in cells) if skipped else cells
             runner = self.names[placement.runner] + (" (orphan)" if placement.orphan else "")
             rows.append(PlanRow(item.nodeid, shown, runner))
-        _, releases = self._prepare()
-        rules = ", ".join(dict.fromkeys(releases))
+        rules = ", ".join(dict.fromkeys(self.releases))
         lines = [f"lm-plan: {len(items)} tests, --lm-backend={self.state.options.backend}, LMDeploy rules "
                  f"{rules}; fleet (cheapest first): {', '.join(self.names)}; nothing was run", "",
                  *format_plan(rows, self.names, require=self.state.options.require), "",
@@ -355,8 +404,7 @@ class FleetPlugin:
             from pytest_lmbackend.backends import BackendCheckError
             from pytest_lmbackend.plan import profile_lines
 
-            facts, releases = self._prepare()
-            for runner, fact, release in zip(self.runners, facts, releases, strict=True):
+            for runner, fact, release in zip(self.runners, self.facts, self.releases, strict=True):
                 try:
                     availability = self.state.registry.availability(fact)
                 except BackendCheckError as exc:
