@@ -30,7 +30,7 @@ from pytest_lmbackend.fleet.assignment import (
     runner_release,
 )
 from pytest_lmbackend.fleet.check import CHECKS, match_gpus, missing
-from pytest_lmbackend.hardware import GPU, Hardware
+from pytest_lmbackend.hardware import GPU, NPU, Hardware
 from pytest_lmbackend.hardware.profiles import hardware_from_data
 from pytest_lmbackend.markers import parse_marks
 from pytest_lmbackend.plan import fleet_lines, runner_summary_lines
@@ -233,11 +233,26 @@ def test_what_a_runner_lacks_is_named() -> None:
         packages={"lmdeploy": "0.18.1", "lmdeploy.turbomind": "0.18.1", "flash-attn": "2.8.0"},
     )
     assert missing(claimed, more, ["turbomind", "pytorch"]) == []
-    assert [name for name, _ in CHECKS] == ["nodes", "gpus", "packages", "backends"]
+    assert [name for name, _ in CHECKS] == ["nodes", "gpus", "npus", "packages", "backends"]
     two_nodes = dataclasses.replace(claimed, nodes=2)
     assert missing(two_nodes, more, ["turbomind", "pytorch"]) == [
         "nodes: needs 2 nodes; this job spans 1 (the probe reads it from $PYTEST_LM_NODES)"]
     assert missing(two_nodes, dataclasses.replace(more, nodes=4), ["turbomind", "pytorch"]) == []
+
+
+def test_ascend_npus_are_counted_by_memory() -> None:
+    def npu(index: int, name: str, gib: int) -> NPU:
+        return NPU(index, index, name, gib * 1024**3)
+
+    claimed = Hardware(npus=tuple(npu(i, "Ascend910B3", 64) for i in range(8)), source="profile",
+                       profile="ascend-910bx8", ascend=True)
+    actual = Hardware(npus=(npu(0, "Ascend910B3", 64), npu(1, "Ascend310P3", 24)), source="profile",
+                      ascend=True)
+    assert missing(claimed, actual, []) == [
+        "NPUs: needs 8 x Ascend910B3 (>= 64 GiB); found 2: NPU 0 (Ascend910B3), 64 GiB; NPU 1 (Ascend310P3), "
+        "24 GiB; 7 of the 8 without an NPU that matches"]
+    enough = dataclasses.replace(actual, npus=tuple(npu(i, "Ascend910B3", 64) for i in range(16)))
+    assert missing(claimed, enough, []) == []
 
 
 # -- the property -----------------------------------------------------------------------------------------

@@ -55,6 +55,27 @@ def check_gpus(claimed: Hardware, actual: Hardware, available: Collection[str]) 
             f"{len(unmatched)} of the {len(claimed.gpus)} without a GPU that matches")
 
 
+def check_npus(claimed: Hardware, actual: Hardware, available: Collection[str]) -> str | None:
+    """Ascend NPUs have no compute capability: each claimed one needs its own NPU of at least its memory."""
+    from pytest_lmbackend.hardware import format_memory
+
+    pool = sorted(n.memory_total for n in actual.npus)
+    unmatched = 0
+    for want in sorted((n.memory_total for n in claimed.npus), reverse=True):
+        have = next((m for m in pool if m >= want), None)
+        if have is None:
+            unmatched += 1
+        else:
+            pool.remove(have)
+    if not unmatched:
+        return None
+    kinds = Counter((n.name, n.memory_total) for n in claimed.npus)
+    wanted = ", ".join(f"{n} x {name} (>= {format_memory(mem)})" for (name, mem), n in kinds.items())
+    found = "; ".join(f"{n.label()}, {format_memory(n.memory_total)}" for n in actual.npus) or "none"
+    return (f"NPUs: needs {wanted}; found {len(actual.npus)}: {found}; "
+            f"{unmatched} of the {len(claimed.npus)} without an NPU that matches")
+
+
 def check_packages(claimed: Hardware, actual: Hardware, available: Collection[str]) -> str | None:
     from pytest_lmbackend.hardware import TURBOMIND_KEY
 
@@ -99,6 +120,7 @@ def check_nodes(claimed: Hardware, actual: Hardware, available: Collection[str])
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("nodes", check_nodes),
     ("gpus", check_gpus),
+    ("npus", check_npus),
     ("packages", check_packages),
     ("backends", check_backends),
 )
