@@ -266,12 +266,8 @@ def stated(name: str, gpus: list[dict[str, Any]], packages: dict[str, str]) -> R
     return Runner(name, name, hardware_from_data(data, shown=name, profile=name))
 
 
-SHIPPED = [
-    r
-    for r in load_fleet(
-        ["cpu", "t4", "rtx4090", "a10x2", "a100-80gbx8", "h100x8", "b200x8"], origin="--lm-fleet"
-    )
-]
+SHIPPED_NAMES = ["cpu", "t4", "rtx4090", "a10x2", "a100-80gbx8", "h100x8", "b200x8", "ascend-910bx8"]
+SHIPPED = list(load_fleet(SHIPPED_NAMES, origin="--lm-fleet"))
 STATED = [
     stated("cpu-torch", [], TORCH_STACK),
     stated(
