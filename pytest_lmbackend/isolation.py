@@ -230,7 +230,7 @@ def run_isolated(item: pytest.Item) -> list[TestReport]:
     """
     config = item.config
     hardware = session_hardware(config)
-    gpus = item_devices(hardware, item_gpu_count(item.iter_markers()))
+    gpus = item_devices(hardware, item_gpu_count(item))
     mask = ",".join(device_id(g) for g in gpus) if hardware.gpus else None
     timeout = _timeout(config, item)
     with tempfile.TemporaryDirectory(prefix="lm-isolated-") as folder:

@@ -223,7 +223,7 @@ class LeakChecker:
         self.unavailable: str | None = None
 
     def _gpus(self, item: pytest.Item) -> tuple[GPU, ...]:
-        count = item_gpu_count(item.iter_markers())
+        count = item_gpu_count(item)
         if count <= 0 and not GPU_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             return ()
         return item_devices(session_hardware(self.config), count)

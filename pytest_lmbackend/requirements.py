@@ -29,7 +29,6 @@ KINDS: tuple[str, ...] = ("gpu", "nodes", "capability", "vram", "free_vram", "dt
                           "turbomind_kernels", "backend")
 KEYS: tuple[str, ...] = ("gpus", "nodes", "capability", "vram", "free_vram", "dtype", "packages",
                          "turbomind_kernels")
-_GPU_NUM = re.compile(r"^gpu_num_(\d+)$")
 _CAP = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+)\.(\d+|x|\*)\s*$")
 
 
@@ -270,12 +269,6 @@ def distributed_layout(name: str) -> Requirement:
     degrees = layout_degrees(layout)
     world = max(degrees.get("ep", 1), degrees.get("dp", 1) * degrees.get("tp", 1))
     return Requirement(layouts=(Layout(layout, world),))
-
-
-def gpu_num(marker_name: str) -> int | None:
-    """N for LMDeploy's ``gpu_num_N`` markers (same as ``lm_requires(gpus=N)``), else None."""
-    match = _GPU_NUM.match(marker_name)
-    return int(match.group(1)) if match else None
 
 
 def combine(requirements: Iterable[Requirement], *, where: str = "") -> Requirement:

@@ -20,7 +20,6 @@ from pytest_lmbackend.requirements import (
     combine,
     distributed_layout,
     evaluate,
-    gpu_num,
     layout_degrees,
     parse_capability_spec,
     parse_requirement,
@@ -210,13 +209,12 @@ def test_unknown_free_memory_is_not_enough() -> None:
     assert skip is not None and "has unknown free" in skip.reason
 
 
-def test_combine_and_gpu_num() -> None:
+def test_combine() -> None:
     merged = combine([req(gpus=2, capability=">=8.0"), req(gpus=4, vram="10GiB"), req(capability=">=8.0")])
     assert merged.gpus == 4 and merged.vram == 10 * GiB and len(merged.capability) == 1
     assert merged.where == WHERE
     with pytest.raises(RequirementError, match="turbomind_kernels=True and turbomind_kernels=False both"):
         combine([req(turbomind_kernels=True), req(turbomind_kernels=False)])
-    assert gpu_num("gpu_num_4") == 4 and gpu_num("gpu_num_x") is None and gpu_num("gpus") is None
     assert combine([]) == Requirement()
 
 

@@ -100,10 +100,37 @@ def test_remote_slice_uses_the_remote_hosts_gpus() -> None:
         xdist.remote_slice(remote, 3, 1, "gw3")
 
 
-def test_gpu_count_from_markers() -> None:
-    mark = pytest.mark
-    assert xdist.item_gpu_count([mark.lm_requires(gpus=2).mark, mark.gpu_num_4.mark]) == 4
-    assert xdist.item_gpu_count([mark.lm_requires(capability=">=8.0").mark]) == 0
+def test_gpu_count_is_the_items_stored_requirement(pytester: pytest.Pytester) -> None:
+    # what the plugin read from the markers at collection, every marker merged: a GPU fact without a
+    # count is judged on one GPU (GPU 0), so the item needs one, as the evaluation says
+    pytester.makepyfile(test_module="""
+        import pytest
+
+        pytestmark = pytest.mark.gpu_num_4
+
+        @pytest.mark.lm_requires(gpus=2)
+        def test_four(): pass
+
+        def test_module_count(): pass
+
+        @pytest.mark.lm_requires(capability=">=8.0")
+        def test_capability(): pass
+        """)
+    items, _ = pytester.inline_genitems("test_module.py")
+    assert [xdist.item_gpu_count(i) for i in items] == [4, 4, 4]
+    pytester.makepyfile(test_module="""
+        import pytest
+
+        @pytest.mark.lm_requires(capability=">=8.0")
+        def test_capability(): pass
+
+        @pytest.mark.lm_requires(gpus=0)
+        def test_none(): pass
+
+        def test_plain(): pass
+        """)
+    items, _ = pytester.inline_genitems("test_module.py")
+    assert [xdist.item_gpu_count(i) for i in items] == [1, 0, 0]
 
 
 def test_a_worker_whose_cuda_started_before_pinning_stops(monkeypatch: pytest.MonkeyPatch) -> None:

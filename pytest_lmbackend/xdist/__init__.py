@@ -26,7 +26,6 @@ from pytest_lmbackend.xdist.slicing import (
     expand_tx,
     format_sizes,
     item_devices,
-    item_gpu_count,
     parse_gpus_per_worker,
     plan_workers,
     remote_slice,
@@ -150,6 +149,16 @@ def gpus_per_worker(config: pytest.Config) -> Sizes:
     return settings.value(config, GPUS_PER_WORKER)
 
 
+def item_gpu_count(item: pytest.Item) -> int:
+    """GPUs an item needs, from the requirement the plugin read from its markers at collection (every
+    ``lm_requires`` and ``gpu_num_N`` merged): 1 when it asks a GPU fact without a count, 0 when it asks
+    nothing of a GPU."""
+    from pytest_lmbackend.session import MARKS_KEY
+
+    marks = item.stash.get(MARKS_KEY, None)
+    return 0 if marks is None else max((r.gpu_count for r in marks.requirements), default=0)
+
+
 def worker_id(config: pytest.Config) -> str | None:
     workerinput = getattr(config, "workerinput", None)
     return None if workerinput is None else str(workerinput.get("workerid"))
@@ -247,7 +256,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     mask = os.environ.get(SLICE_ENV)
     if mask is None:
         return
-    reason = too_wide(item_gpu_count(item.iter_markers()), mask, worker_id(item.config),
+    reason = too_wide(item_gpu_count(item), mask, worker_id(item.config),
                       format_sizes(gpus_per_worker(item.config)),
                       dist=str(item.config.getoption("dist", "load") or "load"),
                       outer_worker=os.environ.get("PYTEST_XDIST_WORKER"))
@@ -268,7 +277,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if isinstance(share, Mapping) and share.get("needs_dir"):
         from pytest_lmbackend.xdist.schedule import write_needs
 
-        needs = {item.nodeid: item_gpu_count(item.iter_markers()) for item in items}
+        needs = {item.nodeid: item_gpu_count(item) for item in items}
         write_needs(str(share["needs_dir"]), str(worker_id(config)), {k: v for k, v in needs.items() if v})
 
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pytest_lmbackend.hardware.model import GPU, Hardware
 
 LOCAL = "local"
-_GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
 
 # ``--lm-gpus-per-worker``: one size for every worker, or one size per worker ("4,1,1").
 Sizes = tuple[int, ...]
@@ -234,19 +232,6 @@ def remote_slice(visible: Sequence[GPU], rank: int, size: int, worker: str) -> t
         return slice_devices(devices, rank + 1, size)[rank]
     except SliceError as exc:
         raise SliceError(f"xdist worker {worker} (worker {rank + 1} on its host): {exc}") from None
-
-
-def item_gpu_count(marks: Iterable[Any]) -> int:
-    """GPUs an item asks for: the largest ``lm_requires(gpus=N)`` or ``gpu_num_N``; 0 when none."""
-    count = 0
-    for mark in marks:
-        if mark.name == "lm_requires":
-            gpus = mark.kwargs.get("gpus")
-            if isinstance(gpus, int) and not isinstance(gpus, bool):
-                count = max(count, gpus)
-        elif (m := _GPU_NUM.match(mark.name)) is not None:
-            count = max(count, int(m.group(1)))
-    return count
 
 
 def item_devices(hardware: Hardware, count: int) -> tuple[GPU, ...]:
