@@ -95,9 +95,7 @@ def _configure(config: pytest.Config) -> None:
         check_backend_names(options.backend, registry, options.backend_origin)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from exc
-    from pytest_lmbackend.xdist import masked_profile
-
-    state = LmSession(options=options, registry=registry, refine=lambda hw: masked_profile(config, hw))
+    state = LmSession(options=options, registry=registry)
     try:
         if options.hardware:  # a bad profile is a usage error now, not a failure in every test
             for hw in state.hardware_views():

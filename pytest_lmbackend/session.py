@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +44,6 @@ class LmSession:
 
     options: Options
     registry: Registry
-    # applied to the one Hardware of a run (not to --lm-plan's columns): a pinned xdist worker sees a
-    # fake profile through its CUDA_VISIBLE_DEVICES, as a real probe there sees the real GPUs
-    refine: Callable[[Any], Any] | None = None
     _hardware: list[Any] | None = None
     _facts: list[RunnerFacts] | None = None
     _release: str | None = None
@@ -56,11 +53,8 @@ class LmSession:
     def hardware_views(self) -> list[Any]:
         """One Hardware per ``--lm-hardware`` profile, else the probe's single answer."""
         if self._hardware is None:
-            views = load_hardware(self.options.hardware, several=self.options.plan,
-                                  origin=self.options.hardware_origin)
-            if self.refine is not None and not self.options.plan:
-                views = [self.refine(hw) for hw in views]
-            self._hardware = views
+            self._hardware = load_hardware(self.options.hardware, several=self.options.plan,
+                                           origin=self.options.hardware_origin)
             self._facts = [facts_from_hardware(hw) for hw in self._hardware]
         return self._hardware
 

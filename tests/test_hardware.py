@@ -694,14 +694,27 @@ def test_unreadable_profile_files(tmp_path: Path) -> None:
 
 
 def test_probe_takes_the_profile_from_the_environment() -> None:
-    hw = probe(environ={"PYTEST_LM_HARDWARE": "t4", "CUDA_VISIBLE_DEVICES": ""})
-    # the local mask is not applied to a profile: it describes another machine
+    hw = probe(environ={"PYTEST_LM_HARDWARE": "t4"})
     assert hw.source == "profile" and hw.profile == "t4" and len(hw.gpus) == 1
     assert probe(profile="cpu", environ={"PYTEST_LM_HARDWARE": "t4"}).profile == "cpu"
     with pytest.raises(ProfileError, match="several profiles"):
         probe(profile="t4,h100")
     assert [h.profile for h in probe_many(environ={"PYTEST_LM_HARDWARE": "t4, h100x2"})] == ["t4", "h100x2"]
     assert [h.profile for h in load_profiles("a10,a10x2")] == ["a10", "a10x2"]
+
+
+def test_probe_sees_a_profile_through_cuda_visible_devices() -> None:
+    # as it sees real GPUs: a pinned xdist worker, or a job given some of a runner's GPUs, holds only those
+    hw = probe(profile="h100x4", environ={"CUDA_VISIBLE_DEVICES": "2,0"})
+    assert [(g.index, g.physical_index) for g in hw.gpus] == [(0, 2), (1, 0)]
+    uuid = load_profile("h100x4").gpus[3].uuid
+    by_uuid = probe(profile="h100x4", environ={"CUDA_VISIBLE_DEVICES": uuid})
+    assert [g.physical_index for g in by_uuid.gpus] == [3]
+    hidden = probe(profile="h100x4", environ={"CUDA_VISIBLE_DEVICES": ""})
+    assert hidden.gpus == () and any("all 4 GPU(s) hidden" in w for w in hidden.warnings)
+    assert len(probe(profile="h100x4", environ={}).gpus) == 4
+    # a plan's columns describe the runners the profiles name, whatever this shell hides
+    assert [len(h.gpus) for h in probe_many(profile="h100x4", environ={"CUDA_VISIBLE_DEVICES": ""})] == [4]
 
 
 def test_hardware_is_frozen_and_hashable() -> None:

@@ -12,6 +12,7 @@ from pytest_lmbackend.hardware.nvml import DriverView, ProbeFailed, read_nvml
 from pytest_lmbackend.hardware.packages import detect_ascend, read_packages
 from pytest_lmbackend.hardware.visibility import (
     ASCEND_MASK,
+    Device,
     apply_npu_visibility,
     apply_visibility,
     order_warning,
@@ -133,7 +134,7 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
                                "a session runs on one", path=spec)
         from pytest_lmbackend.hardware.profiles import load_profile
 
-        return load_profile(spec)
+        return _masked(load_profile(spec), env.get("CUDA_VISIBLE_DEVICES"))
     notes: list[str] = []
     limit = nvml_timeout(env, notes)
     ways: tuple[tuple[Source, Callable[[], DriverView]], ...] = (
@@ -176,6 +177,17 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
                     ascend=ascend, warnings=warnings, nodes=nodes, npus=npus, npu_driver=npu_driver)
 
 
+def _masked(profile: Hardware, mask: str | None) -> Hardware:
+    """A profile's GPUs as a CUDA program here would see them under ``mask``, as a real probe sees real
+    GPUs: a pinned xdist worker or a job given some of a runner's GPUs holds only those."""
+    if mask is None:
+        return profile
+    import dataclasses
+
+    gpus, notes = apply_visibility([Device(g) for g in profile.gpus], mask)
+    return dataclasses.replace(profile, gpus=gpus, warnings=(*profile.warnings, *notes))
+
+
 def _read_npus(env: Mapping[str, str], timeout: float) -> tuple[tuple[NPU, ...], str | None, list[str]]:
     """Ascend NPUs from ``npu-smi info`` under ``ASCEND_RT_VISIBLE_DEVICES``; nothing is run (and no
     module loaded) where ``npu-smi`` is not on PATH."""
@@ -195,10 +207,11 @@ def _read_npus(env: Mapping[str, str], timeout: float) -> tuple[tuple[NPU, ...],
 
 def probe_many(*, profile: str | None = None, environ: Mapping[str, str] | None = None,
                timeout: float = DEFAULT_TIMEOUT) -> list[Hardware]:
-    """Like ``probe`` but a comma list of profiles (``"a100-40gb,h100x8"``) gives one ``Hardware`` each."""
+    """Like ``probe`` but a comma list of profiles (``"a100-40gb,h100x8"``) gives one ``Hardware`` each,
+    each whole: a plan describes the runners the profiles name, not this shell's ``CUDA_VISIBLE_DEVICES``."""
     env = os.environ if environ is None else environ
     spec = profile_spec(profile, env)
-    if spec is not None and "," in spec:
+    if spec is not None:
         from pytest_lmbackend.hardware.profiles import load_profiles
 
         return load_profiles(spec)

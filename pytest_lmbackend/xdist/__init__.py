@@ -84,7 +84,7 @@ _TOO_WIDE = re.compile(r"^Skipped: needs (\d+) GPUs; xdist worker ")
 def session_hardware(config: pytest.Config) -> Hardware:
     """The session's Hardware: the plugin's (probed once, lazily); before the plugin is configured
     (``-n auto`` is resolved that early), probed here from ``--lm-hardware`` / ``PYTEST_LM_HARDWARE``.
-    A fake profile is seen through this process's ``CUDA_VISIBLE_DEVICES`` as real GPUs are."""
+    The probe sees a fake profile through this process's ``CUDA_VISIBLE_DEVICES`` as it sees real GPUs."""
     cached = config.stash.get(_HARDWARE_KEY, None)
     if cached is not None:
         return cached
@@ -98,28 +98,8 @@ def session_hardware(config: pytest.Config) -> Hardware:
             raise pytest.UsageError(str(exc)) from None
     else:
         found = probe_here(config)
-    found = masked_profile(config, found)
     config.stash[_HARDWARE_KEY] = found
     return found
-
-
-def masked_profile(config: pytest.Config, found: Hardware) -> Hardware:
-    """A fake profile under this process's ``CUDA_VISIBLE_DEVICES``: the profile's GPUs as CUDA would
-    show them here (UUIDs, indices and MIG ids as CUDA reads them)."""
-    mask = os.environ.get(MASK_ENV)
-    if found.source != "profile" or mask is None:
-        return found
-    import dataclasses
-
-    from pytest_lmbackend import hardware
-    from pytest_lmbackend.hardware.visibility import Device
-
-    spec = hardware.profile_spec(profile_option(config), os.environ)
-    if spec is None:
-        return found
-    full = hardware.load_profile(spec)
-    visible, notes = hardware.apply_visibility([Device(g) for g in full.gpus], mask)
-    return dataclasses.replace(found, gpus=visible, warnings=(*found.warnings, *notes))
 
 
 def profile_option(config: pytest.Config) -> str | None:
