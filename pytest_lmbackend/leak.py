@@ -79,7 +79,7 @@ def parse_mode(text: str) -> Mode:
 def parse_threshold(text: str) -> int:
     """argparse ``type=`` for ``--lm-leak-threshold``: a size like ``64MiB``, ``1GB``, or bytes."""
     try:
-        return parse_memory(int(text) if str(text).strip().isdigit() else str(text))
+        return parse_memory(str(text))  # bare digits are bytes there too, ASCII ones only
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     except OverflowError:  # a number too large for a float: "1e999GiB", or 400 digits and a unit

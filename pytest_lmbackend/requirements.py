@@ -29,7 +29,7 @@ KINDS: tuple[str, ...] = ("gpu", "nodes", "capability", "vram", "free_vram", "dt
                           "turbomind_kernels", "backend")
 KEYS: tuple[str, ...] = ("gpus", "nodes", "capability", "vram", "free_vram", "dtype", "packages",
                          "turbomind_kernels")
-_CAP = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+)\.(\d+|x|\*)\s*$")
+_CAP = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*([0-9]{1,4})\.([0-9]{1,4}|x|\*)\s*$")  # ASCII digits
 
 
 class RequirementError(ValueError):

@@ -666,7 +666,7 @@ def test_xn_repeats_the_kind_of_a_shipped_profile(spec: str, count: int, name: s
 
 
 def test_xn_on_a_name_that_already_counts_gpus_is_refused() -> None:
-    with pytest.raises(ProfileError, match="'a100-80gbx8' already names several GPUs; for 2 of its kind "
+    with pytest.raises(ProfileError, match="'a100-80gbx8' already names 8 GPUs; for 2 of its kind "
                                            "say a100-80gbx2"):
         load_profile("a100-80gbx8x2", local_packages={})
 

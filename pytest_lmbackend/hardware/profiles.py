@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
+import stat
 import tomllib
 import zlib
 from collections.abc import Mapping
@@ -21,7 +24,8 @@ _TOP_KEYS = {"name", "description", "driver", "cuda", "ascend", "backends", "pac
              "cuda_visible_devices", "nodes", "npus", "npu_driver", "ascend_rt_visible_devices"}
 _GPU_KEYS = {"name", "capability", "memory_total", "memory_free", "count", "uuid", "pci_bus_id"}
 _NPU_KEYS = {"name", "memory_total", "memory_free", "count", "pci_bus_id"}
-_REPEAT = re.compile(r"^(.+?)x(\d+)$")
+_REPEAT = re.compile(r"^(.+?)x([0-9]+)$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")  # what a shipped name (or NAMExN) can be
 MAX_GPUS = 1024
 
 
@@ -40,24 +44,68 @@ def _looks_like_file(spec: str) -> bool:
     return spec.endswith((".toml", ".json")) or "/" in spec or "\\" in spec
 
 
-def _read_file(path: Path, shown: str) -> dict[str, Any]:
+MAX_PROFILE_BYTES = 1024 * 1024  # a profile of 1024 GPU tables is about 100 KB
+
+
+def _read_bytes(path: Path, shown: str) -> bytes:
+    """The file's bytes, from a regular file of at most ``MAX_PROFILE_BYTES`` only: a FIFO would wait
+    for a writer forever and a device (``/dev/zero``) never ends. Opened without blocking, then
+    checked on the open descriptor, so what is read is what was checked."""
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         message = f"hardware profile {shown}: cannot read it: {exc.strerror or exc}"
         raise ProfileError(message, path=shown) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ProfileError(f"hardware profile {shown}: not a regular file (a folder, FIFO, socket or "
+                               "device); a profile is a .toml or .json file", path=shown)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_PROFILE_BYTES:
+            chunk = os.read(fd, MAX_PROFILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        message = f"hardware profile {shown}: cannot read it: {exc.strerror or exc}"
+        raise ProfileError(message, path=shown) from exc
+    finally:
+        os.close(fd)
+    if size > MAX_PROFILE_BYTES:
+        raise ProfileError(f"hardware profile {shown}: larger than 1 MiB; a profile is a few hundred bytes",
+                           path=shown)
+    return b"".join(chunks)
+
+
+def _read_file(path: Path, shown: str) -> dict[str, Any]:
+    raw = _read_bytes(path, shown)
+    kind = "JSON" if path.suffix == ".json" else "TOML"
     try:
         if path.suffix == ".json":
             data = json.loads(raw.decode("utf-8"))
         else:
             data = tomllib.loads(raw.decode("utf-8"))
+    except RecursionError as exc:
+        message = f"hardware profile {shown}: not valid {kind}: nested too deeply"
+        raise ProfileError(message, path=shown) from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        kind = "JSON" if path.suffix == ".json" else "TOML"
         raise ProfileError(f"hardware profile {shown}: not valid {kind}: {exc}", path=shown) from exc
     if not isinstance(data, dict):
         raise ProfileError(f"hardware profile {shown}: must hold an object/table at the top, "
                            f"not {type(data).__name__}", path=shown)
     return data
+
+
+def _brief(value: object) -> str:
+    """``repr(value)`` cut short for a message: a field's value may be any size or depth."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"a {type(value).__name__} nested too deeply"
+    return text if len(text) <= 60 else f"{text[:40]}...{text[-10:]}"
 
 
 def _fail(shown: str, field: str, problem: str) -> ProfileError:
@@ -71,11 +119,11 @@ def _optional_str(data: Mapping[str, Any], key: str, shown: str) -> str | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # cuda = 12.8 written as a number
     if not isinstance(value, str):
-        raise _fail(shown, key, f"must be a string, not {value!r}")
+        raise _fail(shown, key, f"must be a string, not {_brief(value)}")
     return value
 
 
-_VERSION = re.compile(r"\d+(\.\d+){0,3}")
+_VERSION = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}")
 
 
 def _version(data: Mapping[str, Any], key: str, shown: str) -> str | None:
@@ -83,7 +131,7 @@ def _version(data: Mapping[str, Any], key: str, shown: str) -> str | None:
     written (``cuda = 13`` is "13", which compares as 13.0). Quote it: TOML reads 12.10 as 12.1."""
     value = _optional_str(data, key, shown)
     if value is not None and not _VERSION.fullmatch(value.strip()):
-        raise _fail(shown, key, f"must be a version such as \"12.8\", not {data.get(key)!r}")
+        raise _fail(shown, key, f"must be a version such as \"12.8\", not {_brief(data.get(key))}")
     return value.strip() if value is not None else None
 
 
@@ -99,7 +147,7 @@ def _entries(data: Mapping[str, Any], key: str, shown: str, known: set[str],
     for n, entry in enumerate(entries):
         where = f"{key}[{n}]"
         if not isinstance(entry, dict):
-            raise _fail(shown, where, f"must be a table/object, not {entry!r}")
+            raise _fail(shown, where, f"must be a table/object, not {_brief(entry)}")
         unknown = sorted(set(entry) - known)
         if unknown:
             raise _fail(shown, f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(known))})")
@@ -108,10 +156,11 @@ def _entries(data: Mapping[str, Any], key: str, shown: str, known: set[str],
                 raise _fail(shown, f"{where}.{field}", "missing")
         name = entry["name"]
         if not isinstance(name, str) or not name:
-            raise _fail(shown, f"{where}.name", f"must be a non-empty string, not {name!r}")
+            raise _fail(shown, f"{where}.name", f"must be a non-empty string, not {_brief(name)}")
         count = entry.get("count", 1)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GPUS:
-            raise _fail(shown, f"{where}.count", f"must be an integer from 1 to {MAX_GPUS}, not {count!r}")
+            raise _fail(shown, f"{where}.count",
+                        f"must be an integer from 1 to {MAX_GPUS}, not {_brief(count)}")
         total += count
         if total > MAX_GPUS:  # checked before any device is made: a huge profile costs nothing
             raise _fail(shown, key, f"more than {MAX_GPUS} {what}s")
@@ -178,7 +227,8 @@ def _nodes(data: Mapping[str, Any], shown: str) -> int:
     """How many machines like this one the profile's job spans: a whole number, 1 unless stated."""
     nodes = data.get("nodes", 1)
     if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
-        raise _fail(shown, "nodes", f"must be a whole number of nodes from 1 to {MAX_NODES}, not {nodes!r}")
+        raise _fail(shown, "nodes",
+                    f"must be a whole number of nodes from 1 to {MAX_NODES}, not {_brief(nodes)}")
     return nodes
 
 
@@ -192,13 +242,13 @@ def hardware_from_data(data: Mapping[str, Any], *, shown: str, profile: str,
     npus = _npus(data, shown)
     ascend = data.get("ascend", bool(npus))
     if not isinstance(ascend, bool):
-        raise _fail(shown, "ascend", f"must be true or false, not {ascend!r}")
+        raise _fail(shown, "ascend", f"must be true or false, not {_brief(ascend)}")
     if npus and not ascend:
         raise _fail(shown, "ascend", "is false, but the profile lists NPUs")
     backends = data.get("backends")
     if backends is not None and (not isinstance(backends, list)
                                  or not all(isinstance(b, str) and b for b in backends)):
-        raise _fail(shown, "backends", f"must be a list of backend names, not {backends!r}")
+        raise _fail(shown, "backends", f"must be a list of backend names, not {_brief(backends)}")
     packages_data = data.get("packages")
     if packages_data is None:
         packages = dict(read_packages() if local_packages is None else local_packages)
@@ -276,6 +326,59 @@ def _load_file(spec: str, local_packages: Mapping[str, str] | None) -> Hardware:
                               local_packages=local_packages)
 
 
+MAX_NAME = 255  # longer than any file name: neither a shipped name nor a file
+
+
+def _held(data: Mapping[str, Any]) -> int:
+    """How many GPUs and NPUs a profile's tables hold."""
+    return sum(e.get("count", 1) for key in ("gpus", "npus") for e in (data.get(key) or [])
+               if isinstance(e, dict) and isinstance(e.get("count", 1), int))
+
+
+def _load_repeat(name: str, spec: str, local_packages: Mapping[str, str] | None) -> Hardware | None:
+    """``NAMExN``: N devices of the shipped one-kind profile NAME; None when NAME is not shipped."""
+    match = _REPEAT.match(name)
+    base_file = _repeat_base(match.group(1)) if match else None
+    if match is None or base_file is None:
+        return None
+    kind, count = match.group(1), int(match.group(2))
+    if not 1 <= count <= MAX_GPUS:
+        raise ProfileError(f"hardware profile {spec!r}: count must be 1 to {MAX_GPUS}", path=spec)
+    base = _read_file(base_file, f"{base_file.stem!r}")
+    held = _held(base)
+    if base_file.stem == kind and held > 1:
+        # a100-80gbx8x2: the base already counts its GPUs; a product name such as rtx4090 does not
+        single = _REPEAT.match(kind)
+        plain = single.group(1) if single is not None else kind
+        unit = "NPUs" if base.get("npus") else "GPUs"
+        raise ProfileError(f"hardware profile {spec!r}: {kind!r} already names {held} {unit}; "
+                           f"for {count} of its kind say {plain}x{count}", path=spec)
+    data = _repeat(base, count, f"{spec!r}")
+    return hardware_from_data(data, shown=f"{spec!r}", profile=name, local_packages=local_packages)
+
+
+def _is_file(spec: str) -> bool:
+    try:
+        return Path(spec).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _unknown(spec: str) -> ProfileError:
+    """No such profile: the shipped names, and the closest one when a name was mistyped."""
+    shipped = shipped_profiles()
+    name = spec.lower()
+    close = difflib.get_close_matches(name, shipped, n=1, cutoff=0.75)
+    match = _REPEAT.match(name)
+    if not close and match is not None:  # h10x2: the kind mistyped, the count kept
+        kinds = difflib.get_close_matches(match.group(1), shipped, n=1, cutoff=0.6)
+        close = [f"{kinds[0]}x{match.group(2)}"] if kinds else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ProfileError(f"hardware profile {spec!r}: no such profile or file{hint}; shipped: "
+                        f"{', '.join(shipped)} (add xN for N devices of one kind, e.g. a10x2), or give a "
+                        "path to a .toml/.json file", path=spec)
+
+
 def load_profile(spec: str, *, local_packages: Mapping[str, str] | None = None) -> Hardware:
     """A ``Hardware`` from a shipped name (``h100``), ``NAMExN`` (``a10x4``) or a ``.toml``/``.json`` file.
 
@@ -287,31 +390,26 @@ def load_profile(spec: str, *, local_packages: Mapping[str, str] | None = None) 
         raise ProfileError("hardware profile: empty name")
     if _looks_like_file(spec):
         return _load_file(spec, local_packages)
+    if len(spec) > MAX_NAME:
+        raise ProfileError(f"hardware profile {_brief(spec)}: a name of {len(spec)} characters is longer "
+                           f"than any file name ({MAX_NAME}); shipped names are short, e.g. h100x8",
+                           path=spec[:MAX_NAME])
+    odd = next((ch for ch in spec if ch.isdigit() and not ch.isascii()), None)
+    if odd is not None:
+        raise ProfileError(f"hardware profile {spec!r}: {odd!r} is not an ASCII digit; names and counts "
+                           "are written with 0-9 (e.g. h100x3)", path=spec)
     name = spec.lower()
-    file = PROFILE_DIR / f"{name}.toml"
-    if file.is_file():
-        return hardware_from_data(_read_file(file, f"{name!r}"), shown=f"{name!r}", profile=name,
-                                  local_packages=local_packages)
-    match = _REPEAT.match(name)
-    base_file = _repeat_base(match.group(1)) if match else None
-    if match and base_file is not None:
-        count = int(match.group(2))
-        if not 1 <= count <= MAX_GPUS:
-            raise ProfileError(f"hardware profile {spec!r}: GPU count must be 1 to {MAX_GPUS}", path=spec)
-        if _REPEAT.match(match.group(1)) and base_file.stem == match.group(1):
-            kind = _REPEAT.match(match.group(1)).group(1)  # type: ignore[union-attr]
-            raise ProfileError(f"hardware profile {spec!r}: {match.group(1)!r} already names several GPUs; "
-                               f"for {count} of its kind say {kind}x{count}", path=spec)
-        base = _read_file(base_file, f"{base_file.stem!r}")
-        data = _repeat(base, count, f"{spec!r}")
-        return hardware_from_data(data, shown=f"{spec!r}", profile=name, local_packages=local_packages)
-    if Path(spec).is_file():  # a file without a suffix, after the shipped names so "h100" stays ours
+    if _NAME.match(name):
+        file = PROFILE_DIR / f"{name}.toml"
+        if file.is_file():
+            return hardware_from_data(_read_file(file, repr(name)), shown=repr(name), profile=name,
+                                      local_packages=local_packages)
+        repeated = _load_repeat(name, spec, local_packages)
+        if repeated is not None:
+            return repeated
+    if _is_file(spec):  # a file without a suffix, after the shipped names so "h100" stays ours
         return _load_file(spec, local_packages)
-    raise ProfileError(
-        f"hardware profile {spec!r}: no such profile or file; shipped: {', '.join(shipped_profiles())} "
-        "(add xN for N GPUs of one kind, e.g. a10x2), or give a path to a .toml/.json file",
-        path=spec,
-    )
+    raise _unknown(spec)
 
 
 def load_profiles(specs: str, *, local_packages: Mapping[str, str] | None = None) -> list[Hardware]:

@@ -19,7 +19,7 @@ QUERY_FIELDS = ("index", "uuid", "pci.bus_id", "name", "compute_cap", "memory.to
 # compute_cap arrived in driver 510; older drivers refuse the whole query, so ask again without it
 QUERY_FIELDS_OLD = tuple(f for f in QUERY_FIELDS if f != "compute_cap")
 _MIB = 1024**2
-_CUDA_LINE = re.compile(r"CUDA Version\s*:?\s*(\d+\.\d+)")
+_CUDA_LINE = re.compile(r"CUDA Version\s*:?\s*([0-9]+\.[0-9]+)")
 _UNKNOWN = {"[n/a]", "[not supported]", "n/a", "[unknown error]", ""}
 
 # for drivers too old to report compute_cap: the capability of the GPUs such drivers ran
@@ -39,8 +39,20 @@ def capability_from_name(name: str) -> tuple[int, int] | None:
     return None
 
 
-def _number(text: str) -> int | None:
-    return None if text.strip().lower() in _UNKNOWN else int(float(text))
+_MIB_FIGURE = re.compile(r"^[0-9]{1,15}$")  # a whole number of MiB, ASCII digits, below 2**64 bytes
+
+
+def _mib(text: str, field: str, gpu: str, notes: list[str]) -> int | None:
+    """A memory figure in bytes; None when nvidia-smi does not know it ([N/A]) or prints something
+    that is not a whole number of MiB (inf, nan, ...), which is noted. Either way the GPU stays
+    listed: it exists, only this figure is unknown."""
+    value = text.strip()
+    if value.lower() in _UNKNOWN:
+        return None
+    if not _MIB_FIGURE.match(value):
+        notes.append(f"nvidia-smi: {gpu}: {field} {value!r} is not a number of MiB; taken as unknown")
+        return None
+    return int(value) * _MIB
 
 
 def parse_query(
@@ -66,16 +78,16 @@ def parse_query(
         row = dict(zip(fields[:name_at], parts[:name_at], strict=True))
         row["name"] = ", ".join(parts[name_at:len(parts) - after])
         row.update(zip(fields[name_at + 1:], parts[len(parts) - after:], strict=True))
-        try:
-            index = int(row["index"])
-            total = _number(row["memory.total"])
-            free = _number(row["memory.free"])
-        except ValueError:
+        if not re.match(r"^[0-9]{1,6}$", row["index"]):
             notes.append(f"nvidia-smi: line {line_no} is not a device row: {line!r}")
             continue
+        index = int(row["index"])
+        gpu_name = f"GPU {index} ({row['name']})"
+        total = _mib(row["memory.total"], "memory.total", gpu_name, notes)
+        free = _mib(row["memory.free"], "memory.free", gpu_name, notes)
         capability: tuple[int, int] | None = None
         cap_text = row.get("compute_cap", "")
-        match = re.match(r"^(\d+)\.(\d+)$", cap_text)
+        match = re.match(r"^([0-9]{1,4})\.([0-9]{1,4})$", cap_text)
         if match:
             capability = (int(match.group(1)), int(match.group(2)))
         else:
@@ -85,7 +97,7 @@ def parse_query(
         bus = row["pci.bus_id"].lower()
         gpu = GPU(index=len(devices), physical_index=index, uuid=row["uuid"], name=row["name"],
                   capability=capability or (0, 0),
-                  memory_total=(total or 0) * _MIB, memory_free=None if free is None else free * _MIB,
+                  memory_total=total or 0, memory_free=free,
                   pci_bus_id=None if bus in _UNKNOWN else bus)
         devices.append(Device(gpu))
         driver = driver or (None if row["driver_version"].lower() in _UNKNOWN else row["driver_version"])

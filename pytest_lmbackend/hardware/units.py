@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from fractions import Fraction
 
 _UNITS: dict[str, int] = {
     "": 1, "b": 1,
@@ -12,21 +13,27 @@ _UNITS: dict[str, int] = {
 }
 # "40G" could mean either: GPU tools say GiB where people write GB; it is refused, naming both
 _AMBIGUOUS = {"k", "m", "g", "t"}
-_SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_CAPABILITY = re.compile(r"^\s*(\d+)\.(\d+)\s*$")
+# ASCII digits only: Python's \d and int() also take "٤٠" or "４０", which no GPU tool writes
+_SIZE = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+_CAPABILITY = re.compile(r"^\s*([0-9]{1,4})\.([0-9]{1,4})\s*$")
+# more memory than any device holds (16 EiB, NVML's 64-bit counters): a larger size is a typo, and
+# one large enough would overflow a float (infinity) wherever it is shown
+MAX_MEMORY = 2**64
 
 
 def parse_memory(value: object) -> int:
     """Bytes from ``"40GiB"``, ``"40GB"`` (10^9), ``"40000MiB"``, ``"1.5 TiB"`` or an int (bytes).
 
-    Raises ``ValueError`` naming the value for anything else (bools, negatives, unknown units).
+    Read exactly (no float on the way), in ASCII digits, up to ``MAX_MEMORY`` (16 EiB).
+    Raises ``ValueError`` naming the value for anything else (bools, negatives, unknown units, sizes
+    beyond any device).
     """
     if isinstance(value, bool):
         raise ValueError(f"memory size must be an int (bytes) or a string like '40GiB', not {value!r}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"memory size must not be negative, got {value!r}")
-        return value
+        return _at_most_max(value, value)
     if not isinstance(value, str):
         raise ValueError(f"memory size must be an int (bytes) or a string like '40GiB', not {value!r}")
     match = _SIZE.match(value)
@@ -38,10 +45,26 @@ def parse_memory(value: object) -> int:
                          f"as nvidia-smi counts) or {number}{letter}B (powers of 1000)")
     if match is None or match.group(2).lower() not in _UNITS:
         raise ValueError(
-            f"cannot read memory size {value!r}: use a number and a unit "
+            f"cannot read memory size {value!r}: use a number in ASCII digits and a unit "
             "(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. '40GiB'"
         )
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    whole, _, fraction = match.group(1).partition(".")
+    if len(whole.lstrip("0")) > 21:  # far beyond 2**64 bytes: said before any arithmetic on it
+        raise ValueError(f"memory size {_short(value)} is more than any device holds (at most 16 EiB)")
+    if len(fraction) > 30:
+        raise ValueError(f"memory size {_short(value)}: more decimals than a byte count needs (30 at most)")
+    return _at_most_max(int(Fraction(match.group(1)) * _UNITS[match.group(2).lower()]), value)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:24]}...{text[-12:]} ({len(text)} characters)"
+
+
+def _at_most_max(size: int, value: object) -> int:
+    if size > MAX_MEMORY:
+        raise ValueError(f"memory size {_short(value)} is more than any device holds (at most 16 EiB)")
+    return size
 
 
 def format_memory(n: int | None) -> str:
@@ -77,7 +100,7 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
     (0, 18, 0); None when there is none."""
     if not text:
         return None
-    match = re.match(r"^\s*v?(\d+(?:\.\d+)*)", text)
+    match = re.match(r"^\s*v?([0-9]{1,9}(?:\.[0-9]{1,9})*)", text)
     if match is None:
         return None
     return tuple(int(part) for part in match.group(1).split("."))
@@ -89,7 +112,8 @@ def parse_seconds(text: str, option: str) -> float:
     :raises argparse.ArgumentTypeError: naming ``option``, so argparse reports it as a usage error.
     """
     try:
-        value = float(text)
+        # float() also reads "٣" and "１０": seconds are written in ASCII like every other number here
+        value = float(text) if text.isascii() else -1.0
     except ValueError:
         value = -1.0
     if not 0 <= value < float("inf"):  # also refuses NaN and infinity (0 is how to say "none")

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from pytest_lmbackend.hardware.model import GPU, NPU
 
-_INDEX = re.compile(r"^[+-]?\d+$")
-_OLD_MIG = re.compile(r"^MIG-(GPU-[0-9a-fA-F-]+)/(\d+)/(\d+)$")
+# CUDA reads the variable as ASCII bytes: "٠" (U+0660) is no index, however Python's \d sees it
+_INDEX = re.compile(r"^[+-]?[0-9]+$")
+_OLD_MIG = re.compile(r"^MIG-(GPU-[0-9a-fA-F-]+)/([0-9]+)/([0-9]+)$")
 
 
 @dataclass(frozen=True)
