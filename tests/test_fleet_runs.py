@@ -319,6 +319,8 @@ def test_xdist_inside_a_runner_selects_the_same_tests(
 ) -> None:
     pytest.importorskip("xdist")
     alone = outcomes(run_runner(suite, monkeypatch, "h100x8"))
+    recorded = suite.path / ".pytest_cache/v/lmbackend/durations/h100x8"
+    recorded.unlink()
     monkeypatch.setenv("PYTEST_LM_HARDWARE", "h100x8")
     result = suite.runpytest_subprocess(
         "-p", "xdist", "-n", "2", "--lm-gpus-per-worker=4", "-v", "-rs", FLEET, "--lm-runner=h100x8"
@@ -333,6 +335,8 @@ def test_xdist_inside_a_runner_selects_the_same_tests(
     result.stdout.fnmatch_lines(
         ["runner 'h100x8': 7 of 10 tests are this runner's; the others went to cpu (2), rtx4090 (1)"]
     )
+    # the controller records what its workers ran, as a single process does
+    assert sorted(json.loads(recorded.read_text())) == sorted(n for n, o in alone.items() if o == "PASSED")
 
 
 def test_backend_all_and_auto_assign_the_same_way_on_every_runner(
