@@ -196,6 +196,8 @@ def test_runner_and_fleet_usage_errors(suite: pytest.Pytester, monkeypatch: pyte
         (["--lm-fleet=cpu,cpu"], "*--lm-fleet: 2 runners are named 'cpu' (cpu, cpu)*"),
         ([FLEET, "--lm-runner=cpu,h100x8"], "*expected the name of one runner of the fleet*"),
         ([FLEET, "--lm-require=fleet,gpus_typo"], "*unknown kind(s) gpus_typo*"),
+        ([FLEET, "--lm-plan", "--lm-hardware=a10,h100"], "*--lm-hardware=a10,h100: with a fleet (--lm-fleet) "
+                                                         "the plan's columns are its runners*"),
     ]:
         result = suite.runpytest("-p", "no:xdist", *args)
         assert result.ret == pytest.ExitCode.USAGE_ERROR, args

@@ -117,6 +117,10 @@ def configure(config: pytest.Config, state: LmSession) -> None:
     plan = bool(state.options.plan or settings.plan_json)
     if plan and getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--lm-plan-json runs nothing, so it takes no -n: drop -n/--numprocesses")
+    if plan and len(state.options.hardware) > 1:
+        raise pytest.UsageError(f"{state.options.hardware_origin}={','.join(state.options.hardware)}: with a "
+                                f"fleet ({settings.origin}) the plan's columns are its runners; drop the "
+                                "several profiles")
     try:
         runners = load_fleet(settings.specs, origin=settings.origin, base_dir=settings.base_dir)
         index = (None if settings.runner is None
