@@ -282,3 +282,13 @@ def test_a_session_on_an_npu_profile(pytester: pytest.Pytester) -> None:
         "*NPU 0 -> device 0: Ascend910B3, 64 GiB total*",
         "SKIPPED * needs 16 NPUs; found 8: NPU 0 (Ascend910B3), *",
     ])
+
+
+def test_a_profile_is_seen_through_the_ascend_mask_as_real_npus_are() -> None:
+    env = {"PYTEST_LM_HARDWARE": "ascend-910bx8", "ASCEND_RT_VISIBLE_DEVICES": "4,5",
+           "CUDA_VISIBLE_DEVICES": "0"}
+    hw = probe(environ=env)
+    assert [n.label() for n in hw.npus] == ["NPU 0 (device 4, Ascend910B3)", "NPU 1 (device 5, Ascend910B3)"]
+    assert hw.warnings == ()  # a CUDA mask over a runner without NVIDIA GPUs means nothing there
+    hw = probe(environ={**env, "ASCEND_RT_VISIBLE_DEVICES": "4,9"})
+    assert len(hw.npus) == 1 and "'9' names no device here (8 found)" in hw.warnings[0]

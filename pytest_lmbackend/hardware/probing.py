@@ -134,7 +134,7 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
                                "a session runs on one", path=spec)
         from pytest_lmbackend.hardware.profiles import load_profile
 
-        return _masked(load_profile(spec), env.get("CUDA_VISIBLE_DEVICES"))
+        return _masked(load_profile(spec), env)
     notes: list[str] = []
     limit = nvml_timeout(env, notes)
     ways: tuple[tuple[Source, Callable[[], DriverView]], ...] = (
@@ -177,15 +177,21 @@ def probe(*, profile: str | None = None, environ: Mapping[str, str] | None = Non
                     ascend=ascend, warnings=warnings, nodes=nodes, npus=npus, npu_driver=npu_driver)
 
 
-def _masked(profile: Hardware, mask: str | None) -> Hardware:
-    """A profile's GPUs as a CUDA program here would see them under ``mask``, as a real probe sees real
-    GPUs: a pinned xdist worker or a job given some of a runner's GPUs holds only those."""
-    if mask is None:
-        return profile
+def _masked(profile: Hardware, environ: Mapping[str, str]) -> Hardware:
+    """A profile's devices as a program here would see them under ``CUDA_VISIBLE_DEVICES`` (its GPUs)
+    and ``ASCEND_RT_VISIBLE_DEVICES`` (its NPUs), as a real probe sees real ones: a pinned xdist
+    worker or a job given some of a runner's devices holds only those. A mask over a kind the
+    profile does not have is ignored there, as it is on a real machine without that kind."""
     import dataclasses
 
-    gpus, notes = apply_visibility([Device(g) for g in profile.gpus], mask)
-    return dataclasses.replace(profile, gpus=gpus, warnings=(*profile.warnings, *notes))
+    cuda, ascend = environ.get("CUDA_VISIBLE_DEVICES"), environ.get(ASCEND_MASK)
+    if cuda is not None and profile.gpus:
+        gpus, notes = apply_visibility([Device(g) for g in profile.gpus], cuda)
+        profile = dataclasses.replace(profile, gpus=gpus, warnings=(*profile.warnings, *notes))
+    if ascend is not None and profile.npus:
+        npus, notes = apply_npu_visibility(profile.npus, ascend)
+        profile = dataclasses.replace(profile, npus=npus, warnings=(*profile.warnings, *notes))
+    return profile
 
 
 def _read_npus(env: Mapping[str, str], timeout: float) -> tuple[tuple[NPU, ...], str | None, list[str]]:
