@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # imported in the fixtures' bodies: loading the plugin stays cheap
+    from pytest_lmbackend.hardware import Hardware
     from pytest_lmbackend.markers import ItemMarks, ModelBinding
+    from pytest_lmbackend.pipeline import PipelineCache
+    from pytest_lmbackend.rules import Detection
     from pytest_lmbackend.selection import ItemOutcome
     from pytest_lmbackend.session import LmSession
 
@@ -55,24 +58,26 @@ def lm_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def lm_detection(request: pytest.FixtureRequest) -> Any:
+def lm_detection(request: pytest.FixtureRequest) -> Detection:
     """The ``Detection`` of the item's ``lm_model`` under the active LMDeploy release."""
     from pytest_lmbackend.session import OUTCOME_KEY
 
     marks = _item_marks(request, "lm_detection")
     if marks.model is None:
         pytest.fail(f"{request.node.nodeid}: lm_detection needs @pytest.mark.lm_model(source)", pytrace=False)
-    outcome = request.node.stash.get(OUTCOME_KEY, None)
+    outcome: ItemOutcome | None = request.node.stash.get(OUTCOME_KEY, None)
     if outcome is not None and outcome.detection is not None:
         return outcome.detection
+    from pytest_lmbackend.config import ConfigError
+
     try:
         return _state(request).detect(marks.model)
-    except Exception as exc:
+    except ConfigError as exc:  # names file and field; a bug in rules/ stays a traceback
         raise pytest.fail.Exception(f"{marks.model.describe()}: {exc}", pytrace=False) from None
 
 
 @pytest.fixture(scope="session")
-def lm_hardware(request: pytest.FixtureRequest) -> Any:
+def lm_hardware(request: pytest.FixtureRequest) -> Hardware:
     """The session's ``Hardware``: probed once (NVML, nvidia-smi) or the fake profile."""
     return _state(request).hardware
 
@@ -132,7 +137,7 @@ def read_config_dict(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def lm_pipeline_cache(request: pytest.FixtureRequest) -> Iterator[Any]:
+def lm_pipeline_cache(request: pytest.FixtureRequest) -> Iterator[PipelineCache]:
     """Pipelines shared per (model, backend, options) in this session; all closed at its end."""
     from pytest_lmbackend.pipeline import PipelineCache
 
@@ -150,7 +155,7 @@ def _lm_synthetic_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 def lm_pipeline(
     request: pytest.FixtureRequest,
     lm_backend: str,
-    lm_pipeline_cache: Any,
+    lm_pipeline_cache: PipelineCache,
     _lm_synthetic_models: dict[str, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Any:

@@ -8,7 +8,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: markers are read before anything else is needed
+    from pytest import Mark
+
+    from pytest_lmbackend.requirements import Requirement
 
 # LMDeploy's own autotest markers, understood unchanged.
 BACKEND_ALIASES: Mapping[str, str] = MappingProxyType({"turbomind": "turbomind", "pytorch": "pytorch"})
@@ -59,11 +64,6 @@ class MarkerError(ValueError):
     """A marker with arguments that cannot be used; the message names the test and the marker."""
 
 
-# A ``pytest.Mark`` or anything with ``name``, ``args`` and ``kwargs``; typing.Protocol would cost
-# import time for nothing here.
-MarkLike = Any
-
-
 @dataclass(frozen=True)
 class ModelBinding:
     """The model a test is bound to: ``source`` as detection reads it, ``given`` as the marker said."""
@@ -107,7 +107,7 @@ class ItemMarks:
     model: ModelBinding | None = None
     allowed: tuple[str, ...] | None = None
     excluded: frozenset[str] = frozenset()
-    requirements: tuple[Any, ...] = ()
+    requirements: tuple[Requirement, ...] = ()
     engine_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     isolated: bool = False
     backend_marked: bool = False
@@ -124,11 +124,11 @@ class ItemMarks:
         return "; ".join(parts) or "any backend"
 
 
-RequirementParser = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+RequirementParser = Callable[[tuple[Any, ...], dict[str, Any]], "Requirement"]
 
 
 def parse_marks(
-    marks: Iterable[MarkLike],
+    marks: Iterable[Mark],
     *,
     where: str,
     backend_names: Sequence[str],
@@ -140,13 +140,14 @@ def parse_marks(
     :param where: the test's node id, used in every error message.
     :param backend_names: every registered backend, for checking ``lm_backend`` names.
     :param base_dirs: folders a relative ``lm_model`` path is looked up in, in order.
-    :param parse_requirement: turns ``lm_requires`` args/kwargs into a requirement value.
+    :param parse_requirement: turns ``lm_requires`` args/kwargs into a ``Requirement`` (default:
+        ``requirements.parse_requirement`` for the test ``where``).
     """
     model: ModelBinding | None = None
     closest_backend: tuple[str, ...] | None = None
     aliases: set[str] = set()
     excluded: set[str] = set()
-    requirements: list[Any] = []
+    requirements: list[Requirement] = []
     options: dict[str, Any] = {}
     isolated = False
     marked = False
@@ -207,12 +208,12 @@ def _combine(closest: tuple[str, ...] | None, aliases: set[str], where: str) -> 
     return both
 
 
-def _no_args(mark: MarkLike, where: str) -> None:
+def _no_args(mark: Mark, where: str) -> None:
     if mark.args or mark.kwargs:
         raise MarkerError(f"{where}: the {mark.name} marker takes no arguments")
 
 
-def _parse_backend_names(mark: MarkLike, where: str, known: Sequence[str]) -> tuple[str, ...]:
+def _parse_backend_names(mark: Mark, where: str, known: Sequence[str]) -> tuple[str, ...]:
     if mark.kwargs:
         raise MarkerError(f"{where}: lm_backend takes backend names only, got keywords {sorted(mark.kwargs)}")
     if not mark.args:
@@ -228,7 +229,7 @@ def _parse_backend_names(mark: MarkLike, where: str, known: Sequence[str]) -> tu
     return tuple(names)
 
 
-def _parse_model(mark: MarkLike, where: str, base_dirs: Sequence[Path]) -> ModelBinding:
+def _parse_model(mark: Mark, where: str, base_dirs: Sequence[Path]) -> ModelBinding:
     extra = set(mark.kwargs) - {"synthetic", "source"}
     if extra:
         raise MarkerError(f"{where}: lm_model got unknown keyword(s) {sorted(extra)}; "
@@ -254,7 +255,7 @@ def _parse_model(mark: MarkLike, where: str, base_dirs: Sequence[Path]) -> Model
     return ModelBinding(resolved, given=source, synthetic=synthetic, looked_in=looked_in)
 
 
-def _check_isolated(mark: MarkLike, where: str) -> None:
+def _check_isolated(mark: Mark, where: str) -> None:
     """``lm_isolated(timeout=SECONDS)``: checked at collection, so a bad value is a usage error
     naming the test, not an error in the middle of the run."""
     if mark.args:
@@ -286,10 +287,12 @@ def resolve_source(source: str, base_dirs: Sequence[Path]) -> str:
 
 
 def _parse_requirement(parser: RequirementParser | None, args: tuple[Any, ...], kwargs: dict[str, Any],
-                       where: str) -> Any:
-    if parser is None:
-        return (args, kwargs)
+                       where: str) -> Requirement:
+    from pytest_lmbackend.requirements import parse_requirement
+
     try:
+        if parser is None:
+            return parse_requirement(args, kwargs, where=where)
         return parser(args, kwargs)
     except MarkerError:
         raise

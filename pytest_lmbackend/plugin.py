@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,9 @@ from pytest_lmbackend.fixtures import (
 )
 
 if TYPE_CHECKING:
+    from pytest_lmbackend.hardware import Hardware
+    from pytest_lmbackend.markers import ItemMarks
+    from pytest_lmbackend.selection import ItemOutcome
     from pytest_lmbackend.session import LmSession, Options
 
 __all__ = [
@@ -110,12 +112,12 @@ def _configure(config: pytest.Config) -> None:
     configure_fleet(config, state)  # registers the fleet's hooks only when a fleet is configured
 
 
-def _check_stated_backends(hardware: Any, names: tuple[str, ...], origin: str) -> None:
+def _check_stated_backends(hardware: Hardware, names: tuple[str, ...], origin: str) -> None:
     """A profile's ``backends`` must name registered backends: a typo would silently make every
     test of that backend skip as unavailable."""
     from pytest_lmbackend.session import SetupError
 
-    unknown = [b for b in (getattr(hardware, "backends", None) or ()) if b not in names]
+    unknown = [b for b in (hardware.backends or ()) if b not in names]
     if unknown:
         raise SetupError(f"{origin}: hardware profile {hardware.profile!r}: field 'backends': "
                          f"{', '.join(map(repr, unknown))} is not a registered backend "
@@ -224,7 +226,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         try:
             marks = parse_marks(
                 _own_marks(item), where=item.nodeid, backend_names=state.registry.names,
-                base_dirs=_base_dirs(config, item.path), parse_requirement=_requirement_parser(item.nodeid),
+                base_dirs=_base_dirs(config, item.path),
             )
             marks = _one_requirement(marks, item.nodeid)
         except (MarkerError, ValueError) as exc:  # RequirementError is a ValueError naming the test
@@ -258,7 +260,7 @@ def _engine_key(item: pytest.Item) -> tuple[str, str | None] | None:
     return (marks.model.key, item.stash.get(PARAM_KEY, None))
 
 
-def _one_requirement(marks: Any, where: str) -> Any:
+def _one_requirement(marks: ItemMarks, where: str) -> ItemMarks:
     """Every ``lm_requires`` / ``gpu_num_N`` of an item (module, class, function) merged into one, so
     that GPU facts asked by one marker are judged on every GPU a count from another marker gives."""
     if len(marks.requirements) <= 1:
@@ -268,15 +270,6 @@ def _one_requirement(marks: Any, where: str) -> Any:
     from pytest_lmbackend.requirements import combine
 
     return dataclasses.replace(marks, requirements=(combine(marks.requirements, where=where),))
-
-
-def _requirement_parser(where: str) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
-    from pytest_lmbackend.requirements import parse_requirement
-
-    def parse(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return parse_requirement(args, kwargs, where=where)
-
-    return parse
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -316,7 +309,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     return True
 
 
-def _evaluate(state: LmSession, item: pytest.Item, *, view: int = 0) -> Any:
+def _evaluate(state: LmSession, item: pytest.Item, *, view: int = 0) -> ItemOutcome:
     from pytest_lmbackend.session import BOUND_KEY, MARKS_KEY, PARAM_KEY
 
     return state.evaluate(item.stash[MARKS_KEY], param=item.stash[PARAM_KEY],
@@ -367,8 +360,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from pytest_lmbackend.backends import BackendCheckError
+    from pytest_lmbackend.report import header_lines
     from pytest_lmbackend.session import SetupError
-    from pytest_lmbackend.summary import backend_lines, fallback_hardware_lines
+    from pytest_lmbackend.summary import backend_lines
 
     state = _state(config)
     try:
@@ -379,7 +373,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         release: str | None = state.release
     except SetupError as exc:
         return [f"lmbackend: {exc}"]
-    lines = _hardware_lines(hardware) or fallback_hardware_lines(facts)
+    lines = header_lines(hardware)
     try:
         availability = state.registry.availability(facts)
     except BackendCheckError as exc:
@@ -402,17 +396,6 @@ def _plan_header(state: LmSession) -> list[str]:
             return [*lines, f"lmbackend: ERROR: {exc}"]
         lines += [f"lmbackend:   {line}" for line in profile_lines(hardware, availability)]
     return lines
-
-
-def _hardware_lines(hardware: Any) -> list[str]:
-    import importlib
-
-    try:
-        report = importlib.import_module("pytest_lmbackend.report")
-    except ImportError:
-        return []
-    header = getattr(report, "header_lines", None)
-    return list(header(hardware)) if callable(header) else []
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

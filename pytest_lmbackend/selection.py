@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pytest_lmbackend.backends import Registry, RunnerFacts
 from pytest_lmbackend.markers import LMDEPLOY_ENGINES, ItemMarks, ModelBinding
 from pytest_lmbackend.settings import BackendMode
 from pytest_lmbackend.verdict import Verdict
+
+if TYPE_CHECKING:
+    from pytest_lmbackend.requirements import Requirement
+    from pytest_lmbackend.rules import Detection
 
 # Fixtures whose use makes an item backend-bound: it needs to know which backend it runs on.
 BACKEND_FIXTURES: frozenset[str] = frozenset({"lm_backend", "lm_backend_config", "lm_pipeline"})
@@ -49,12 +53,12 @@ class ItemOutcome:
     """What the plugin decided for one item under one hardware view."""
 
     backend: str | None
-    detection: Any | None
+    detection: Detection | None
     verdict: Verdict | None
 
 
-Detector = Callable[[ModelBinding], Any]
-RequirementEvaluator = Callable[[Any], Verdict | None]
+Detector = Callable[[ModelBinding], "Detection"]
+RequirementEvaluator = Callable[["Requirement"], Verdict | None]
 
 
 def choose_backend(
@@ -124,15 +128,17 @@ def evaluate_item(
     Order: the model must be readable; then the backend must be permitted and available; then every
     ``lm_requires`` must hold. Detection errors are bad input and fail the item.
     """
-    detection: Any | None = None
+    detection: Detection | None = None
     if marks.model is not None and backend_bound and mode.mode == "auto" and param is None:
+        from pytest_lmbackend.config import ConfigError
+
         try:
             detection = detect(marks.model)
-        except Exception as exc:  # typed ConfigError and friends; the message names file and field
+        except ConfigError as exc:  # the message names file and field; a bug in rules/ is not caught
             return ItemOutcome(None, None, Verdict("model", f"{marks.model.describe()}: {exc}", True))
     backend: str | None = None
     if backend_bound:
-        detected = getattr(detection, "backend", None)
+        detected = None if detection is None else detection.backend
         backend = choose_backend(mode, marks, param, detected, facts, registry)
         verdict = backend_verdict(mode, marks, backend, facts, registry)
         if verdict is not None:

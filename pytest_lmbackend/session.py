@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,6 +13,12 @@ from pytest_lmbackend.markers import ItemMarks, ModelBinding
 from pytest_lmbackend.selection import ItemOutcome, evaluate_item
 from pytest_lmbackend.settings import BackendMode
 from pytest_lmbackend.verdict import Verdict
+
+if TYPE_CHECKING:  # imported when first needed: a session that binds no model never loads the rules
+    from pytest_lmbackend.config import ConfigError
+    from pytest_lmbackend.hardware import Hardware
+    from pytest_lmbackend.requirements import Requirement
+    from pytest_lmbackend.rules import Detection
 
 SKIP_KIND_PROPERTY = "lm_skip_kind"  # user property on skipped items; travels with xdist reports
 
@@ -44,13 +50,13 @@ class LmSession:
 
     options: Options
     registry: Registry
-    _hardware: list[Any] | None = None
+    _hardware: list[Hardware] | None = None
     _facts: list[RunnerFacts] | None = None
     _release: str | None = None
-    _detections: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _detections: dict[tuple[str, str], Detection | ConfigError] = field(default_factory=dict)
 
     # -- hardware -------------------------------------------------------------------------------
-    def hardware_views(self) -> list[Any]:
+    def hardware_views(self) -> list[Hardware]:
         """One Hardware per ``--lm-hardware`` profile, else the probe's single answer."""
         if self._hardware is None:
             self._hardware = load_hardware(self.options.hardware, several=self.options.plan,
@@ -59,7 +65,7 @@ class LmSession:
         return self._hardware
 
     @property
-    def hardware(self) -> Any:
+    def hardware(self) -> Hardware:
         return self.hardware_views()[0]
 
     def facts(self, index: int = 0) -> RunnerFacts:
@@ -71,24 +77,28 @@ class LmSession:
     @property
     def release(self) -> str:
         if self._release is None:
-            from pytest_lmbackend.rules import resolve_release
+            from pytest_lmbackend.rules import UnknownReleaseError, resolve_release
 
             try:
                 self._release = str(resolve_release(self.options.lmdeploy))
-            except Exception as exc:
+            except UnknownReleaseError as exc:
                 raise SetupError(f"--lm-lmdeploy={self.options.lmdeploy}: {exc}") from exc
         return self._release
 
-    def detect(self, model: ModelBinding, release: str | None = None) -> Any:
-        """The model's detection under ``release`` (default: the session's), computed once per pair."""
+    def detect(self, model: ModelBinding, release: str | None = None) -> Detection:
+        """The model's detection under ``release`` (default: the session's), computed once per pair.
+
+        :raises ConfigError: the model cannot be read (the same error again for every item bound to it).
+        """
         release = release or self.release
         key = (model.key, release)
         if key not in self._detections:
+            from pytest_lmbackend.config import ConfigError
             from pytest_lmbackend.rules import detect
 
             try:
                 self._detections[key] = detect(model.source, lmdeploy=release)
-            except Exception as exc:
+            except ConfigError as exc:  # bad input, named by file and field; a bug in rules/ is not
                 self._detections[key] = exc
         found = self._detections[key]
         if isinstance(found, Exception):
@@ -101,14 +111,14 @@ class LmSession:
         return self.evaluate_on(self.hardware_views()[view], self.facts(view), marks, param=param,
                                 backend_bound=backend_bound, gpus=gpus)
 
-    def evaluate_on(self, hardware: Any, facts: RunnerFacts, marks: ItemMarks, *, param: str | None,
+    def evaluate_on(self, hardware: Hardware, facts: RunnerFacts, marks: ItemMarks, *, param: str | None,
                     backend_bound: bool, gpus: Sequence[int] | None = None,
                     release: str | None = None) -> ItemOutcome:
         """The same decision for hardware that is not this session's (a runner of a fleet), with
         that runner's LMDeploy release for detection (default: the session's)."""
         from pytest_lmbackend.requirements import evaluate
 
-        def requirement(req: Any) -> Verdict | None:
+        def requirement(req: Requirement) -> Verdict | None:
             return evaluate(req, hardware, gpus)
 
         return evaluate_item(
@@ -124,7 +134,7 @@ class LmSession:
 
 
 def load_hardware(specs: Sequence[str], *, several: bool = False,
-                  origin: str = "--lm-hardware") -> list[Any]:
+                  origin: str = "--lm-hardware") -> list[Hardware]:
     """The profiles named (by ``origin``: the option, ``$PYTEST_LM_HARDWARE`` or the ini key), or
     one real probe when none is.
 

@@ -22,16 +22,6 @@ def backend_lines(availability: Mapping[str, str | None], facts: RunnerFacts, *,
     return lines
 
 
-def fallback_hardware_lines(facts: RunnerFacts) -> list[str]:
-    """Minimal hardware lines, used when the hardware report module offers none."""
-    where = f"profile {facts.profile} (fake)" if facts.profile else "probe"
-    lines = [f"lmbackend: hardware from {where}; CUDA {facts.cuda or 'none'}"]
-    lines += [f"lmbackend:   {d.describe()}" for d in facts.devices] or ["lmbackend:   no GPU"]
-    pkgs = ", ".join(f"{k} {v}" for k, v in sorted(facts.packages.items()) if v is not None)
-    lines.append(f"lmbackend: packages: {pkgs or 'none of lmdeploy, torch, transformers'}")
-    return lines
-
-
 def skip_lines(verdicts: Sequence[Verdict], *, verb: str = "skipped") -> list[str]:
     """``kind: N skipped`` (or another ``verb``) then each distinct reason with its count, most
     frequent first."""

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from pytest_lmbackend.backends import Device, RunnerFacts, build_registry
+from pytest_lmbackend.config import MissingFieldError
 from pytest_lmbackend.markers import ItemMarks, ModelBinding
 from pytest_lmbackend.selection import (
     choose_backend,
@@ -116,11 +117,19 @@ def test_evaluate_param_outside_markers_skips_with_the_restriction() -> None:
 
 def test_evaluate_detection_error_fails_the_item() -> None:
     def broken(model: ModelBinding) -> Any:
-        raise ValueError("config.json: field 'architectures': missing")
+        raise MissingFieldError("config.json", "architectures", "missing")
 
     out = evaluate(AUTO, ItemMarks(model=MODEL), H100, detect=broken)
     assert out.verdict is not None and out.verdict.error and out.verdict.kind == "model"
     assert "lm_model('x')" in out.verdict.reason and "architectures" in out.verdict.reason
+
+
+def test_a_bug_in_detection_is_not_read_as_a_bad_model() -> None:
+    def buggy(model: ModelBinding) -> Any:
+        raise KeyError("num_layers")  # a rule that forgot a default: our bug, shown as such
+
+    with pytest.raises(KeyError):
+        evaluate(AUTO, ItemMarks(model=MODEL), H100, detect=buggy)
 
 
 def test_evaluate_requirements_after_the_backend() -> None:

@@ -18,16 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"how long nvidia-smi may take (default {DEFAULT_TIMEOUT:g})")
 
 
-def _backends(hw: Hardware) -> dict[str, str | None] | None:
-    """Backend availability as the plugin judges it; None when that part of the package is absent."""
-    try:
-        from pytest_lmbackend.backends import build_registry, facts_from_hardware
-    except ImportError:
-        return None
+def _backends(hw: Hardware) -> dict[str, str | None]:
+    """Backend availability as the plugin judges it."""
+    from pytest_lmbackend.backends import BackendCheckError, build_registry, facts_from_hardware
+
     try:
         return dict(build_registry().availability(facts_from_hardware(hw)))
-    except Exception as exc:  # the env report must still come out
-        return {"(backends)": f"cannot judge: {type(exc).__name__}: {exc}"}
+    except BackendCheckError as exc:  # a registered check that is broken: the env report still comes out
+        return {"(backends)": f"cannot judge: {exc}"}
 
 
 def run(args: argparse.Namespace) -> int:
