@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import pytest
 
 from pytest_lmbackend import settings
+from pytest_lmbackend.display import printable
 from pytest_lmbackend.hardware.units import format_memory, parse_memory, parse_seconds
 from pytest_lmbackend.settings import Setting
 from pytest_lmbackend.xdist import item_devices, item_gpu_count, session_hardware
@@ -120,7 +121,7 @@ def leak_message(nodeid: str, found: Sequence[Leftover], threshold: int, waited:
     lines += [f"  {leftover.describe()}" for leftover in found]
     if context_note:
         lines.append(f"  {context_note}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # GPU names from NVML or a profile
 
 
 # --- NVML ----------------------------------------------------------------------------------------

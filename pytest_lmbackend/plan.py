@@ -7,6 +7,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pytest_lmbackend.display import printable
 from pytest_lmbackend.selection import ItemOutcome
 from pytest_lmbackend.verdict import Verdict
 
@@ -129,9 +130,10 @@ def profile_lines(hardware: Hardware, availability: Mapping[str, str | None]) ->
     ready = [name for name, why in availability.items() if why is None]
     where = (f"profile {hardware.profile!r}" if hardware.source == "profile"
              else f"this machine ({hardware.source})")
-    return [f"{where}: {gpus}{npu}; driver {hardware.driver or 'none'}, CUDA {hardware.cuda or 'none'}; "
-            f"packages: {packages or 'none notable'}; backends available: {', '.join(ready) or 'none'}",
-            *(f"  warning: {w}" for w in hardware.warnings)]
+    lines = [f"{where}: {gpus}{npu}; driver {hardware.driver or 'none'}, CUDA {hardware.cuda or 'none'}; "
+             f"packages: {packages or 'none notable'}; backends available: {', '.join(ready) or 'none'}",
+             *(f"  warning: {w}" for w in hardware.warnings)]
+    return [printable(line) for line in lines]  # a profile's GPU names and fields
 
 
 def _tests(n: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_lmbackend.display import printable
 from pytest_lmbackend.hardware import (
     GPU,
     NPU,
@@ -88,7 +89,9 @@ def text_lines(hw: Hardware, *, backends: Mapping[str, str | None] | None = None
         lines.append(f"backends available: {', '.join(ready) or 'none'}")
         lines.extend(f"  {name}: {why}" for name, why in backends.items() if why is not None)
     lines.extend(f"warning: {w}" for w in hw.warnings)
-    return lines
+    # GPU names, profile names and fields, driver strings, package versions: text from outside, one
+    # safe line each (a NUL, an escape sequence or a newline in a name must not reach the terminal)
+    return [printable(line) for line in lines]
 
 
 def header_lines(hw: Hardware) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pytest_lmbackend.backends import RunnerFacts
+from pytest_lmbackend.display import printable
 from pytest_lmbackend.verdict import Verdict
 
 
@@ -19,7 +20,7 @@ def backend_lines(availability: Mapping[str, str | None], facts: RunnerFacts, *,
     for name, why in availability.items():
         if why is not None:
             lines.append(f"lmbackend:   {name}: {why}")
-    return lines
+    return [printable(line) for line in lines]  # third-party backends' names and reasons
 
 
 def skip_lines(verdicts: Sequence[Verdict], *, verb: str = "skipped") -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from pytest_lmbackend.display import printable
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -20,6 +22,11 @@ class Verdict:
     reason: str
     error: bool = False
     unchecked: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        # reasons quote GPU names, profile fields and config text: made terminal-safe once, here, for
+        # the skip line, the summary and the plan alike
+        object.__setattr__(self, "reason", printable(self.reason))
 
     def failing_kind(self, require: Collection[str]) -> str | None:
         """The ``--lm-require`` kind that turns this skip into a failure, else None. A test asking a

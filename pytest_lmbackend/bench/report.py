@@ -16,6 +16,7 @@ from typing import Any
 from pytest_lmbackend.backends import package_versions
 from pytest_lmbackend.bench.phases import OTHER, BackendSummary, RoundResult, Stats, phase_sort_key, summarize
 from pytest_lmbackend.bench.runner import BenchOptions, Overhead
+from pytest_lmbackend.display import printable
 
 # Named phases must explain at least this share of a round, and the harness cost at most this.
 MIN_COVERAGE = 0.95
@@ -154,7 +155,8 @@ def format_table(report: BenchReport) -> str:
             f"{report.overhead.bare_s:.3f} s (median of {report.overhead.samples})"
         )
     notes.extend(f"check failed: {c}" for c in report.checks())
-    return "\n".join([head, "", *lines, *(["", *notes] if notes else [])])
+    # folder, backend (a script's file name) and error texts come from outside: one safe line each
+    return "\n".join(printable(line) for line in [head, "", *lines, *(["", *notes] if notes else [])])
 
 
 def _cell(stats: Stats | None) -> str:

@@ -18,9 +18,10 @@ Check = Callable[["Hardware", "Hardware", Collection[str]], "str | None"]
 
 
 def _describe(gpu: GPU) -> str:
+    from pytest_lmbackend.display import printable
     from pytest_lmbackend.hardware import format_capability, format_memory
 
-    return f"{gpu.name}, {format_capability(gpu.capability)}, {format_memory(gpu.memory_total)}"
+    return printable(f"{gpu.name}, {format_capability(gpu.capability)}, {format_memory(gpu.memory_total)}")
 
 
 def _fits(want: GPU, have: GPU) -> bool:

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pytest_lmbackend.display import printable
+
 if TYPE_CHECKING:
     from pytest_lmbackend.hardware.model import GPU, Hardware
 
@@ -89,7 +91,7 @@ def device_id(gpu: GPU) -> str:
 
 def device_label(gpu: GPU) -> str:
     label = f"GPU {gpu.physical_index}" if gpu.uuid.lower().startswith("gpu-") or not gpu.uuid else gpu.uuid
-    return f"{label} ({gpu.name})"
+    return printable(f"{label} ({gpu.name})")  # a profile's GPU name goes into headers and skip reasons
 
 
 def auto_num_workers(gpu_count: int, sizes: Sizes | int) -> int | None:
