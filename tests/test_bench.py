@@ -399,8 +399,8 @@ def test_cli_interrupted_by_ctrl_c_says_so_in_one_line_and_exits_130(
     assert _gone(child) and _gone(helper)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     (last,) = [line for line in err.splitlines() if "interrupted" in line]
-    assert last == (f"bench: interrupted by SIGINT: the running round and everything it started were "
-                    f"killed; {save} holds the rounds that finished")
+    assert last == (f"python -m pytest_lmbackend bench: error: interrupted by SIGINT: the running round and "
+                    f"everything it started were killed; {save} holds the rounds that finished")
     assert out == ""
 
 

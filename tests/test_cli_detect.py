@@ -78,16 +78,32 @@ def test_table_for_one_release() -> None:
     assert "ConfigNotFoundError" in second
 
 
-def test_table_for_all_releases_has_a_column_each() -> None:
-    result = cli("--lmdeploy", "all", str(MODELS / "qwen2-vl"))
-    header, row = result.stdout.splitlines()[:2]
-    assert header.split()[2:] == list(KNOWN_RELEASES)
-    cells = row.split()[2:]
-    assert len(cells) == 2 * len(KNOWN_RELEASES)
-    by_release = dict(zip(KNOWN_RELEASES, zip(cells[0::2], cells[1::2], strict=True), strict=True))
+def test_table_for_all_releases_has_a_row_each() -> None:
+    """43 releases as columns were unreadable: one row per release, one column per path."""
+    paths = [str(MODELS / "qwen2-vl"), str(MODELS / "llama-head80")]
+    result = cli("--lmdeploy", "all", *paths)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [f"[1] {paths[0]}: Qwen2VLForConditionalGeneration",
+                         f"[2] {paths[1]}: LlamaForCausalLM", ""]
+    header, *rows = lines[3:]
+    assert header.split() == ["LMDEPLOY", "[1]", "[2]"]
+    assert [row.split()[0] for row in rows] == list(KNOWN_RELEASES)
+    by_release = {row.split()[0]: tuple(row.split()[1:3]) for row in rows}
     assert by_release["0.4.0"] == ("PT", "llm")  # not yet a VL arch
     assert by_release["0.14.0"] == ("PT", "vlm")
     assert by_release["0.18.0"] == ("TM", "vlm")
+    assert max(len(line) for line in lines[3:]) < 40
+
+
+def test_strict_exits_3_when_a_path_got_an_error() -> None:
+    good, bad = str(MODELS / "qwen2-vl"), str(MODELS / "no-config")
+    assert cli("--strict", good).returncode == 0
+    assert cli(bad).returncode == 0  # a typed error is an answer
+    strict = cli("--strict", good, bad)
+    assert strict.returncode == 3 and "ConfigNotFoundError" in strict.stdout
+    assert cli("--strict", "--json", "--lmdeploy", "all", bad).returncode == 3
+    assert cli("--strict", "--jsn", good).returncode == 2  # usage errors stay 2
 
 
 @pytest.mark.parametrize(
@@ -102,9 +118,12 @@ def test_table_for_all_releases_has_a_column_each() -> None:
 def test_usage_errors_exit_2(args: list[str]) -> None:
     result = cli(*args)
     assert result.returncode == 2
-    assert "usage:" in result.stderr
+    assert "usage: python -m pytest_lmbackend detect " in result.stderr  # the subcommand's usage
+    assert "python -m pytest_lmbackend detect: error: " in result.stderr
     if "--lmdeploy" in args:
         assert "known releases: 0.4.0" in result.stderr
+    if "--bogus" in args:
+        assert "unrecognized arguments: --bogus" in result.stderr
 
 
 def test_typed_errors_still_exit_0() -> None:
@@ -158,7 +177,8 @@ def test_notes_for_a_pre_release_and_an_option_a_release_lacks(capsys: pytest.Ca
     models = Path(__file__).resolve().parents[1] / "fixtures" / "models"
     assert main(["detect", "--lmdeploy", "0.14.0a1", str(models / "llama-head128")]) == 0
     err = capsys.readouterr().err
-    assert "LMDeploy 0.14.0a1 is not a known release; answering with the rules of 0.13.0" in err
+    assert ("python -m pytest_lmbackend detect: note: LMDeploy 0.14.0a1 is not a known release; answering "
+            "with the rules of 0.13.0") in err
     assert main(["detect", "--lmdeploy", "0.10.2", "--language-model-only", str(models / "qwen2-vl")]) == 0
     assert "--language-model-only has no effect for LMDeploy 0.10.2" in capsys.readouterr().err
     assert main(["detect", "--lmdeploy", "0.18.0", "--language-model-only", str(models / "qwen2-vl")]) == 0

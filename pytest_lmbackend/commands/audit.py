@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_lmbackend import commands
+from pytest_lmbackend.display import printable
+
 TYPE_CHECKING = False  # typing stays unimported at run time (start-up cost)
 if TYPE_CHECKING:
     from typing import Any, TextIO
@@ -119,16 +122,16 @@ def report(checks: Sequence[Check], python: str, out: TextIO) -> None:
     unasked = [c for c in checks if c.unasked]
     first = checks[0] if checks else None
     whose = f"LMDeploy {first.lmdeploy} ({python}) against the rules of {first.rules}" if first else python
-    out.write(f"{whose}: {agree} of {len(checks)} folders agree\n")
+    out.write(printable(f"{whose}: {agree} of {len(checks)} folders agree") + "\n")
     groups = group(checks)
     if groups:
         out.write("\nDISAGREEMENTS BY RULE (ours -> LMDeploy's)\n")
     for g in groups:
-        out.write(f"\n{len(g.checks):>4}  {g.rule}\n")
-        for c in g.checks:
-            out.write(f"      {c.label}: {shown(c.ours)} -> {shown(c.theirs)}\n")
+        out.write("\n" + printable(f"{len(g.checks):>4}  {g.rule}") + "\n")
+        for c in g.checks:  # paths and the answers' texts come from the configs: one safe line each
+            out.write(printable(f"      {c.label}: {shown(c.ours)} -> {shown(c.theirs)}") + "\n")
     for c in unasked:
-        out.write(f"not asked: {c.label}: {c.theirs.error}\n")
+        out.write(printable(f"not asked: {c.label}: {c.theirs.error}") + "\n")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if args.workers < 1:
             raise ValueError(f"--workers {args.workers}: at least 1")
     except (ValueError, UnknownReleaseError) as exc:
-        print(f"audit: {str(exc).removeprefix('--lm-verify-rules: ')}", file=sys.stderr)
+        commands.error(args, str(exc).removeprefix("--lm-verify-rules: "))
         return 2
     try:
         with Oracle(args.lmdeploy or "?", python=Path(python), workers=args.workers, timeout=120) as oracle:
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             ours = [detect_outcome(folder, release) for folder in folders]
             checks = ask(oracle, folders, folders, ours, release)
     except (OracleError, UnknownReleaseError) as exc:
-        print(f"audit: could not ask the LMDeploy of {python}: {exc}", file=sys.stderr)
+        commands.error(args, f"could not ask the LMDeploy of {python}: {exc}")
         return EXIT_UNASKED
     if args.json:
         for check in checks:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pytest_lmbackend import commands
 from pytest_lmbackend.bench.phases import RoundResult
 from pytest_lmbackend.bench.report import BenchReport, format_table, machine_facts
 from pytest_lmbackend.bench.runner import (
@@ -25,6 +26,7 @@ from pytest_lmbackend.bench.runner import (
     run_backend,
 )
 from pytest_lmbackend.bench.scripts import ALL_BACKENDS, SCRIPTS, check_options
+from pytest_lmbackend.display import printable
 from pytest_lmbackend.processes import Terminated, current_umask
 
 EXIT_OK, EXIT_FAILED_ROUND, EXIT_USAGE = 0, 1, 2
@@ -125,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through _terminate
         signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
         kept = f"; {args.save} holds the rounds that finished" if args.save is not None else ""
-        print(f"bench: interrupted by {signum.name}: the running round and everything it started were "
-              f"killed{kept}", file=sys.stderr)
+        commands.error(args, f"interrupted by {signum.name}: the running round and everything it started "
+                             f"were killed{kept}")
         return 128 + signum
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -166,14 +168,14 @@ def _run(args: argparse.Namespace) -> int:
         for backend in backends:
             run_backend(args.model_dir, backend, options, progress=progress, phase_progress=_show_phase)
     except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
+        commands.error(args, str(exc))
         return EXIT_USAGE
     overhead = None
     if args.overhead and args.mode == "cold":
         try:
             overhead = measure_overhead(args.python)
         except (BenchError, OSError, subprocess.SubprocessError) as exc:  # the rounds still count
-            print(f"bench: harness overhead not measured: {exc}", file=sys.stderr)
+            commands.note(args, f"harness overhead not measured: {exc}")
     report = BenchReport(str(args.model_dir), options, results, overhead, machine)
     if args.save is not None:
         _save(args.save, report)
@@ -183,9 +185,9 @@ def _run(args: argparse.Namespace) -> int:
         try:
             written = plot(report, args.plot)
         except Exception as exc:  # a missing picture must not cost the numbers
-            print(f"bench: plot not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+            commands.error(args, f"plot not written: {type(exc).__name__}: {exc}")
         else:
-            print(f"bench: plot written to {written}", file=sys.stderr)
+            print(printable(f"bench: plot written to {written}"), file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
@@ -202,7 +204,7 @@ def _show_phase(p: PhaseDone) -> None:
     kind = "warm-up" if p.warmup else "round"
     name = f"{p.parent} / {p.name}" if p.parent else p.name
     failed = " (failed)" if p.failed else ""
-    print(f"bench: {p.backend} {p.mode} {kind} {p.index + 1}: {name} {p.seconds:.2f} s{failed}",
+    print(printable(f"bench: {p.backend} {p.mode} {kind} {p.index + 1}: {name} {p.seconds:.2f} s{failed}"),
           file=sys.stderr, flush=True)
 
 
@@ -212,7 +214,8 @@ def _show(r: RoundResult) -> None:
     what = f"{r.elapsed_s:.2f} s" if r.ok else f"{r.status}: {r.error}"
     slow = max(r.phases, key=lambda p: p.seconds, default=None) if r.ok else None
     detail = f" (longest: {slow.name} {slow.seconds:.2f} s)" if slow else ""
-    print(f"bench: {r.backend} {r.mode} {kind} {r.index + 1}: {what}{detail}", file=sys.stderr, flush=True)
+    print(printable(f"bench: {r.backend} {r.mode} {kind} {r.index + 1}: {what}{detail}"), file=sys.stderr,
+          flush=True)
 
 
 def _check_writable(path: Path) -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from pytest_lmbackend import commands
 from pytest_lmbackend.hardware import DEFAULT_TIMEOUT, Hardware, ProfileError, probe_many
 
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         views = probe_many(profile=args.hardware, timeout=args.timeout)
     except ProfileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        commands.error(args, str(exc))
         return 2
     for n, hw in enumerate(views):
         backends = _backends(hw)

@@ -1,0 +1,98 @@
+"""Outside text reaches the terminal as written, never as control sequences or extra lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_lmbackend.display import printable
+
+ROOT = Path(__file__).resolve().parents[1]
+HOSTILE = "NVIDIA\x00 H100\x1b[2J\x1b[H\r\nlmbackend: FORGED\x07\x9b31m\u202eevil\u2028x\ud800"
+# what a terminal acts on: C0 and C1 controls, DEL, bidi overrides, line and paragraph separators
+ACTS = [chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]] + ["\u202e", "\u2028", "\u2029", "\u200b"]
+
+
+def _safe(text: str) -> bool:
+    return not any(c in text for c in ACTS)
+
+
+def test_every_control_and_format_character_becomes_its_escape() -> None:
+    shown = printable(HOSTILE)
+    assert shown == ("NVIDIA\\x00 H100\\x1b[2J\\x1b[H\\r\\nlmbackend: FORGED\\x07\\x9b31m\\u202eevil\\u2028x"
+                     "\\ud800")
+    assert _safe(shown) and "\n" not in shown
+    assert all(_safe(printable(c)) for c in ACTS)
+
+
+def test_ordinary_text_is_kept_as_it_is() -> None:
+    for text in ("NVIDIA H100 80GB HBM3", "Qwen2VLForConditionalGeneration", "模型 é ü", "a\u00a0b", "x\\y"):
+        assert printable(text) == text
+    assert printable(3) == "3"
+
+
+def _hostile_profile(folder: Path) -> Path:
+    profile = folder / "evil.toml"
+    profile.write_text('driver = "570.1"\ncuda = "12.8"\n\n[[gpus]]\n'
+                       f'name = {json.dumps(HOSTILE.replace(chr(0xd800), ""))}\n'
+                       'capability = "9.0"\nmemory_total = "80GiB"\ncount = 2\n', encoding="utf-8")
+    return profile
+
+
+def test_gpu_names_of_a_profile_reach_the_pytest_header_skips_summary_and_plan_escaped(
+        pytester: pytest.Pytester) -> None:
+    profile = _hostile_profile(pytester.path)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.lm_requires(capability=">=10.0")
+        def test_cap():
+            pass
+
+        @pytest.mark.lm_requires(gpus=4)
+        def test_gpus():
+            pass
+    """)
+    run = pytester.runpytest_subprocess("-p", "no:xdist", f"--lm-hardware={profile}", "-rs")
+    run.assert_outcomes(skipped=2)
+    plan = pytester.runpytest_subprocess("-p", "no:xdist", f"--lm-hardware={profile},h100", "--lm-plan")
+    for result in (run, plan):
+        out = result.stdout.str()
+        assert _safe(out.replace("\n", "")), out
+        assert not any(line.startswith("lmbackend: FORGED") for line in out.splitlines())
+        assert "NVIDIA\\x00 H100\\x1b[2J" in out
+    assert run.stdout.str().count("NVIDIA\\x00 H100") >= 5  # header (2 GPUs), summary, skip lines
+
+
+def test_env_escapes_a_profiles_gpu_names_and_its_json_keeps_them(tmp_path: Path) -> None:
+    profile = _hostile_profile(tmp_path)
+    text = subprocess.run([sys.executable, "-m", "pytest_lmbackend", "env", "--hardware", str(profile)],
+                          capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0, text.stderr
+    assert _safe(text.stdout.replace("\n", "")) and "FORGED" in text.stdout
+    assert not any(line.startswith("lmbackend: FORGED") for line in text.stdout.splitlines())
+    raw = subprocess.run([sys.executable, "-m", "pytest_lmbackend", "env", "--json", "--hardware",
+                          str(profile)], capture_output=True, text=True, timeout=60)
+    assert json.loads(raw.stdout)["gpus"][0]["name"] == HOSTILE.replace("\ud800", "")
+
+
+@pytest.mark.parametrize("releases", [["--lmdeploy", "0.18.0"], ["--lmdeploy", "all"]])
+def test_detect_escapes_an_architecture_that_would_clear_the_screen_and_forge_rows(
+        tmp_path: Path, releases: list[str]) -> None:
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    arch = "\x1b[2J\x1b[HLlamaForCausalLM\nfake/path  Forged  turbomind  llm  forged-rule"
+    (folder / "config.json").write_text(json.dumps({"architectures": [arch], "model_type": "llama"}))
+    result = subprocess.run([sys.executable, "-m", "pytest_lmbackend", "detect", *releases, str(folder)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert _safe(result.stdout.replace("\n", ""))
+    assert not any(line.startswith("fake/path") for line in result.stdout.splitlines())
+    assert "\\x1b[2J\\x1b[HLlamaForCausalLM\\nfake/path" in result.stdout
+    records = subprocess.run([sys.executable, "-m", "pytest_lmbackend", "detect", "--json", *releases,
+                              str(folder)], capture_output=True, text=True, timeout=60).stdout
+    assert json.loads(records.splitlines()[0])["arch"] == arch  # JSON keeps the text as it is
