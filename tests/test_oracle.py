@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +10,15 @@ import pytest
 
 from pytest_lmbackend import oracle
 from pytest_lmbackend.oracle import Answer, Oracle, OracleError, VenvError
-from pytest_lmbackend.oracle.venv import TRANSFORMERS_PINS, oracle_home, spec_for, venv_python
+from pytest_lmbackend.oracle.venv import (
+    TRANSFORMERS_PINS,
+    _uv_build,
+    find_uv,
+    local_torch_wheel,
+    oracle_home,
+    spec_for,
+    venv_python,
+)
 
 
 def test_home_comes_from_the_environment_or_the_user_cache(
@@ -39,6 +48,37 @@ def test_a_missing_environment_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(OracleError, match=r"python -m pytest_lmbackend.oracle setup 0.18.0"):
         Oracle("0.18.0")
     assert venv_python(spec_for("0.18.0")).is_relative_to(tmp_path)
+
+
+def test_uv_gets_torch_only_as_the_local_cpu_wheel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / f"torch-2.13.0-{tag}-{tag}-manylinux_2_28_x86_64.whl").write_bytes(b"")  # the CUDA build's name
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_FIND_LINKS", f"file://{tmp_path / 'absent'} {links}")
+    monkeypatch.delenv("LMBACKEND_ORACLE_TORCH", raising=False)
+    assert local_torch_wheel() is None
+    cpu = links / f"torch-2.13.0+cpu-{tag}-{tag}-manylinux_2_28_x86_64.whl"
+    cpu.write_bytes(b"")
+    assert local_torch_wheel() == cpu
+    named = tmp_path / "torch-2.13.0+cpu-any.whl"
+    named.write_bytes(b"")
+    monkeypatch.setenv("LMBACKEND_ORACLE_TORCH", str(named))
+    assert local_torch_wheel() == named
+    monkeypatch.setenv("LMBACKEND_ORACLE_TORCH", "torch==2.13.0")  # a requirement, not a file: pip's job
+    assert local_torch_wheel() is None
+
+
+def test_without_uv_the_build_is_left_to_pip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LMBACKEND_INSTALLER", "pip")
+    assert find_uv() is None
+    assert _uv_build(spec_for("0.18.0"), tmp_path / "venvs" / "x", sys.executable) is False
+    assert not (tmp_path / "venvs").exists()
+    monkeypatch.delenv("LMBACKEND_INSTALLER")
+    pytest.importorskip("uv")
+    found = find_uv()
+    assert found is not None and os.access(found, os.X_OK)
 
 
 def test_an_interpreter_without_lmdeploy_is_reported_not_hung() -> None:
