@@ -746,3 +746,34 @@ def test_options_no_selected_backend_reads_or_of_the_wrong_type_are_refused(fake
     assert check_options(["my_round.py"], {"anything": object()}) is None  # a script of your own
     res = _cli(str(fake_model), "--backend", "transformers", "--options", '{"max_new_tokens": "abc"}')
     assert res.returncode == 2 and "expected int, got 'abc'" in res.stderr
+
+
+def test_lm_startup_stopped_by_sigterm_kills_the_round_and_stops_the_session(
+    pytester: pytest.Pytester, fake_model: Path, fake_script: str, tmp_path: Path
+) -> None:
+    """A CI timeout's SIGTERM reaches the pytest run's group, never the round (its own session)."""
+    pytest.importorskip("pytest_benchmark")
+    pidfile = tmp_path / "pids"
+    pytester.makepyfile(test_it=f"""
+        def test_startup(lm_startup):
+            lm_startup({str(fake_model)!r}, {fake_script!r}, rounds=1,
+                       options={{"mode": "hang", "pidfile": {str(pidfile)!r}}})
+    """)
+    outer = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
+                              *_bench_args(pytester), "test_it.py"], cwd=pytester.path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child, helper = (int(x) for x in pidfile.read_text().split())
+        os.killpg(outer.pid, signal.SIGTERM)
+        out = outer.communicate(timeout=30)[0]
+    finally:
+        if outer.poll() is None:
+            os.killpg(outer.pid, signal.SIGKILL)
+            outer.wait()
+    assert outer.returncode == 143, out
+    assert "SIGTERM during a start-up round" in out
+    assert _gone(child) and _gone(helper)

@@ -796,3 +796,36 @@ def test_real_probe_on_this_machine_never_raises() -> None:
     assert hw.source in ("nvml", "nvidia-smi", "none")
     if hw.source == "none":
         assert hw.gpus == () and hw.warnings
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_during_nvidia_smi_kills_it_and_what_it_started(tmp_path: Path) -> None:
+    """The tool runs in its own session (so a timeout can kill its children); Ctrl-C reaches only
+    the terminal's group, so the probe must kill the tool's group on that way out too."""
+    import signal
+    import subprocess
+
+    pids = tmp_path / "pids"
+    fake_smi(tmp_path, f"sleep 600 &\necho $$ $! > {pids}\nwait\n")
+    code = ("import os, time; from pytest_lmbackend.hardware.smi import run_tool\n"
+            f"run_tool([{str(tmp_path / 'nvidia-smi')!r}], time.monotonic() + 600, 'the query')\n")
+    probe_process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE,
+                                     start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (pids.exists() and len(pids.read_text().split()) == 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    tool, child = map(int, pids.read_text().split())
+    os.killpg(probe_process.pid, signal.SIGINT)
+    _, err = probe_process.communicate(timeout=30)
+    assert b"KeyboardInterrupt" in err
+
+    def gone(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+        except OSError:
+            return True
+
+    deadline = time.monotonic() + 10
+    while not (gone(tool) and gone(child)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(tool) and gone(child)

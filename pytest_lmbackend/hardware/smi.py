@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -133,6 +134,13 @@ def run_tool(argv: list[str], deadline: float, what: str, *,
         except subprocess.TimeoutExpired:
             pass  # pipes held by something outside the group: give up on its output
         raise ProbeFailed(f"{tool}: {what} did not answer in time; killed it") from exc
+    except BaseException:
+        # Ctrl-C or another way out while it runs: its own session does not get the signal that
+        # stopped this process, so it and what it started would keep running
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
