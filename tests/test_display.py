@@ -96,3 +96,16 @@ def test_detect_escapes_an_architecture_that_would_clear_the_screen_and_forge_ro
     records = subprocess.run([sys.executable, "-m", "pytest_lmbackend", "detect", "--json", *releases,
                               str(folder)], capture_output=True, text=True, timeout=60).stdout
     assert json.loads(records.splitlines()[0])["arch"] == arch  # JSON keeps the text as it is
+
+
+def test_xdist_reasons_and_labels_escape_a_profiles_uuids_and_names() -> None:
+    from pytest_lmbackend.hardware.model import GPU
+    from pytest_lmbackend.xdist.slicing import device_label, too_wide
+
+    reason = too_wide(4, "GPU-a\x1b[2J,GPU-b", "gw1", "2")
+    assert reason is not None and _safe(reason) and "GPU-a\\x1b[2J" in reason
+    isolated = too_wide(4, "GPU-a\n", None, "2")
+    assert isolated is not None and _safe(isolated)
+    gpu = GPU(index=0, physical_index=0, uuid="GPU-1", name="H100\x00\n", capability=(9, 0),
+              memory_total=1, memory_free=1, pci_bus_id=None)
+    assert device_label(gpu) == "GPU 0 (H100\\x00\\n)"

@@ -253,10 +253,12 @@ def too_wide(need: int, mask: str, worker: str | None, sizes: str, *, dist: str 
     if need <= held:
         return None
     if worker is None and outer_worker is None:  # an isolated child of a run without -n
-        return f"needs {need} GPUs; this isolated process was given {held} ({mask}), all there are"
+        return printable(f"needs {need} GPUs; this isolated process was given {held} ({mask}), all there are")
     where = f"xdist worker {worker}" if worker else f"the isolated process of xdist worker {outer_worker}"
     advice = f"run it with --lm-gpus-per-worker={need}, or without -n"
     if "," in str(sizes) and dist != "load":
         advice = (f"size lists send wide tests to wide workers only under --dist load (not {dist}); "
                   f"or {advice}")
-    return f"needs {need} GPUs; {where} holds {held} ({mask}) with --lm-gpus-per-worker={sizes}: {advice}"
+    # the mask holds a profile's GPU UUIDs: outside text in a skip reason
+    return printable(f"needs {need} GPUs; {where} holds {held} ({mask}) with --lm-gpus-per-worker={sizes}: "
+                     f"{advice}")
