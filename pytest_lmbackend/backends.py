@@ -99,13 +99,18 @@ class Backend:
 
 
 def _check_turbomind(facts: RunnerFacts) -> str | None:
+    if facts.ascend and not facts.devices:  # whatever is installed: TurboMind has no Ascend build
+        return ("backend turbomind is CUDA-only (LMDeploy runs its PyTorch engine on Ascend); "
+                f"{facts.found_devices()}")
     version = facts.packages.get("lmdeploy")
     if version is None:
         return ("backend turbomind needs lmdeploy with its TurboMind extension; "
                 f"lmdeploy is not installed on {facts.packages_where()}")
     if not facts.turbomind_extension:
+        from pytest_lmbackend.hardware.packages import describe_package
+
         return (f"backend turbomind needs LMDeploy's TurboMind extension; "
-                f"lmdeploy {version} is installed without it")
+                f"{describe_package('lmdeploy', version)} is installed without it")
     if not facts.devices:
         return ("backend turbomind needs a CUDA GPU in TurboMind's kernel build matrix; "
                 f"{facts.found_devices()}")

@@ -112,7 +112,13 @@ def format_plan(rows: Sequence[PlanRow], columns: Sequence[str], *,
 def profile_lines(hardware: Hardware, availability: Mapping[str, str | None]) -> list[str]:
     """One profile of a several-profile plan in brief, for the header: its GPUs by kind, driver and
     CUDA, packages, and the backends available there; then its warnings."""
-    from pytest_lmbackend.hardware import TURBOMIND_KEY, format_capability, format_memory, notable_packages
+    from pytest_lmbackend.hardware import (
+        TURBOMIND_KEY,
+        describe_package,
+        format_capability,
+        format_memory,
+        notable_packages,
+    )
 
     kinds = Counter((g.name, g.capability, g.memory_total) for g in hardware.gpus)
     gpus = "; ".join(f"{n} x {name} (sm{cap[0]}{cap[1]} = {format_capability(cap)}, {format_memory(mem)})"
@@ -123,7 +129,7 @@ def profile_lines(hardware: Hardware, availability: Mapping[str, str | None]) ->
     if hardware.nodes > 1:
         gpus = f"{hardware.nodes} nodes of {gpus}"
     turbomind = " with TurboMind" if TURBOMIND_KEY in hardware.packages else ""
-    packages = ", ".join(f"{name} {version}{turbomind if name == 'lmdeploy' else ''}"
+    packages = ", ".join(f"{describe_package(name, version)}{turbomind if name == 'lmdeploy' else ''}"
                          for name, version in notable_packages(hardware.packages) if name != TURBOMIND_KEY)
     if not hardware.packages_stated and hardware.source == "profile":
         packages = f"this interpreter's: {packages or 'none notable'}"

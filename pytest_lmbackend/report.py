@@ -11,6 +11,7 @@ from pytest_lmbackend.hardware import (
     NPU,
     TURBOMIND_KEY,
     Hardware,
+    describe_package,
     format_capability,
     format_memory,
     notable_packages,
@@ -68,7 +69,7 @@ def _packages_line(hw: Hardware) -> str:
         if name == "lmdeploy":
             present = TURBOMIND_KEY in hw.packages
             extra = " (TurboMind extension present)" if present else " (no TurboMind extension)"
-        shown.append(f"{name} {version}{extra}")
+        shown.append(f"{describe_package(name, version)}{extra}")
     return f"packages: {', '.join(shown) or 'none of lmdeploy, torch, transformers, triton, flash-attn'}"
 
 

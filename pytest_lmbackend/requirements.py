@@ -12,6 +12,7 @@ from pytest_lmbackend.hardware import (
     DTYPE_ALIASES,
     DTYPE_MIN_CAPABILITY,
     TURBOMIND_KEY,
+    UNSTATED,
     Hardware,
     format_capability,
     format_memory,
@@ -325,6 +326,9 @@ def _package_skip(spec: PackageSpec, hw: Hardware) -> Verdict | None:
         return Verdict("packages", f"needs package {spec}; not installed{where}")
     if not spec.specifier:
         return None
+    if version == UNSTATED:
+        return Verdict("packages", f"needs package {spec}; {origin or 'the profile'} states {spec.name} "
+                                   "without a version")
     from packaging.specifiers import SpecifierSet
     from packaging.version import InvalidVersion, Version
 

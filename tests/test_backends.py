@@ -82,7 +82,8 @@ def test_pytorch_on_ascend_needs_dlinfer_and_torch_npu() -> None:
     # TurboMind stays CUDA-only whatever is installed
     tm = reasons(RunnerFacts(ascend=True, packages=ascend, turbomind_extension=True,
                              npus=("NPU 0 (Ascend910B3)",)))["turbomind"]
-    assert tm is not None and "needs a CUDA GPU" in tm and "NPU 0 (Ascend910B3)" in tm
+    assert tm == ("backend turbomind is CUDA-only (LMDeploy runs its PyTorch engine on Ascend); found no GPU "
+                  "but NPU 0 (Ascend910B3)")
 
 
 def test_stated_backends_are_the_whole_answer() -> None:

@@ -829,3 +829,101 @@ def test_ctrl_c_during_nvidia_smi_kills_it_and_what_it_started(tmp_path: Path) -
     while not (gone(tool) and gone(child)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(tool) and gone(child)
+
+
+# -- profiles equipped with LMDeploy ------------------------------------------------------------------
+
+def availability(spec: str) -> dict[str, str | None]:
+    from pytest_lmbackend.backends import build_registry, facts_from_hardware
+
+    return dict(build_registry().availability(facts_from_hardware(load_profile(spec, local_packages={}))))
+
+
+def test_plus_lmdeploy_says_what_an_equipped_runner_runs() -> None:
+    bare = availability("h100x8")
+    assert bare["turbomind"] is not None and bare["pytorch"] is not None  # no LMDeploy stated anywhere
+    assert availability("h100x8+lmdeploy") == {"turbomind": None, "pytorch": None, "transformers": None}
+    hw = load_profile("h100x8+LMDeploy", local_packages={"six": "1.0"})
+    assert hw.profile == "h100x8+lmdeploy" and hw.packages_stated and len(hw.gpus) == 8
+    assert dict(hw.packages) == {"lmdeploy": "", "lmdeploy.turbomind": "", "torch": "", "transformers": ""}
+    pytorch_only = availability("h100x8+lmdeploy-pytorch")
+    assert pytorch_only["pytorch"] is None
+    assert pytorch_only["turbomind"] == ("backend turbomind needs LMDeploy's TurboMind extension; lmdeploy "
+                                         "(version not stated) is installed without it")
+
+
+def test_plus_lmdeploy_with_a_version_judges_that_release() -> None:
+    hw = load_profile("rtx5090+lmdeploy=0.9.0", local_packages={})
+    assert hw.profile == "rtx5090+lmdeploy=0.9.0" and hw.packages["lmdeploy.turbomind"] == "0.9.0"
+    why = availability("rtx5090+lmdeploy=0.9.0")["turbomind"]
+    assert why is not None and "LMDeploy 0.9.0" in why and "sm120" in why  # sm120a arrived in 0.10.0
+    assert availability("rtx5090+lmdeploy=0.10.0")["turbomind"] is None
+
+
+def test_plus_lmdeploy_on_ascend_is_its_ascend_runtime_without_turbomind() -> None:
+    hw = load_profile("ascend-910bx8+lmdeploy", local_packages={})
+    assert set(hw.packages) == {"lmdeploy", "torch", "transformers", "torch-npu", "dlinfer-ascend"}
+    got = availability("ascend-910bx8+lmdeploy")
+    assert got["pytorch"] is None and got["turbomind"] is not None and "CUDA-only" in got["turbomind"]
+
+
+def test_plus_lmdeploy_keeps_what_a_profile_file_states(tmp_path: Path) -> None:
+    path = tmp_path / "ci.toml"
+    path.write_text("[packages]\nflash_attn = '2.7.4'\ntorch = '2.8.0'\n[[gpus]]\nname = 'NVIDIA A10'\n"
+                    "capability = '8.6'\nmemory_total = '24GiB'\n")
+    hw = load_profile(f"{path}+lmdeploy=0.18.0", local_packages={})
+    assert dict(hw.packages) == {"flash-attn": "2.7.4", "torch": "2.8.0", "transformers": "",
+                                 "lmdeploy": "0.18.0", "lmdeploy.turbomind": "0.18.0"}
+    assert hw.profile == "ci+lmdeploy=0.18.0"
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("h100+vllm", "'+vllm' is not known equipment; say +lmdeploy"),
+    ("h100+lmdeploy=latest", "'+lmdeploy=latest' is not known equipment"),
+    ("h100+lmdeploy+lmdeploy", "is not known equipment"),
+    ("h1000+lmdeploy", "hardware profile 'h1000': no such profile"),
+])
+def test_bad_equipment_is_named(spec: str, message: str) -> None:
+    with pytest.raises(ProfileError, match=re.escape(message)):
+        load_profile(spec, local_packages={})
+
+
+def test_a_package_stated_without_a_version_meets_no_version_range() -> None:
+    from pytest_lmbackend.requirements import evaluate, parse_requirement
+
+    hw = load_profile("h100+lmdeploy", local_packages={})
+    assert evaluate(parse_requirement((), {"packages": ["torch", "lmdeploy"]}, where="t"), hw) is None
+    skip = evaluate(parse_requirement((), {"packages": "torch>=2.5"}, where="t"), hw)
+    assert skip is not None and skip.reason == ("needs package torch>=2.5; profile 'h100+lmdeploy' states "
+                                                "torch without a version")
+    from pytest_lmbackend.report import text_lines
+
+    packages = next(line for line in text_lines(hw) if line.startswith("packages:"))
+    assert "lmdeploy (version not stated) (TurboMind extension present)" in packages
+    assert "torch (version not stated)" in packages
+
+
+def test_the_plan_of_an_equipped_profile(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_p="""
+        import pytest
+
+        @pytest.mark.lm_backend("turbomind")
+        def test_tm(lm_backend): pass
+        """)
+    result = pytester.runpytest("-p", "no:xdist", "--lm-plan", "--lm-hardware=h100x8+lmdeploy")
+    result.stdout.fnmatch_lines(["test_p.py::test_tm *run[[]turbomind[]]*"])
+    result = pytester.runpytest("-p", "no:xdist", "--lm-plan", "--lm-hardware=h100x8+lmdeploy-pytorch")
+    result.stdout.fnmatch_lines(["test_p.py::test_tm *skip*"])
+
+
+def test_a_runner_holds_a_package_stated_without_a_version_at_any_version() -> None:
+    from pytest_lmbackend.fleet.check import check_packages
+
+    claimed = load_profile("h100+lmdeploy", local_packages={})
+    installed = {"lmdeploy": "0.14.0", "torch": "2.8.0", "transformers": "4.57.0"}
+    actual = load_profile("h100", local_packages=installed)
+    assert check_packages(claimed, actual, ()) == "packages: LMDeploy's TurboMind extension: not installed"
+    missing = load_profile("h100", local_packages={"torch": "2.8.0"})
+    assert check_packages(claimed, missing, ()) == (
+        "packages: transformers (version not stated): not installed; lmdeploy (version not stated): not "
+        "installed; LMDeploy's TurboMind extension: not installed")

@@ -255,7 +255,7 @@ def test_backends_on_an_npu_runner() -> None:
              "dlinfer-ascend": "0.2.5", "torch-npu": "2.8.0"}
     got = registry.availability(facts_from_hardware(load_profile("ascend-910b", local_packages=ready)))
     assert got["pytorch"] is None
-    assert got["turbomind"] is not None and "needs a CUDA GPU" in got["turbomind"]
+    assert got["turbomind"] is not None and "CUDA-only" in got["turbomind"]
     assert "NPU 0 (Ascend910B3)" in got["turbomind"]
     bare = {k: v for k, v in ready.items() if k != "dlinfer-ascend"}
     got = registry.availability(facts_from_hardware(load_profile("ascend-910b", local_packages=bare)))

@@ -78,7 +78,7 @@ def check_npus(claimed: Hardware, actual: Hardware, available: Collection[str]) 
 
 
 def check_packages(claimed: Hardware, actual: Hardware, available: Collection[str]) -> str | None:
-    from pytest_lmbackend.hardware import TURBOMIND_KEY
+    from pytest_lmbackend.hardware import TURBOMIND_KEY, describe_package
 
     problems = []
     for name, version in claimed.packages.items():
@@ -87,8 +87,8 @@ def check_packages(claimed: Hardware, actual: Hardware, available: Collection[st
             if found is None:
                 problems.append("LMDeploy's TurboMind extension: not installed")
         elif found is None:
-            problems.append(f"{name} {version}: not installed")
-        elif _older(found, version):
+            problems.append(f"{describe_package(name, version)}: not installed")
+        elif version and _older(found, version):  # "": stated without a version, any will do
             problems.append(f"{name} {version}: found {found}")
     return "packages: " + "; ".join(problems) if problems else None
 

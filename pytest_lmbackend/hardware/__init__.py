@@ -22,6 +22,8 @@ from pytest_lmbackend.hardware.units import format_capability, format_memory, pa
 if TYPE_CHECKING:
     from pytest_lmbackend.hardware.packages import (
         TURBOMIND_KEY,
+        UNSTATED,
+        describe_package,
         detect_ascend,
         normalize,
         notable_packages,
@@ -39,7 +41,8 @@ if TYPE_CHECKING:
 # Loaded on first use: importing this package (as the plugin does at start-up) must stay cheap, and
 # profiles (tomllib), nvidia-smi (subprocess) and package scanning are needed only once a session probes.
 _LAZY: dict[str, str] = {
-    "TURBOMIND_KEY": "packages", "detect_ascend": "packages", "normalize": "packages",
+    "TURBOMIND_KEY": "packages", "UNSTATED": "packages", "describe_package": "packages",
+    "detect_ascend": "packages", "normalize": "packages",
     "notable_packages": "packages",
     # the module is "probing", not "probe": importing a submodule binds its name on this package,
     # which would hide the function probe()
@@ -71,11 +74,13 @@ __all__ = [
     "SOURCES",
     "TURBOMIND_BUILDS",
     "TURBOMIND_KEY",
+    "UNSTATED",
     "Accelerator",
     "Hardware",
     "ProfileError",
     "Source",
     "apply_visibility",
+    "describe_package",
     "detect_ascend",
     "format_capability",
     "format_memory",

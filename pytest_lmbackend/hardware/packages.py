@@ -102,6 +102,14 @@ def read_packages(paths: Iterable[str] | None = None,
     return packages
 
 
+UNSTATED = ""  # a profile's package version when it states the package installed, at no version
+
+
+def describe_package(name: str, version: str) -> str:
+    """``torch 2.8.0``, or ``torch (version not stated)`` for a profile's package without a version."""
+    return f"{name} {version}" if version != UNSTATED else f"{name} (version not stated)"
+
+
 def notable_packages(packages: Mapping[str, str]) -> list[tuple[str, str]]:
     """The packages a report shows, in a fixed order."""
     return [(name, packages[name]) for name in NOTABLE if name in packages]
