@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_lmbackend.hardware import Hardware
 
 # Packages whose presence decides availability. Read from metadata and ``find_spec`` only: importing
 # any of them costs seconds and may initialise CUDA.
 WATCHED_PACKAGES: tuple[str, ...] = ("lmdeploy", "torch", "transformers", "dlinfer-ascend", "torch-npu")
+
 
 @dataclass(frozen=True)
 class Device:
@@ -230,56 +232,33 @@ def package_versions(names: Iterable[str] = WATCHED_PACKAGES) -> dict[str, str |
     return out
 
 
-def turbomind_extension_present() -> bool:
-    """Whether LMDeploy's compiled TurboMind module is on disk, found without importing lmdeploy."""
-    spec = importlib.util.find_spec("lmdeploy")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    for root in spec.submodule_search_locations:
-        folder = os.path.join(root, "turbomind")
-        try:
-            entries = os.listdir(folder)
-        except OSError:
-            continue
-        if any(e.startswith("_turbomind") and e.endswith((".so", ".pyd")) for e in entries):
-            return True
-    return False
+def facts_from_hardware(hardware: Hardware) -> RunnerFacts:
+    """The facts the backend checks need, from one probe's (or profile's) ``Hardware``.
 
-
-def facts_from_hardware(hardware: Any) -> RunnerFacts:
-    """Read a ``hardware.Hardware`` value into the facts the backend checks need.
-
-    Fields are read by name with fallbacks, and package facts come from this interpreter's metadata
-    unless the value (a fake profile) states them.
+    Package facts are the value's own (a profile's ``[packages]``, or what the probe read from this
+    interpreter's metadata, ``lmdeploy.turbomind`` included); a real probe that could list none
+    falls back to this interpreter's metadata and TurboMind's extension file.
     """
-    devices: list[Device] = []
-    for pos, gpu in enumerate(getattr(hardware, "gpus", ()) or ()):
-        cap = getattr(gpu, "capability", None) or (0, 0)
-        index = getattr(gpu, "index", pos)
-        devices.append(Device(int(index), str(getattr(gpu, "name", "GPU")), (int(cap[0]), int(cap[1]))))
-    stated_packages = getattr(hardware, "packages", None)
-    from_profile = getattr(hardware, "source", None) == "profile"
-    if isinstance(stated_packages, Mapping) and (stated_packages or from_profile):
-        packages: dict[str, str | None] = {
-            str(k): (None if v in (None, False) else str(v)) for k, v in stated_packages.items()
-        }
+    from pytest_lmbackend.hardware.packages import TURBOMIND_KEY, lmdeploy_locations, turbomind_extension
+
+    packages: dict[str, str | None]
+    if hardware.packages or hardware.source == "profile":
+        packages = dict(hardware.packages)
         for name in WATCHED_PACKAGES:
             packages.setdefault(name, None)
-        tm_ext = "lmdeploy.turbomind" in stated_packages
+        extension = TURBOMIND_KEY in hardware.packages
     else:
         packages = package_versions()
-        tm_ext = packages.get("lmdeploy") is not None and turbomind_extension_present()
-    stated = getattr(hardware, "backends", None)
-    profile = getattr(hardware, "profile", None)
-    cuda = getattr(hardware, "cuda", None) or getattr(hardware, "cuda_version", None)
+        found = turbomind_extension(lmdeploy_locations()) if packages.get("lmdeploy") is not None else None
+        extension = found is not None
     return RunnerFacts(
-        devices=tuple(devices),
-        cuda=None if cuda is None else str(cuda),
-        ascend=bool(getattr(hardware, "ascend", False)),
+        devices=tuple(Device(g.index, g.name, g.capability) for g in hardware.gpus),
+        cuda=hardware.cuda,
+        ascend=hardware.ascend,
         packages=packages,
-        turbomind_extension=bool(tm_ext),
-        stated_backends=None if stated is None else frozenset(str(b) for b in stated),
-        profile=None if profile is None else str(profile),
-        packages_stated=bool(getattr(hardware, "packages_stated", False)),
-        npus=tuple(n.label() for n in getattr(hardware, "npus", ())),
+        turbomind_extension=extension,
+        stated_backends=None if hardware.backends is None else frozenset(hardware.backends),
+        profile=hardware.profile,
+        packages_stated=hardware.packages_stated,
+        npus=tuple(n.label() for n in hardware.npus),
     )

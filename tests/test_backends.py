@@ -14,7 +14,6 @@ from pytest_lmbackend.backends import (
     RunnerFacts,
     build_registry,
     facts_from_hardware,
-    turbomind_extension_present,
 )
 from pytest_lmbackend.hardware import GPU, Hardware, load_profile
 
@@ -143,17 +142,43 @@ def test_shipped_profile_gpus_reach_the_facts() -> None:
     assert all(d.capability == (9, 0) for d in facts.devices)
 
 
-def test_turbomind_extension_found_on_disk_without_import(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("folder", ["lib", "turbomind"])
+def test_without_package_facts_the_extension_is_looked_for_on_disk(tmp_path: Path, folder: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real probe that listed no packages: metadata and the extension file decide, without importing
+    lmdeploy, wherever its release put the file (lib/ up to 0.17, turbomind/ from 0.18)."""
+    import importlib.machinery
+
+    from pytest_lmbackend.hardware import Hardware
+
     pkg = tmp_path / "lmdeploy"
-    (pkg / "turbomind").mkdir(parents=True)
+    (pkg / folder).mkdir(parents=True)
     (pkg / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
+    meta = tmp_path / "lmdeploy-0.18.0.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: lmdeploy\nVersion: 0.18.0\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "lmdeploy", raising=False)
-    assert not turbomind_extension_present()
-    (pkg / "turbomind" / "_turbomind.cpython-312-x86_64-linux-gnu.so").write_bytes(b"")
-    assert turbomind_extension_present()
+    bare = Hardware(source="none")
+    assert not facts_from_hardware(bare).turbomind_extension
+    (pkg / folder / f"_turbomind{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    facts = facts_from_hardware(bare)
+    assert facts.turbomind_extension and facts.packages["lmdeploy"] == "0.18.0"
     assert "lmdeploy" not in sys.modules
+
+
+def test_facts_are_the_hardware_fields() -> None:
+    from pytest_lmbackend.hardware import load_profile
+
+    hw = load_profile("ascend-910b+lmdeploy=0.18.0", local_packages={})
+    facts = facts_from_hardware(hw)
+    assert facts == RunnerFacts(devices=(), cuda=None, ascend=True, packages={
+        "lmdeploy": "0.18.0", "torch": "", "transformers": "", "torch-npu": "", "dlinfer-ascend": ""},
+        turbomind_extension=False, stated_backends=None, profile="ascend-910b+lmdeploy=0.18.0",
+        packages_stated=True, npus=("NPU 0 (Ascend910B3)",))
+    a10 = facts_from_hardware(load_profile("a10", local_packages={"lmdeploy": "0.18.0"}))
+    assert a10.devices == (Device(0, "NVIDIA A10", (8, 6)),) and a10.cuda == "12.4"
+    assert a10.packages["lmdeploy"] == "0.18.0" and a10.packages["torch"] is None
 
 
 def test_builtins_have_distinct_names() -> None:

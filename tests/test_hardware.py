@@ -6,6 +6,7 @@ import ast
 import copy
 import dataclasses
 import importlib
+import importlib.machinery
 import json
 import os
 import pickle
@@ -46,7 +47,12 @@ from pytest_lmbackend.hardware import (
     turbomind_builds,
     turbomind_kernels_missing,
 )
-from pytest_lmbackend.hardware.packages import installed_distributions, lmdeploy_locations, read_packages
+from pytest_lmbackend.hardware.packages import (
+    installed_distributions,
+    lmdeploy_locations,
+    read_packages,
+    turbomind_extension,
+)
 from pytest_lmbackend.hardware.smi import parse_cuda_version, parse_query
 from pytest_lmbackend.hardware.visibility import Device
 
@@ -776,10 +782,62 @@ def test_turbomind_extension_found_without_importing_lmdeploy(tmp_path: Path,
     monkeypatch.delitem(sys.modules, "lmdeploy", raising=False)
     assert lmdeploy_locations() == [str(pkg)]
     assert "lmdeploy.turbomind" not in read_packages([str(tmp_path)])
-    (pkg / "lib" / "_turbomind.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    (pkg / "lib" / f"_turbomind{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"\x7fELF")
     packages = read_packages([str(tmp_path)])
     assert packages["lmdeploy"] == "0.18.0" and packages["lmdeploy.turbomind"] == "0.18.0"
     assert "lmdeploy" not in sys.modules
+
+
+# Where each LMDeploy wheel puts the TurboMind module (its RECORD): lib/ up to 0.17.0, turbomind/ since.
+WHEEL_LAYOUTS = {
+    "0.7.3": "lmdeploy/lib/_turbomind.cpython-311-x86_64-linux-gnu.so",
+    "0.10.2": "lmdeploy/lib/_turbomind.cpython-311-x86_64-linux-gnu.so",
+    "0.14.0": "lmdeploy/lib/_turbomind.cpython-311-x86_64-linux-gnu.so",
+    "0.16.0": "lmdeploy/lib/_turbomind.cpython-311-x86_64-linux-gnu.so",
+    "0.17.0": "lmdeploy/lib/_turbomind.cpython-311-x86_64-linux-gnu.so",
+    "0.18.0": "lmdeploy/turbomind/_turbomind.cpython-311-x86_64-linux-gnu.so",
+}
+# besides it, files a check by name alone could take for it
+NEIGHBOURS = ("lmdeploy/turbomind/lib/libturbomind_nccl_stub.so", "lmdeploy/turbomind/turbomind.py",
+              "lmdeploy/lib/_xgrammar.cpython-311-x86_64-linux-gnu.so",
+              "lmdeploy/lib/libturbomind_nccl_stub.so")
+
+
+@pytest.mark.parametrize("release", list(WHEEL_LAYOUTS))
+def test_the_turbomind_extension_is_found_in_every_wheel_layout(tmp_path: Path, release: str) -> None:
+    for path in (WHEEL_LAYOUTS[release], *NEIGHBOURS):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"")
+    suffixes = [".cpython-311-x86_64-linux-gnu.so", ".abi3.so", ".so"]  # a CPython 3.11 on x86_64 Linux
+    found = turbomind_extension([str(tmp_path / "lmdeploy")], suffixes)
+    assert found == tmp_path / WHEEL_LAYOUTS[release]
+    (tmp_path / WHEEL_LAYOUTS[release]).unlink()
+    assert turbomind_extension([str(tmp_path / "lmdeploy")], suffixes) is None  # the neighbours are not it
+    # a module built for another Python is not one this interpreter (nor LMDeploy in it) could load
+    (tmp_path / WHEEL_LAYOUTS[release].replace("311", "310")).write_bytes(b"")
+    assert turbomind_extension([str(tmp_path / "lmdeploy")], suffixes) is None
+
+
+def test_the_real_environments_agree_with_their_records() -> None:
+    """Each LMDeploy environment the differential tests built: its RECORD names the module, and the
+    package scan finds exactly that file."""
+    from pytest_lmbackend.oracle.venv import oracle_home
+
+    checked = []
+    for venv in sorted((oracle_home() / "venvs").glob("lmdeploy-*")):
+        records = list(venv.glob("lib/python*/site-packages/lmdeploy-*.dist-info/RECORD"))
+        if not records:
+            continue
+        site = records[0].parents[1]
+        listed = [line.split(",")[0] for line in records[0].read_text().splitlines()
+                  if line.split(",")[0].split("/")[-1].startswith("_turbomind.")]
+        version = records[0].parent.name[len("lmdeploy-"):-len(".dist-info")]
+        assert listed == [WHEEL_LAYOUTS.get(version, listed[0] if listed else "")], (version, listed)
+        packages = read_packages([str(site)], locate_lmdeploy=lambda s=site: [str(s / "lmdeploy")])
+        assert packages.get("lmdeploy.turbomind") == version, version
+        checked.append(version)
+    if not checked:
+        pytest.skip("no LMDeploy environment is built here (python -m pytest_lmbackend.oracle setup RELEASE)")
 
 
 def test_detect_ascend() -> None:

@@ -63,17 +63,34 @@ def installed_distributions(paths: Iterable[str] | None = None) -> dict[str, str
     return found
 
 
-def turbomind_extension(locations: Iterable[str]) -> Path | None:
-    """LMDeploy's compiled TurboMind module inside the package folders ``locations``, if shipped."""
+# Where LMDeploy's wheels put the compiled TurboMind module (``_turbomind`` + an extension suffix),
+# inside the ``lmdeploy`` package, by release; read from the wheels' RECORD files and the build rules:
+#   0.4.0 - 0.17.0  lmdeploy/lib/_turbomind.cpython-311-x86_64-linux-gnu.so   CMakeLists.txt installs
+#                   _turbomind to lmdeploy/lib; from 0.10.0 setup.py builds it with
+#                   install_prefix='lmdeploy/lib'; RECORD of 0.7.3, 0.10.2, 0.14.0, 0.16.0, 0.17.0
+#   0.18.0          lmdeploy/turbomind/_turbomind.cpython-311-x86_64-linux-gnu.so   RECORD of 0.18.0;
+#                   lmdeploy/turbomind/__init__.py imports it as ``from . import _turbomind``
+# tests/test_hardware.py checks both layouts, and the real environments of the differential tests.
+TURBOMIND_FOLDERS: tuple[str, ...] = ("lib", "turbomind")
+
+
+def turbomind_extension(locations: Iterable[str], suffixes: Iterable[str] | None = None) -> Path | None:
+    """LMDeploy's compiled TurboMind module inside the ``lmdeploy`` package folders ``locations``:
+    ``_turbomind`` with a suffix this interpreter imports (``EXTENSION_SUFFIXES``: a module built for
+    another Python is not one LMDeploy could load), in ``lib/`` or ``turbomind/`` (see above)."""
+    import importlib.machinery
+
+    endings = tuple(importlib.machinery.EXTENSION_SUFFIXES if suffixes is None else suffixes)
     for folder in locations:
-        for sub in ("lib", ""):
+        for sub in TURBOMIND_FOLDERS:
             base = Path(folder, sub)
             try:
-                for candidate in base.glob("_turbomind*"):
-                    if candidate.suffix in (".so", ".pyd") or ".so" in candidate.name:
-                        return candidate
+                names = os.listdir(base)
             except OSError:
                 continue
+            for name in sorted(names):
+                if name.startswith("_turbomind.") and name[len("_turbomind"):] in endings:
+                    return base / name
     return None
 
 
