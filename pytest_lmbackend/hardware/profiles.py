@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_lmbackend.hardware.equipment import equip, split_equipment
 from pytest_lmbackend.hardware.model import GPU, MAX_NODES, NPU, Hardware, ProfileError
 from pytest_lmbackend.hardware.npusmi import chip_name
-from pytest_lmbackend.hardware.packages import TURBOMIND_KEY, UNSTATED, normalize, read_packages
+from pytest_lmbackend.hardware.packages import normalize, read_packages
 from pytest_lmbackend.hardware.units import parse_capability, parse_memory
 from pytest_lmbackend.hardware.visibility import Device, apply_npu_visibility, apply_visibility
 
@@ -379,49 +380,6 @@ def _unknown(spec: str) -> ProfileError:
                         "path to a .toml/.json file", path=spec)
 
 
-# ``PROFILE+lmdeploy``: the runner has LMDeploy, ``+lmdeploy-pytorch``: LMDeploy without TurboMind
-_EQUIPMENT = re.compile(r"^(lmdeploy|lmdeploy-pytorch)(?:=([0-9][0-9a-z.+!-]*))?$")
-EQUIPMENT = ("lmdeploy", "lmdeploy-pytorch")
-# what installing LMDeploy brings besides itself (requirements/runtime_cuda.txt, runtime_ascend.txt)
-_LMDEPLOY_CUDA = ("torch", "transformers")
-_LMDEPLOY_ASCEND = ("torch", "transformers", "torch-npu", "dlinfer-ascend")
-
-
-def _split_equipment(spec: str) -> tuple[str, tuple[str, str] | None]:
-    """``h100x8+lmdeploy=0.14.0`` -> ``("h100x8", ("lmdeploy", "0.14.0"))``; no ``+``: no equipment."""
-    base, plus, rest = spec.partition("+")
-    if not plus:
-        return spec, None
-    match = _EQUIPMENT.match(rest.strip().lower())
-    if match is None:
-        raise ProfileError(f"hardware profile {_brief(spec)}: '+{rest[:40]}' is not known equipment; "
-                           "say +lmdeploy (LMDeploy with TurboMind built) or +lmdeploy-pytorch (without "
-                           "it), each optionally =VERSION, e.g. h100x8+lmdeploy=0.18.0", path=spec)
-    return base.strip(), (match.group(1), match.group(2) or UNSTATED)
-
-
-def equip(hardware: Hardware, equipment: str, version: str = UNSTATED) -> Hardware:
-    """``hardware`` as a runner with LMDeploy installed (``version``, or stated without one):
-    ``lmdeploy`` with its TurboMind extension built, ``lmdeploy-pytorch`` without it, and what
-    LMDeploy's install brings (torch and transformers; on Ascend NPUs torch-npu and dlinfer-ascend,
-    and no TurboMind, which is CUDA-only). The result states its packages: these, plus any the
-    profile itself stated; it answers "what would that runner run?" on any machine."""
-    import dataclasses
-
-    packages = dict(hardware.packages) if hardware.packages_stated else {}
-    ascend = bool(hardware.npus) and not hardware.gpus
-    for name in _LMDEPLOY_ASCEND if ascend else _LMDEPLOY_CUDA:
-        packages.setdefault(name, UNSTATED)
-    packages["lmdeploy"] = version
-    if equipment == "lmdeploy" and not ascend:
-        packages[TURBOMIND_KEY] = version
-    else:
-        packages.pop(TURBOMIND_KEY, None)
-    suffix = f"+{equipment}" + (f"={version}" if version else "")
-    return dataclasses.replace(hardware, packages=packages, packages_stated=True,
-                               profile=f"{hardware.profile}{suffix}")
-
-
 def load_profile(spec: str, *, local_packages: Mapping[str, str] | None = None) -> Hardware:
     """A ``Hardware`` from a shipped name (``h100``), ``NAMExN`` (``a10x4``) or a ``.toml``/``.json``
     file, optionally equipped with LMDeploy (``h100x8+lmdeploy``, ``+lmdeploy=0.18.0``,
@@ -433,7 +391,7 @@ def load_profile(spec: str, *, local_packages: Mapping[str, str] | None = None) 
     spec = spec.strip()
     if not spec:
         raise ProfileError("hardware profile: empty name")
-    base, equipment = _split_equipment(spec) if not _is_file(spec) else (spec, None)
+    base, equipment = split_equipment(spec) if not _is_file(spec) else (spec, None)
     if equipment is not None:
         return equip(load_profile(base, local_packages=local_packages), *equipment)
     if _looks_like_file(spec):
