@@ -266,7 +266,9 @@ class FleetPlugin:
 
         return tuple(ItemOutcome(None, None, None) for _ in self.runners)
 
-    def assign(self, items: Sequence[pytest.Item]) -> tuple[Assignment, list[tuple[ItemOutcome, ...]]]:
+    def assign(self, items: Sequence[pytest.Item]) -> tuple[Assignment, list[tuple[ItemVerdicts,
+                                                                                  tuple[ItemOutcome, ...]]]]:
+        """The assignment of ``items``, and what it was made from (per item: verdicts and outcomes)."""
         from pytest_lmbackend.backends import BackendCheckError
         from pytest_lmbackend.fleet.assignment import assign
         from pytest_lmbackend.session import SetupError
@@ -275,7 +277,7 @@ class FleetPlugin:
             judged = [self.judge(item) for item in items]
         except (SetupError, BackendCheckError) as exc:
             raise pytest.UsageError(str(exc)) from None
-        return assign((j for j, _ in judged), self.names), [o for _, o in judged]
+        return assign((j for j, _ in judged), self.names), judged
 
     @pytest.hookimpl(trylast=True)  # after -m / -k and the plugin's own reading of markers
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -314,13 +316,12 @@ class FleetPlugin:
             return None
         from pytest_lmbackend.fleet.assignment import estimate
         from pytest_lmbackend.plan import PlanRow, fleet_lines, format_plan
-        from pytest_lmbackend.skipping import pytest_skip
 
         items = list(session.items)
-        assignment, outcomes = self.assign(items)
+        assignment, judged = self.assign(items)
         rows = []
-        for item, placement, cells in zip(items, assignment.placements, outcomes, strict=True):
-            skipped = pytest_skip(item)
+        for item, placement, (verdicts, cells) in zip(items, assignment.placements, judged, strict=True):
+            skipped = verdicts.pytest_skip  # pytest's own marks show in every column, as in a plain plan
             shown = tuple(skipped.outcome() for _ in cells) if skipped else cells
             runner = self.names[placement.runner] + (" (orphan)" if placement.orphan else "")
             rows.append(PlanRow(item.nodeid, shown, runner))
