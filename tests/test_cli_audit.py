@@ -86,7 +86,7 @@ def test_json_and_agreement(tmp_path: Path, models: Path, capsys: pytest.Capture
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--python", "nope/python", "."], "audit: --python: 'nope/python' is not an executable file"),
+    (["--python", "nope/python", "."], "audit: error: --python: 'nope/python' is not an executable file"),
     (["--python", sys.executable, "--lmdeploy", "0.1", str(FIXTURES / "qwen2-vl")],
      "older than the oldest known release"),
     (["--python", sys.executable, "."], ".: no config.json here or in its sub-folders"),
