@@ -50,7 +50,8 @@ def parse_memory(value: object) -> int:
         )
     whole, _, fraction = match.group(1).partition(".")
     if len(whole.lstrip("0")) > 21:  # far beyond 2**64 bytes: said before any arithmetic on it
-        raise ValueError(f"memory size {_short(value)} is more than any device holds (at most 16 EiB)")
+        raise ValueError(f"memory size {_short(value)} is too large: more than any device holds "
+                         "(16 EiB at most)")
     if len(fraction) > 30:
         raise ValueError(f"memory size {_short(value)}: more decimals than a byte count needs (30 at most)")
     return _at_most_max(int(Fraction(match.group(1)) * _UNITS[match.group(2).lower()]), value)
@@ -63,7 +64,8 @@ def _short(value: object) -> str:
 
 def _at_most_max(size: int, value: object) -> int:
     if size > MAX_MEMORY:
-        raise ValueError(f"memory size {_short(value)} is more than any device holds (at most 16 EiB)")
+        raise ValueError(f"memory size {_short(value)} is too large: more than any device holds "
+                         "(16 EiB at most)")
     return size
 
 
