@@ -11,6 +11,8 @@ process, kills the groups still registered when this process vanishes without a 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
 import subprocess
@@ -67,7 +69,15 @@ class _Guard:
         proc.stdout.close()
         # it is never waited for here: it ends when this process does; a zombie until then is harmless
         proc.returncode = 0  # keeps Popen.__del__ from warning about a running child
+        atexit.register(self._close)  # at a normal exit, its end of file comes from here
         return proc.stdin
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._stdin is not None and self._pid == os.getpid():
+                with contextlib.suppress(OSError, ValueError):
+                    self._stdin.close()
+            self._stdin = None
 
     def ensure(self) -> None:
         """Start the guard unless this process has one."""

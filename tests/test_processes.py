@@ -79,3 +79,11 @@ def test_someone_elses_sigterm_handler_is_left_alone() -> None:
             assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_process_that_used_a_group_exits_without_resource_warnings() -> None:
+    code = ("import sys\nfrom pytest_lmbackend.processes import ProcessGroup\n"
+            "with ProcessGroup([sys.executable, '-c', 'pass']) as group:\n    group.wait(60)\n")
+    result = subprocess.run([sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "ResourceWarning" not in result.stderr, result.stderr
