@@ -126,6 +126,11 @@ class ModelConfig:
     """``<folder>/triton_models/weights`` exists."""
     workspace_arch: str | None = None
     """``model_arch`` written by ``lmdeploy convert`` into the workspace, if readable."""
+    bare: bool = False
+    """Set by the rules' loading step: the release's transformers built no config class of the model
+    type's own, so LMDeploy reads the values as they are (no class defaults, sub-configs as dicts)."""
+    notes: tuple[str, ...] = ()
+    """Set by the rules' loading step: what the release's transformers did with the file, and why."""
 
     @cached_property
     def quant_method(self) -> Any:
@@ -190,25 +195,13 @@ def _search_quant(root: Any, path: str) -> Any:
     return None
 
 
-def _validate(data: Mapping[str, Any], path: str) -> None:
-    archs = data.get("architectures")
-    if archs is not None and not (
-        type(archs) is list and all(type(a) is str for a in archs)
-    ):
-        raise ConfigTypeError(
-            path, "architectures", f"must be a list of strings, got {type(archs).__name__} {archs!r:.80}"
-        )
-    quant = data.get("quantization_config")
-    if quant is not None and type(quant) is not dict and not isinstance(quant, Mapping):
-        # transformers calls .to_dict() on it, and every LMDeploy release fails there.
-        raise ConfigTypeError(path, "quantization_config", f"must be an object, got {type(quant).__name__}")
-
-
 def from_mapping(data: Mapping[str, Any], label: str = MAPPING_LABEL) -> ModelConfig:
-    """A ModelConfig over an already-parsed config (no copy: the caller keeps it unchanged)."""
+    """A ModelConfig over an already-parsed config (no copy: the caller keeps it unchanged).
+
+    Values of the wrong type are kept: what each LMDeploy release does with them is the rules' to say.
+    """
     if not isinstance(data, Mapping):
         raise ConfigTypeError(label, None, f"a config must be a JSON object, got {type(data).__name__}")
-    _validate(data, label)
     return ModelConfig(source=label, path=label, data=data)
 
 
@@ -314,7 +307,6 @@ def _read_folder(folder: str, source: str, config_path: str, key: tuple[int, int
         except OSError as exc:
             raise _os_error(config_path, "cannot read", exc) from None
         data = _parse(raw, config_path)
-        _validate(data, config_path)
         cfg = ModelConfig(source, config_path, MappingProxyType(data), folder, triton, weights, arch)
     _CACHE[config_path] = (key, triton, weights, cfg)
     return cfg

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from pytest_lmbackend.config import ConfigNotFoundError, from_mapping, read_config
 from pytest_lmbackend.rules import detect, model_arch, rules_for
 from pytest_lmbackend.rules.engine import check_vl, turbomind_rule
+from pytest_lmbackend.rules.loading import load
 
 TYPE_CHECKING = False  # typing stays unimported at run time (start-up cost)
 if TYPE_CHECKING:
@@ -32,8 +33,10 @@ PathLike = str | os.PathLike[str]
 
 def get_model_arch(
     model_path: PathLike, trust_remote_code: bool = False, *, lmdeploy: str | None = None
-) -> tuple[str, Mapping[str, Any]]:
-    """``lmdeploy.archs.get_model_arch``: the architecture and the config (a read-only mapping here).
+) -> tuple[Any, Mapping[str, Any]]:
+    """``lmdeploy.archs.get_model_arch``: the architecture and the config (a read-only mapping here; the
+    values as the release's transformers loaded them). The architecture is a string unless the file's
+    ``architectures`` holds something else that the release takes as it is.
 
     ``trust_remote_code`` is accepted for compatibility; remote code is never run.
     """
@@ -45,7 +48,9 @@ def get_model_arch(
         return cfg.workspace_arch, MappingProxyType({})
     if cfg.data is None:
         raise ConfigNotFoundError(cfg.path, "config.json", "no config.json in this workspace")
-    return model_arch(cfg, rules), cfg.data
+    view = load(cfg, rules)
+    assert view.data is not None
+    return model_arch(view, rules), view.data
 
 
 def is_supported(
@@ -72,7 +77,8 @@ def autoget_backend(
         return "turbomind"
     if cfg.data is None:
         return detect(cfg, lmdeploy=rules.release).backend  # raises the typed error
-    supported, _ = turbomind_rule(cfg, model_arch(cfg, rules), rules)
+    view = load(cfg, rules)
+    supported, _ = turbomind_rule(view, model_arch(view, rules), rules)
     return "turbomind" if supported else "pytorch"
 
 
@@ -113,7 +119,9 @@ def get_task(
         return "llm"
     if cfg.data is None:
         return detect(cfg, lmdeploy=rules.release).task  # raises the typed error
-    return "vlm" if check_vl(cfg, backend, rules)[0] else "llm"
+    view = load(cfg, rules)
+    model_arch(view, rules)  # get_task loads the config through get_model_arch, which may fail first
+    return "vlm" if check_vl(view, backend, rules)[0] else "llm"
 
 
 # -- autoget_backend_config: the decision (pure, over dicts) and the build (LMDeploy's classes)

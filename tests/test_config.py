@@ -90,7 +90,6 @@ def test_workspace_without_config() -> None:
         ("no-config", ConfigNotFoundError, "config.json"),
         ("malformed-json", ConfigJSONError, None),
         ("not-utf8", ConfigEncodingError, None),
-        ("architectures-string", ConfigTypeError, "architectures"),
     ],
 )
 def test_typed_errors_name_file_and_field(fixture: str, error: type[ConfigError], field: str | None) -> None:
@@ -115,12 +114,11 @@ def test_overlong_number(tmp_path: Path) -> None:
         read_config(tmp_path)
 
 
-@pytest.mark.parametrize("value", [[1, 2], [["LlamaForCausalLM"]], {"a": "b"}, 3])
-def test_architectures_must_be_a_list_of_strings(value: object) -> None:
-    with pytest.raises(ConfigTypeError) as info:
-        read_config({"architectures": value})
-    assert info.value.field == "architectures"
-    assert info.value.path == "<mapping>"
+@pytest.mark.parametrize("value", [[1, 2], [["LlamaForCausalLM"]], {"a": "b"}, 3, "LlamaForCausalLM"])
+def test_values_of_any_type_are_read_as_they_are(value: object) -> None:
+    # what a release makes of them is the rules' to say (some answer, some raise)
+    cfg = read_config({"architectures": value, "quantization_config": "x"})
+    assert cfg.get("architectures") == value and not cfg.bare and cfg.notes == ()
 
 
 @pytest.mark.parametrize("top", [[], "x", 1, None])

@@ -1,37 +1,46 @@
 """Differential runs: Hypothesis configs through pytest_lmbackend's rules and through real LMDeploy.
 
-Each release named in ``LMBACKEND_DIFF_RELEASES`` (default 0.18.0; "none" skips) gets an
-environment with that LMDeploy (built on first use, see `pytest_lmbackend.oracle`), and every
-drawn config must get the same arch, backend and task from both. Where LMDeploy itself raises,
-the answer here must be a typed ConfigError; the documented exceptions are below
-(`documented_divergence`). ``LMBACKEND_DIFF_EXAMPLES`` sets the examples per test (default 40).
+Each release named in ``LMBACKEND_DIFF_RELEASES`` (default 0.7.3, 0.10.2, 0.14.0, 0.18.0; "none"
+skips) is asked through its environment (see `pytest_lmbackend.oracle`): 0.18.0's is built on first
+use, the others skip with the command that builds them. Every drawn config (valid, broken, hostile,
+or with one field the rules read given a value of another type) must get the same arch, backend and
+task from both, or, where LMDeploy raises, an ``LMDeployCrashError`` naming the same exception (or
+another typed ``ConfigError``). Config dicts are detected here from a folder holding only their
+config.json, the folder LMDeploy is given too. ``LMBACKEND_DIFF_EXAMPLES`` sets the examples per test
+(default 40; under the ``lmbackend-deep`` profile, the profile's).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from pytest_lmbackend.config import ConfigError, ConfigTypeError
-from pytest_lmbackend.oracle import Answer, Oracle, OracleError, VenvError, shared_oracle
+from pytest_lmbackend.config import ConfigError
+from pytest_lmbackend.oracle import Answer, Oracle, OracleError, VenvError, find_python, shared_oracle
 from pytest_lmbackend.rules import Detection, LMDeployCrashError, detect
 from pytest_lmbackend.strategies import (
     MalformedConfig,
     hf_configs,
     malformed_configs,
+    type_swapped,
     write_model_dir,
 )
+from pytest_lmbackend.strategies.profiles import DEEP
 
-_RAW = os.environ.get("LMBACKEND_DIFF_RELEASES", "0.18.0")
+ORACLE_RELEASES = ("0.7.3", "0.10.2", "0.14.0", "0.18.0")
+BUILT_ON_DEMAND = "0.18.0"  # the others are built by hand: python -m pytest_lmbackend.oracle setup RELEASE
+_RAW = os.environ.get("LMBACKEND_DIFF_RELEASES", ",".join(ORACLE_RELEASES))
 RELEASES = [] if _RAW.strip().lower() in ("", "none") else [r.strip() for r in _RAW.split(",") if r.strip()]
-EXAMPLES = int(os.environ.get("LMBACKEND_DIFF_EXAMPLES", "40"))
+_DEEP = settings.get_profile(DEEP).max_examples == settings.default.max_examples
+_EXAMPLES_ENV = os.environ.get("LMBACKEND_DIFF_EXAMPLES")
+EXAMPLES = int(_EXAMPLES_ENV) if _EXAMPLES_ENV else settings.default.max_examples if _DEEP else 40
 
 
 def release_key(release: str) -> tuple[int, ...]:
@@ -51,6 +60,8 @@ if not RELEASES:
 @pytest.fixture(scope="module", params=RELEASES or ["-"])
 def oracle(request: pytest.FixtureRequest) -> Oracle:
     release = str(request.param)
+    if release != BUILT_ON_DEMAND and find_python(release) is None:
+        pytest.skip(f"no LMDeploy {release} environment: python -m pytest_lmbackend.oracle setup {release}")
     try:
         return shared_oracle(release)
     except (VenvError, OracleError, OSError) as exc:
@@ -60,6 +71,33 @@ def oracle(request: pytest.FixtureRequest) -> Oracle:
 Ours = Detection | ConfigError
 
 
+def _model_types() -> set[str]:
+    from pytest_lmbackend.rules.model_types import KNOWN_MODEL_TYPES
+
+    return {t for types in KNOWN_MODEL_TYPES.values() for t in types}
+
+
+def _scratch() -> Path:
+    """A folder whose path names no model type: transformers 4 guesses a config class from the path of a
+    config without ``model_type``, and LMDeploy's scratch folder is chosen the same way."""
+    names = _model_types()
+    for _ in range(100):
+        root = tempfile.mkdtemp(prefix="q")
+        if not any(name and name in root for name in names):
+            return Path(root)
+        os.rmdir(root)
+    raise RuntimeError("no scratch folder free of model-type names")
+
+
+@pytest.fixture(scope="module")
+def scratch() -> Iterator[Path]:
+    folder = _scratch()
+    yield folder
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def ours_for(source: Any, release: str, **kwargs: bool) -> Ours:
     try:
         return detect(source, lmdeploy=release, **kwargs)
@@ -67,72 +105,15 @@ def ours_for(source: Any, release: str, **kwargs: bool) -> Ours:
         return exc
 
 
-def has_non_finite(node: Any) -> bool:
-    if isinstance(node, float):
-        return not math.isfinite(node)
-    if isinstance(node, dict):
-        return any(has_non_finite(v) for v in node.values())
-    if isinstance(node, list):
-        return any(has_non_finite(v) for v in node)
-    return False
-
-
-def field_value(cfg: Any, field: str) -> Any:
-    """The value at a dotted field name (``llm_config.hidden_size``), or None."""
-    node = cfg
-    for part in field.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def documented_divergence(cfg: Any, release: str, ours: Ours, theirs: Answer) -> bool:
-    """Where this project deliberately does not mirror LMDeploy (docs/FINDINGS.md)."""
-    # Releases before 0.13 force trust_remote_code: a config-only InternVLChatModel folder crashes
-    # (its llm_config stays a dict); a real snapshot ships the code, and gets the answer given here.
-    # The same happens to any nested config whose model_type transformers cannot build there.
-    # (Whatever the snapshot then hits, e.g. an auto_map-only config's check_vl_llm TypeError,
-    # is what the answer here mirrors.)
-    if release_key(release) < (0, 13) and (theirs.error or "").startswith(
-        "AttributeError: 'dict' object has no attribute"
-    ):
-        return True
-    # NaN or Infinity where a rule reads a size: LMDeploy computes with it (NaN // inf is never
-    # 64 or 128) and answers; a ConfigTypeError naming the field is given instead.
-    if isinstance(ours, ConfigTypeError) and theirs.error is None and has_non_finite(cfg):
-        return True
-    # A float or a boolean where a rule reads an integer size ("hidden_size": 1.5): LMDeploy does
-    # Python arithmetic with it and answers; a ConfigTypeError naming the field is given instead.
-    if isinstance(ours, ConfigTypeError) and theirs.error is None and ours.field:
-        value = field_value(cfg, ours.field)
-        if isinstance(value, (float, bool)):
-            return True
-    # `architectures` that is not a list of strings: transformers 4.x makes a string into its first
-    # letter ("L"), and entries of other types flow through as archs; a typed error is given instead.
-    return (
-        malformed_architectures(cfg)
-        and isinstance(ours, ConfigTypeError)
-        and ours.field == "architectures"
-        and theirs.error is None
-    )
-
-
-def malformed_architectures(cfg: Any) -> bool:
-    """`architectures` is a string, or a list holding something other than strings (null and []
-    are not malformed: both mean "no architectures", and the answers must agree there)."""
-    if not isinstance(cfg, dict):
-        return False
-    archs = cfg.get("architectures")
-    if isinstance(archs, str):
-        return True
-    return isinstance(archs, list) and any(not isinstance(a, str) for a in archs)
+def ours_for_config(cfg: dict[str, Any], release: str, root: Path, **kwargs: bool) -> Ours:
+    """Detection of ``cfg`` as LMDeploy gets it: a folder holding only its config.json."""
+    folder = fresh(root, "plain")
+    (folder / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    return ours_for(folder, release, **kwargs)
 
 
 def disagreement(cfg: Any, release: str, ours: Ours, theirs: Answer) -> str | None:
     """Why the two answers differ, or None when they agree."""
-    if documented_divergence(cfg, release, ours, theirs):
-        return None
     if theirs.error is not None:
         if not isinstance(ours, ConfigError):
             return f"LMDeploy raises {theirs.error!r}, but an answer was given: {ours}"
@@ -141,8 +122,9 @@ def disagreement(cfg: Any, release: str, ours: Ours, theirs: Answer) -> str | No
         return None
     if isinstance(ours, ConfigError):
         return f"LMDeploy answers, but a {type(ours).__name__} was raised: {ours}"
+    real_arch = theirs.arch if isinstance(theirs.arch, str) else None  # a non-name arch shows as None here
     mine = (ours.arch, ours.backend, ours.task)
-    real = (theirs.arch, theirs.backend, theirs.task)
+    real = (real_arch, theirs.backend, theirs.task)
     if mine != real:
         return f"(arch, backend, task): ours {mine}, LMDeploy's {real}"
     if theirs.is_vl is not None and ours.is_vl != theirs.is_vl:
@@ -163,42 +145,57 @@ def check(cfg: Any, release: str, ours: Ours, theirs: Answer) -> None:
 
 @DIFF
 @given(cfg=hf_configs())
-def test_valid_configs_agree(oracle: Oracle, cfg: dict[str, Any]) -> None:
-    check(cfg, oracle.release, ours_for(cfg, oracle.release), oracle.detect_one(cfg))
+def test_valid_configs_agree(oracle: Oracle, scratch: Path, cfg: dict[str, Any]) -> None:
+    check(cfg, oracle.release, ours_for_config(cfg, oracle.release, scratch), oracle.detect_one(cfg))
 
 
 @DIFF
 @given(cfg=hf_configs(valid=False))
-def test_broken_configs_agree(oracle: Oracle, cfg: dict[str, Any]) -> None:
-    check(cfg, oracle.release, ours_for(cfg, oracle.release), oracle.detect_one(cfg))
+def test_broken_configs_agree(oracle: Oracle, scratch: Path, cfg: dict[str, Any]) -> None:
+    check(cfg, oracle.release, ours_for_config(cfg, oracle.release, scratch), oracle.detect_one(cfg))
+
+
+@DIFF
+@given(cfg=type_swapped())
+def test_type_swapped_configs_agree(oracle: Oracle, scratch: Path, cfg: dict[str, Any]) -> None:
+    """One field a rule reads, at the top level or in a nested config, given a string, a float, a
+    boolean, null, a list, ...: the answer LMDeploy gives, or its crash, typed."""
+    check(cfg, oracle.release, ours_for_config(cfg, oracle.release, scratch), oracle.detect_one(cfg))
 
 
 @DIFF
 @given(cfg=hf_configs())
-def test_language_model_only_agrees(oracle: Oracle, cfg: dict[str, Any]) -> None:
+def test_language_model_only_agrees(oracle: Oracle, scratch: Path, cfg: dict[str, Any]) -> None:
     if release_key(oracle.release) < (0, 15):
         pytest.skip(f"lmdeploy {oracle.release} has no language_model_only")
     theirs = oracle.detect([cfg], language_model_only=True)[0]
-    check(cfg, oracle.release, ours_for(cfg, oracle.release, language_model_only=True), theirs)
+    ours = ours_for_config(cfg, oracle.release, scratch, language_model_only=True)
+    check(cfg, oracle.release, ours, theirs)
+
+
+def fresh(root: Path, name: str) -> Path:
+    import shutil
+
+    folder = root / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder
 
 
 @DIFF
 @given(cfg=hf_configs())
-def test_turbomind_workspaces_agree(oracle: Oracle, cfg: dict[str, Any]) -> None:
-    with tempfile.TemporaryDirectory(prefix="d") as root:
-        folder = write_model_dir(Path(root), cfg, workspace=True)
-        ours = ours_for(folder, oracle.release)
-    check(cfg, oracle.release, ours, oracle.detect([cfg], workspace=True)[0])
+def test_turbomind_workspaces_agree(oracle: Oracle, scratch: Path, cfg: dict[str, Any]) -> None:
+    folder = write_model_dir(fresh(scratch, "workspace"), cfg, workspace=True)
+    check(cfg, oracle.release, ours_for(folder, oracle.release), oracle.detect([cfg], workspace=True)[0])
 
 
 @DIFF
 @given(bad=malformed_configs())
-def test_hostile_files_agree(oracle: Oracle, bad: MalformedConfig) -> None:
-    with tempfile.TemporaryDirectory(prefix="d") as root:
-        folder = write_model_dir(Path(root), bad)
-        ours = ours_for(folder, oracle.release)
-        # file payloads travel as bytes; broken layouts are asked about in place
-        theirs = oracle.detect_one(bad.data if bad.layout == "file" and bad.data is not None else folder)
+def test_hostile_files_agree(oracle: Oracle, scratch: Path, bad: MalformedConfig) -> None:
+    folder = write_model_dir(fresh(scratch, "hostile"), bad)
+    ours = ours_for(folder, oracle.release)
+    # file payloads travel as bytes; broken layouts are asked about in place
+    theirs = oracle.detect_one(bad.data if bad.layout == "file" and bad.data is not None else folder)
     parsed: Any = None
     if bad.data is not None:
         try:
@@ -243,37 +240,17 @@ def test_the_bridge_reproduces_recorded_answers_for_real_configs(oracle: Oracle)
     assert not wrong, "\n".join(wrong)
 
 
-def test_malformed_architectures_are_the_documented_divergence() -> None:
-    """Without LMDeploy: a string or non-string entries are accepted as a typed-error divergence;
-    null, [] and a real answer from LMDeploy are not."""
-    answered = Answer.from_json({"arch": "L", "backend": "pytorch", "task": "llm", "is_vl": False})
-    crashed = Answer.from_json({"error": "TypeError: boom"})
+def test_wrong_types_are_answered_as_lmdeploy_answers_them() -> None:
+    """Without LMDeploy: what used to be a typed error here by choice now follows the release (the
+    real answers, recorded from the oracle environments)."""
     base = {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32}
-    for archs in ("LlamaForCausalLM", [None], [123], ["LlamaForCausalLM", 7]):
-        cfg = {**base, "architectures": archs}
-        ours = ours_for(cfg, "0.7.3")
-        assert isinstance(ours, ConfigTypeError) and ours.field == "architectures"
-        assert documented_divergence(cfg, "0.7.3", ours, answered)
-        assert disagreement(cfg, "0.7.3", ours, answered) is None
-        assert disagreement(cfg, "0.18.0", ours, crashed) is None  # a typed error where LMDeploy raises
-    for archs in (None, []):
-        cfg = {**base, "architectures": archs}
-        ours = ours_for(cfg, "0.7.3")
-        assert not documented_divergence(cfg, "0.7.3", ours, answered)
-        assert disagreement(cfg, "0.7.3", ours, answered) is not None
-
-
-def test_non_integer_sizes_are_the_documented_divergence() -> None:
-    """Without LMDeploy: a float or boolean size that a rule reads is a typed error here, where
-    LMDeploy computes with it and answers (docs/DETECTION.md, "Not mirrored")."""
-    answered = Answer.from_json({"arch": "LlamaForCausalLM", "backend": "pytorch", "task": "llm"})
-    base = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_attention_heads": 32}
-    for size in (1.5, 4096.0, True):
-        cfg = {**base, "hidden_size": size}
-        ours = ours_for(cfg, "0.7.3")
-        assert isinstance(ours, ConfigTypeError) and ours.field == "hidden_size"
-        assert disagreement(cfg, "0.7.3", ours, answered) is None
-    cfg = {**base, "hidden_size": "4096"}  # a string: LMDeploy raises TypeError, no divergence to excuse
-    ours = ours_for(cfg, "0.7.3")
-    assert isinstance(ours, ConfigTypeError)
-    assert not documented_divergence(cfg, "0.7.3", ours, answered)
+    answered = Answer.from_json({"arch": "L", "backend": "pytorch", "task": "llm", "is_vl": False})
+    # a string architectures: transformers 4 takes its first letter; transformers 5 rejects it
+    cfg = {**base, "architectures": "LlamaForCausalLM"}
+    assert disagreement(cfg, "0.7.3", ours_for(cfg, "0.7.3"), answered) is None
+    ours = ours_for(cfg, "0.18.0")
+    assert isinstance(ours, LMDeployCrashError) and ours.raises == "StrictDataclassFieldValidationError"
+    # a float size: Python arithmetic, 4096.0 // 32 == 128.0, which is 128
+    cfg = {**base, "architectures": ["LlamaForCausalLM"], "hidden_size": 4096.0}
+    found = ours_for(cfg, "0.10.2")
+    assert isinstance(found, Detection) and found.backend == "turbomind" and found.notes

@@ -154,6 +154,8 @@ LMDEPLOY_RAISES = [
     ("no-config", CHECKED, ConfigNotFoundError),  # RuntimeError
     ("tm-workspace", CHECKED[9:], LMDeployCrashError),  # RuntimeError
     ("architectures-string", ("0.14.0", "0.18.0"), ConfigTypeError),  # StrictDataclassFieldValidationError
+    ("internvl-chat-internlm2", CHECKED[:10], LMDeployCrashError),  # AttributeError: loaded bare
+    ("internvl-chat-phi3", CHECKED[:10], LMDeployCrashError),  # AttributeError
 ]
 
 
@@ -178,20 +180,40 @@ def test_crash_error_names_the_release_and_exception() -> None:
     assert info.value.raises == "KeyError"  # 0.5.3 read config.json itself in get_task
 
 
-def test_documented_answers_where_config_only_folders_crash() -> None:
-    # LMDeploy < 0.13 loads InternVLChatModel with its remote code; a config-only folder makes it fail
-    # (AttributeError). The answer given is the one a real snapshot gets: llm_config decides.
-    assert detect(MODELS / "internvl-chat-internlm2", lmdeploy="0.10.2").backend == "turbomind"
-    phi3 = detect(MODELS / "internvl-chat-phi3", lmdeploy="0.10.2")
-    assert phi3.backend == "pytorch"
-    assert "Phi3ForCausalLM is not in TurboMind's table" in phi3.rule
+def test_config_only_remote_code_folders_crash_where_lmdeploy_does(tmp_path: Path) -> None:
+    # LMDeploy < 0.13 loads InternVLChatModel with its remote code; a folder without it (or a file that
+    # names none) loads bare, and is_supported fails on llm_config, a dict (AttributeError).
+    for fixture in ("internvl-chat-internlm2", "internvl-chat-phi3"):
+        with pytest.raises(LMDeployCrashError) as info:
+            detect(MODELS / fixture, lmdeploy="0.10.2")
+        assert (info.value.raises, info.value.field) == ("AttributeError", "llm_config.architectures")
+    config = json.loads((MODELS / "internvl-chat-phi3" / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig"}
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LMDeployCrashError, match=r"configuration_internvl_chat\.py is not in the folder"):
+        detect(folder, lmdeploy="0.10.2")
+    # the real snapshot ships the code: llm_config decides, as a checkpoint that has it gets
+    (folder / "configuration_internvl_chat.py").write_text("# remote code, read as data only\n")
+    phi3 = detect(folder, lmdeploy="0.10.2")
+    assert phi3.backend == "pytorch" and "Phi3ForCausalLM is not in TurboMind's table" in phi3.rule
+    # a mapping has no folder: answered as the snapshot, with a note saying what cannot be known
+    found = detect(config, lmdeploy="0.10.2")
+    assert found.backend == "pytorch" and any("a mapping has no folder" in n for n in found.notes)
+    # 0.13+ loads without remote code and has no InternVLChatModel rule left to fail
+    assert detect(folder, lmdeploy="0.14.0").backend == "turbomind"
 
 
-def test_architectures_string_is_a_typed_error_on_every_release() -> None:
-    # transformers 4.x turns it into arch "L", 5.12-5.17 reject it: no answer is mirrored.
-    for release in ("0.7.3", "0.18.0"):
-        with pytest.raises(ConfigTypeError, match="list of strings"):
-            detect(MODELS / "architectures-string", lmdeploy=release)
+def test_a_string_architectures_follows_the_release() -> None:
+    # transformers 4.x takes its first letter for the arch ("L"); 5.12-5.17 reject it.
+    found = detect(MODELS / "architectures-string", lmdeploy="0.7.3")
+    assert (found.arch, found.backend, found.task) == ("L", "pytorch", "llm")
+    assert any("'architectures' is a str" in note for note in found.notes)
+    with pytest.raises(ConfigTypeError, match="list of strings") as info:
+        detect(MODELS / "architectures-string", lmdeploy="0.18.0")
+    assert isinstance(info.value, LMDeployCrashError)
+    assert info.value.raises == "StrictDataclassFieldValidationError"
 
 
 def test_rule_sentence_names_the_release_range() -> None:
@@ -229,7 +251,9 @@ def test_missing_field_without_default() -> None:
         detect({"architectures": ["ChatGLMModel"]}, lmdeploy="0.10.2")
     assert info.value.field == "num_layers"
     with pytest.raises(MissingFieldError) as info:
-        internvl = {"architectures": ["InternVLChatModel"], "llm_config": {"architectures": [QWEN2]}}
+        internvl = {"architectures": ["InternVLChatModel"], "model_type": "internvl_chat",
+                    "auto_map": {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig"},
+                    "llm_config": {"architectures": [QWEN2]}}
         detect(internvl, lmdeploy="0.7.3")
     assert info.value.field == "llm_config.num_attention_heads"
 
@@ -411,6 +435,7 @@ def test_quantization_config_must_be_an_object(value: object) -> None:
     with pytest.raises(ConfigTypeError) as info:
         detect(config, lmdeploy="0.18.0")
     assert info.value.field == "quantization_config"
+    assert isinstance(info.value, LMDeployCrashError) and info.value.raises == "AttributeError"
 
 
 def test_installed_version_of_a_development_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -439,3 +439,23 @@ def test_bad_strategy_arguments_are_said_at_once(call: Any, message: str) -> Non
 def test_one_malformed_kind_may_be_named_alone() -> None:
     drawn = find(malformed_configs(kinds="missing"), lambda m: True, settings=SEARCH)
     assert drawn.layout == "missing"
+
+
+def test_type_swapped_changes_one_rule_field_to_another_type() -> None:
+    from pytest_lmbackend.strategies import rule_paths, swapped_value, type_swapped
+
+    assert swapped_value(128, "str") == "128"
+    assert swapped_value(["LlamaForCausalLM"], "str") == "LlamaForCausalLM"
+    assert swapped_value(128, "float") == 128.0 and swapped_value(128, "frac") == 128.5
+    assert swapped_value(32, "list") == [32] and swapped_value("llama", "int") == 7
+    base = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+            "text_config": {"head_dim": 128}}
+    assert ("text_config", "head_dim") in rule_paths(base) and ("architectures", "0") in rule_paths(base)
+    def swapped(cfg: dict[str, Any]) -> bool:
+        text = cfg.get("text_config")
+        return isinstance(text, dict) and text.get("head_dim") == "128"
+
+    drawn = find(type_swapped(st.just(base)), swapped, settings=SEARCH)
+    assert drawn["hidden_size"] == 4096 and base["text_config"]["head_dim"] == 128  # the input is untouched
+    with pytest.raises(TypeError, match="type_swapped"):
+        type_swapped(base)  # type: ignore[arg-type]

@@ -91,7 +91,10 @@ def cheap_config_repr(transformers: Any) -> None:
 
     `PretrainedConfig.from_dict` runs `logger.info(f"Model config {config}")`: the f-string is
     built even with logging off, and `__repr__` diffs against a fresh default config, which is
-    most of the cost of a config load. Detection never reads the repr.
+    most of the cost of a config load. It is NOT answer-neutral: the repr calls `to_dict()`, and
+    where that raises (a sub-config's `quantization_config` that is a string), `AutoConfig` fails
+    and LMDeploy falls back to a bare config, which answers, where without the repr LMDeploy fails
+    later. So it is used only where asked for (`LMBACKEND_ORACLE_CHEAP_REPR=1`, for throughput runs).
     """
     cls = transformers.PretrainedConfig
     cls.__repr__ = lambda self: f"{type(self).__name__}(...)"
@@ -151,7 +154,7 @@ class Worker:
         self.transformers = transformers
         self.archs = archs
         self.turbomind = activate_turbomind_rules(lmdeploy)
-        if os.environ.get("LMBACKEND_ORACLE_FULL_REPR") != "1":
+        if os.environ.get("LMBACKEND_ORACLE_CHEAP_REPR") == "1":
             cheap_config_repr(transformers)
         supported: Any = importlib.import_module("lmdeploy.turbomind.supported_models")
         self.supported = supported

@@ -61,6 +61,8 @@ class RuleSet:
     task_reads_raw_json: bool = False
     null_quant_raises: bool = False
     transformers_major: int = 4
+    transformers: str = "4.51.3"
+    registered_types: frozenset[str] = frozenset()
     pytorch_config_wins: bool = False
 
 
@@ -121,7 +123,7 @@ class NewerReleaseWarning(UserWarning):
     """An LMDeploy newer than the newest release these rules know: the newest rules answer for it."""
 
 
-_RULES_FOR: dict[str | None, RuleSet] = {}
+_CHECKED: set[str | None] = set()
 
 
 def rules_for(spec: str | None) -> RuleSet:
@@ -130,9 +132,9 @@ def rules_for(spec: str | None) -> RuleSet:
     Python API's entry points answer through this."""
     if spec is not None and not isinstance(spec, str):
         raise UnknownReleaseError(repr(spec), "a version must be a string")
-    found = _RULES_FOR.get(spec)
-    if found is None:
-        release = resolve_release(spec)
+    release = resolve_release(spec)
+    if spec not in _CHECKED:
+        _CHECKED.add(spec)
         version = installed_lmdeploy() if spec is None else spec
         if newer_than_known(version):
             import warnings
@@ -145,8 +147,7 @@ def rules_for(spec: str | None) -> RuleSet:
                 "python -m pytest_lmbackend audit --python PYTHON DIR",
                 NewerReleaseWarning, stacklevel=3,
             )
-        found = _RULES_FOR[spec] = rule_set(release)
-    return found
+    return rule_set(release)
 
 
 @cache

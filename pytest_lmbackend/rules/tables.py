@@ -80,9 +80,13 @@ CHATGLM_CG = "ChatGLMForConditionalGeneration"
 #                          transformers 4.x calls ``.to_dict()`` on it, 5.x accepts it. Releases before
 #                          0.12.2 run with transformers 4.x only (0.12.0 and 0.12.1 pin ``<5``);
 #                          0.12.2 is the first that allows 5.x, and answers with it
-#   transformers_major     the transformers a release answers with (4 before 0.12.2, then 5): where a
-#                          composite config's sub-configs come in LMDeploy's quant_method search
-#                          (``subconfigs.py``)
+#   transformers_major     the transformers major a release answers with (4 before 0.12.2, then 5)
+#   transformers           the transformers release whose facts stand for the one this release runs with
+#                          (``model_types.py``, ``subconfigs.py``, generated from the oracle environments):
+#                          4.51.3 up to 0.7.3, 4.57.1 up to 0.12.1, 5.12.1 up to 0.14.0, then 5.17.0; the
+#                          releases between the four pinned ones are checked against their neighbours only
+#   registered_types       model types LMDeploy registers a config class for itself when transformers
+#                          has none (``lmdeploy/hf_configs``)
 CHANGES: tuple[Change, ...] = (
     Change(
         "0.4.0",
@@ -100,6 +104,7 @@ CHANGES: tuple[Change, ...] = (
             workspace_is_tm=True, workspace_task_llm=True, baichuan_40_heads_pt=True,
             head_dim_archs=frozenset({QWEN2}), head_dims=frozenset({128}), xcomposer2_auto_map=True,
             qwen_visual_vl=True, trust_remote_code=True, task_reads_raw_json=True, null_quant_raises=True,
+            transformers="4.51.3",
         ),
         why="#1406",
     ),
@@ -169,6 +174,7 @@ CHANGES: tuple[Change, ...] = (
         "0.8.0",
         tm_remove=("MiniGeminiLlamaForCausalLM",),
         vl_remove=("MiniGeminiLlamaForCausalLM", "MGMLlamaForCausalLM"),
+        switches=_sw(transformers="4.57.1"),
     ),
     Change(
         "0.9.0",
@@ -213,7 +219,7 @@ CHANGES: tuple[Change, ...] = (
         switches=_sw(
             vision_pt_archs=frozenset({"DeepseekV2ForCausalLM", "Glm4MoeLiteForCausalLM"}),
             not_vl_archs=frozenset({"Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration"}),
-            null_quant_raises=False, transformers_major=5,
+            null_quant_raises=False, transformers_major=5, transformers="5.12.1",
         ),
         why="#4362, #4389; requirements: transformers>=4.52.0 (no longer <5.0.0)",
     ),
@@ -253,7 +259,8 @@ CHANGES: tuple[Change, ...] = (
     Change(
         "0.15.0",
         vl_remove=("InternLMXComposer2ForCausalLM", "MllamaForConditionalGeneration"),
-        switches=_sw(xcomposer2_auto_map=False, qwen_visual_vl=False, llm_only_switch="language_model_only"),
+        switches=_sw(xcomposer2_auto_map=False, qwen_visual_vl=False, llm_only_switch="language_model_only",
+                     transformers="5.17.0"),
         why="#4716, #4693",
     ),
     Change(
@@ -265,7 +272,11 @@ CHANGES: tuple[Change, ...] = (
         vl_add=("InternS2MobiusForConditionalGeneration", "InternS2MobiusForCausalLM"),
         why="#4719, #4816",
     ),
-    Change("0.17.0", vl_add=("KimiK25ForConditionalGeneration", "Kimi_K25ForConditionalGeneration")),
+    Change(
+        "0.17.0",
+        vl_add=("KimiK25ForConditionalGeneration", "Kimi_K25ForConditionalGeneration"),
+        switches=_sw(registered_types=frozenset({"kimi_k2"})),
+    ),
 )  # fmt: skip
 
 # transformers fills these in when config.json leaves them out, for the model types whose config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from hypothesis import strategies as st
@@ -81,3 +82,122 @@ def break_config(draw: st.DrawFn, cfg: dict[str, Any]) -> dict[str, Any]:
         out.pop("architectures", None)
         out["auto_map"] = copy.deepcopy(draw(_AUTO_MAP_WITHOUT_TARGET))
     return out
+
+
+# -- type swaps: one field a rule reads, given a value of another JSON type -------------------------
+
+#: Fields LMDeploy's detection reads, as dotted paths (``architectures.0`` is the first entry); the
+#: nested ones are read inside ``llm_config``, ``text_config`` and ``language_config`` too.
+RULE_FIELDS: tuple[str, ...] = (
+    "architectures", "architectures.0", "model_type", "auto_map", "auto_map.AutoModelForCausalLM",
+    "auto_map.AutoConfig", "quantization_config", "quantization_config.quant_method", "hidden_size",
+    "num_attention_heads", "head_dim", "num_key_value_heads", "num_layers", "vision_config",
+    "vision_config.model_type", "language_config", "llm_config", "text_config", "visual", "rope_scaling",
+    "torch_dtype",
+)
+SUB_CONFIG_FIELDS: tuple[str, ...] = (
+    "", "architectures", "architectures.0", "model_type", "hidden_size", "num_attention_heads", "head_dim",
+    "num_key_value_heads", "quantization_config", "auto_map", "auto_map.AutoModelForCausalLM",
+)
+_SUBS = ("llm_config", "text_config", "language_config")
+#: The types a swapped value takes.
+SWAP_KINDS: tuple[str, ...] = (
+    "str", "float", "frac", "true", "false", "null", "list", "int", "dict", "empty",
+)
+_SWAP_KIND = st.sampled_from(SWAP_KINDS)
+_PATH_INDEX = st.integers(0, 10_000)
+
+
+def rule_paths(cfg: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The fields of ``cfg`` a rule reads, as key paths (nested sub-configs included)."""
+    paths = [tuple(p.split(".")) for p in RULE_FIELDS]
+    for sub in _SUBS:
+        if isinstance(cfg.get(sub), dict):
+            paths += [(sub, *p.split(".")) if p else (sub,) for p in SUB_CONFIG_FIELDS]
+    return [p for p in paths if _present(cfg, p)]
+
+
+def _present(node: Any, path: tuple[str, ...]) -> bool:
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def _set(node: Any, path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def _get(node: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def swapped_value(original: Any, kind: str) -> Any:
+    """``original`` as a value of another JSON type: ``str`` of a number is its text (``"128"``), of a
+    list its first string (``"LlamaForCausalLM"``); ``float`` is the same number as a float (128.0),
+    ``frac`` one with a fraction (128.5); ``list`` wraps it."""
+    is_number = isinstance(original, (int, float)) and not isinstance(original, bool)
+    if kind == "str":
+        if is_number or isinstance(original, bool) or original is None:
+            return json.dumps(original)
+        if isinstance(original, list):
+            return original[0] if original and isinstance(original[0], str) else "x"
+        return "x" if isinstance(original, dict) else original + "x"
+    if kind == "float":
+        return float(original) if is_number else 1.0
+    if kind == "frac":
+        return original + 0.5 if is_number else 0.5
+    if kind in ("true", "false"):
+        return kind == "true"
+    if kind == "null":
+        return None
+    if kind == "list":
+        return [copy.deepcopy(original)]
+    if kind == "int":
+        return int(original) if is_number else 7
+    if kind == "dict":
+        return {}
+    return "" if not is_number else 0  # empty: the falsy value of the kind a field usually holds
+
+
+@st.composite
+def _swapped(draw: st.DrawFn, configs: st.SearchStrategy[dict[str, Any]]) -> dict[str, Any]:
+    cfg = draw(configs)
+    paths = rule_paths(cfg)
+    if not paths:
+        return cfg
+    path = paths[draw(_PATH_INDEX) % len(paths)]
+    out = copy.deepcopy(cfg)
+    _set(out, path, swapped_value(_get(cfg, path), draw(_SWAP_KIND)))
+    return out
+
+
+def type_swapped(
+    configs: st.SearchStrategy[dict[str, Any]] | None = None,
+) -> st.SearchStrategy[dict[str, Any]]:
+    """Configs with one field a rule reads (``RULE_FIELDS``, at the top level or in a nested language
+    config) given a value of another type (``SWAP_KINDS``: a string, a float, a boolean, null, a list,
+    ...), the way a hand-edited or converted ``config.json`` goes wrong.
+
+    :param configs: the configs to mutate; default ``hf_configs()``.
+    """
+    if configs is not None and not isinstance(configs, st.SearchStrategy):
+        raise TypeError(f"type_swapped(configs=...): a Hypothesis strategy of config dicts, "
+                        f"not {configs!r:.80}")
+    if configs is None:
+        from ._configs import hf_configs
+
+        configs = hf_configs()
+    return _swapped(configs)
