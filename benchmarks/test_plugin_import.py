@@ -1,8 +1,10 @@
-"""Cost of the plugin: its import over bare pytest (target <= 10 ms), and a whole empty session."""
+"""Cost of the plugin: its import over bare pytest (target <= 10 ms), a whole empty session, and a
+one-test session that uses nothing of it (target <= 10 ms CPU over pytest with the plugin off)."""
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,3 +74,34 @@ def test_empty_session(benchmark: Any, plugin: str) -> None:
 
         code = benchmark.pedantic(run, rounds=5, iterations=1)
     assert code == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def _cpu_seconds(argv: list[str], cwd: str) -> float:
+    """CPU time (user + system) of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(argv, capture_output=True, env=_env(), cwd=cwd, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def test_unused_session_cpu_over_pytest_alone(benchmark: Any) -> None:
+    """A one-test session that uses nothing of the plugin, run with it and with ``-p no:lmbackend`` (its
+    one entry point) in turn: the extra CPU time, least of the rounds each (target <= 10 ms)."""
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "test_one.py"), "w", encoding="utf-8") as file:
+            file.write("def test_one():\n    pass\n")
+        argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", folder]
+        on: list[float] = []
+        off: list[float] = []
+
+        def pairs() -> None:
+            for _ in range(15):  # in turn, so that a busy moment weighs on both alike
+                on.append(_cpu_seconds(argv, folder))
+                off.append(_cpu_seconds([*argv, "-p", "no:lmbackend"], folder))
+
+        _cpu_seconds(argv, folder)  # bytecode written once
+        benchmark.pedantic(pairs, rounds=1, iterations=1)
+    extra_ms = (min(on) - min(off)) * 1000
+    benchmark.extra_info.update(cpu_ms_with=round(min(on) * 1000, 1),
+                                cpu_ms_without=round(min(off) * 1000, 1), extra_cpu_ms=round(extra_ms, 1))
+    assert extra_ms <= 10.0, f"a session that uses nothing costs {extra_ms:.1f} ms CPU more with the plugin"

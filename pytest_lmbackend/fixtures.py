@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # imported in the fixtures' bodies: loading the plugin stays cheap
+    from pytest_lmbackend.bench.plugin import StartupBenchmark
     from pytest_lmbackend.hardware import Hardware
     from pytest_lmbackend.markers import ItemMarks, ModelBinding
     from pytest_lmbackend.pipeline import PipelineCache
@@ -22,9 +23,9 @@ ModelDirFactory = Callable[..., Path]
 
 
 def _state(request: pytest.FixtureRequest) -> LmSession:
-    from pytest_lmbackend.session import SESSION_KEY
+    from pytest_lmbackend.session import session_state
 
-    return request.config.stash[SESSION_KEY]
+    return session_state(request.config)
 
 
 def _item_marks(request: pytest.FixtureRequest, fixture: str) -> ItemMarks:
@@ -48,8 +49,10 @@ def _outcome(request: pytest.FixtureRequest, fixture: str) -> ItemOutcome:
 @pytest.fixture
 def lm_backend(request: pytest.FixtureRequest) -> str:
     """The backend this item runs on (``turbomind``, ``pytorch``, ``transformers`` or a registered one)."""
-    outcome = _outcome(request, "lm_backend")
-    if outcome.backend is None:
+    from pytest_lmbackend.session import OUTCOME_KEY
+
+    outcome: ItemOutcome | None = request.node.stash.get(OUTCOME_KEY, None)
+    if outcome is None or outcome.backend is None:
         pytest.fail(f"{request.node.nodeid}: lm_backend: no backend was chosen for this item: the backend "
                     "is decided at collection, so name lm_backend among the test's arguments (or mark it "
                     "with lm_backend(...) / turbomind / pytorch) rather than asking for it with "
@@ -247,3 +250,21 @@ def _no_weights(folder: str) -> str | None:
         return None
     return (f"{folder}, which holds a config but no weights (no *.safetensors, *.bin, ...): add "
             "synthetic=True to lm_model for tiny random ones built from its config")
+
+
+BENCH_USED_KEY = pytest.StashKey[bool]()  # an lm_startup benchmark ran: its machine facts are saved with it
+BENCHMARK_PLUGIN = "benchmark"  # pytest-benchmark's pytest11 entry-point name
+
+
+@pytest.fixture
+def lm_startup(request: pytest.FixtureRequest) -> StartupBenchmark:
+    """Benchmark a backend's start-up: ``lm_startup(model_dir, "transformers", rounds=2)``.
+
+    Skips when pytest-benchmark is not installed.
+    """
+    if not request.config.pluginmanager.has_plugin(BENCHMARK_PLUGIN):
+        pytest.skip("lm_startup needs pytest-benchmark, which is not installed")
+    from pytest_lmbackend.bench.plugin import StartupBenchmark
+
+    request.config.stash[BENCH_USED_KEY] = True
+    return StartupBenchmark(request.getfixturevalue("benchmark"))

@@ -22,7 +22,6 @@ from _pytest.reports import TestReport
 from pytest_lmbackend import settings
 from pytest_lmbackend.hardware.units import parse_seconds
 from pytest_lmbackend.processes import ProcessGroup, Terminated, sigterm_interrupts
-from pytest_lmbackend.settings import Setting
 from pytest_lmbackend.xdist import (
     MASK_ENV,
     SLICE_ENV,
@@ -37,11 +36,11 @@ _SUMMARY = re.compile(r"^(=+ )?\d+ (passed|failed|skipped|errors?|xfailed|xpasse
 _PROGRESS = re.compile(r"^[.sxXFE]+( +\[ *\d+%\])?$")
 
 # Set in the spawned interpreter: where it writes its reports; also tells it not to isolate again.
-CHILD_ENV = "PYTEST_LM_ISOLATED_REPORTS"
+CHILD_ENV = settings.ISOLATED_CHILD_ENV
 # In the child's folder: the files fd capture writes the test's stdout and stderr to, which outlive
 # a crash or a kill (pytest's own are anonymous and vanish with the process).
 _CAPTURE_FILES = ("stdout.capture", "stderr.capture")
-DEFAULT_TIMEOUT = 900.0
+DEFAULT_TIMEOUT = settings.ISOLATED_TIMEOUT.default
 OUTPUT_TAIL = 4000
 
 # Options that shape how the test itself runs, forwarded to the spawned pytest; everything else
@@ -211,7 +210,7 @@ def _timeout(config: pytest.Config, item: pytest.Item) -> float:
         value = marker.kwargs["timeout"]
         # None is "no limit"; anything else was checked at collection (markers._check_isolated)
         return 0.0 if value is None else parse_timeout(str(value))
-    return settings.value(config, TIMEOUT)
+    return settings.value(config, settings.ISOLATED_TIMEOUT)
 
 
 def _synthetic(item: pytest.Item, when: Literal["setup", "call", "teardown"],
@@ -341,15 +340,6 @@ def _complete(item: pytest.Item, reports: list[TestReport], message: str,
 
 
 # --- hooks ----------------------------------------------------------------------------------------
-
-
-TIMEOUT = Setting("lm_isolated_timeout", parse_timeout, DEFAULT_TIMEOUT, flag="--lm-isolated-timeout",
-                  help=f"limit for each lm_isolated test's process, in seconds; 0 for none "
-                       f"(default {DEFAULT_TIMEOUT:g}).")
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    TIMEOUT.add(parser, metavar="SECONDS")
 
 
 class _OuterWorker:

@@ -8,23 +8,22 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 from pytest_lmbackend import settings
 from pytest_lmbackend.display import printable
 from pytest_lmbackend.hardware.units import format_memory, parse_memory, parse_seconds
-from pytest_lmbackend.settings import Setting
 from pytest_lmbackend.xdist import item_devices, item_gpu_count, session_hardware
 
 if TYPE_CHECKING:
     from pytest_lmbackend.hardware.model import GPU
 
-Mode = Literal["off", "warn", "fail"]
+Mode = settings.LeakMode
 MODES: tuple[Mode, ...] = ("off", "warn", "fail")
-DEFAULT_THRESHOLD = 64 * 1024**2
-DEFAULT_WAIT = 1.0
+DEFAULT_THRESHOLD = settings.LEAK_THRESHOLD.default
+DEFAULT_WAIT = settings.LEAK_WAIT.default
 PLUGIN_NAME = "lmbackend_leak_checker"
 # Tests that build an engine through this fixture use the GPU even without a GPU count.
 GPU_FIXTURES = frozenset({"lm_pipeline"})
@@ -83,21 +82,10 @@ def parse_threshold(text: str) -> int:
         return parse_memory(str(text))  # bare digits are bytes there too, ASCII ones only
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    except OverflowError:  # a number too large for a float: "1e999GiB", or 400 digits and a unit
-        raise argparse.ArgumentTypeError(f"memory size {text!r} is too large to count") from None
 
 
 def parse_wait(text: str) -> float:
     return parse_seconds(text, "--lm-leak-wait")
-
-
-LEAK = Setting[Mode]("lm_leak", parse_mode, "off", flag="--lm-leak",
-               help="after each GPU test, compare its GPUs' used memory (NVML) with before it; warn or fail "
-                    "above --lm-leak-threshold (default off).")
-LEAK_THRESHOLD = Setting("lm_leak_threshold", parse_threshold, DEFAULT_THRESHOLD, flag="--lm-leak-threshold",
-                         help="growth a GPU test may leave, e.g. 64MiB (the default) or 1GiB.")
-LEAK_WAIT = Setting("lm_leak_wait", parse_wait, DEFAULT_WAIT, flag="--lm-leak-wait",
-                    help="how long to wait for asynchronous release before reporting (default 1).")
 
 
 def device_key(gpu: GPU) -> str:
@@ -313,18 +301,13 @@ class LeakChecker:
 # --- hooks ----------------------------------------------------------------------------------------
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    LEAK.add(parser, metavar="off|warn|fail")
-    LEAK_THRESHOLD.add(parser, metavar="SIZE")
-    LEAK_WAIT.add(parser, metavar="SECONDS")
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    mode = settings.value(config, LEAK)
+    mode = settings.value(config, settings.LEAK)
     if mode == "off" or _distributing(config):
         return  # nothing per item: off costs nothing; a distributing controller runs no test
     config.pluginmanager.register(
-        LeakChecker(config, mode, settings.value(config, LEAK_THRESHOLD), settings.value(config, LEAK_WAIT)),
+        LeakChecker(config, mode, settings.value(config, settings.LEAK_THRESHOLD),
+                    settings.value(config, settings.LEAK_WAIT)),
         PLUGIN_NAME,
     )
 
@@ -343,10 +326,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    mode = settings.value(config, LEAK)
+    mode = settings.value(config, settings.LEAK)
     if mode == "off":
         return []
-    threshold = settings.value(config, LEAK_THRESHOLD)
+    threshold = settings.value(config, settings.LEAK_THRESHOLD)
     return [f"lmbackend leak check: {mode} when a GPU test leaves more than {format_memory(threshold)} "
             "in use (NVML)"]
 

@@ -25,6 +25,25 @@ EXCLUDE_ALIASES: Mapping[str, str] = MappingProxyType(
 GPU_NUM_MARKERS: tuple[str, ...] = tuple(f"gpu_num_{n}" for n in range(1, 17))
 _GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
 
+# The plugin's own markers, and the fixtures that read an item's markers: a test that uses none of them
+# and no LMDeploy marker is not the plugin's business (its markers are not even read).
+OWN_MARKERS: frozenset[str] = frozenset({"lm_requires", "lm_backend", "lm_model", "lm_engine", "lm_isolated"})
+ITEM_FIXTURES: frozenset[str] = frozenset({"lm_backend", "lm_detection", "lm_backend_config", "lm_pipeline"})
+
+
+def is_lmdeploy_marker(name: str) -> bool:
+    """One of LMDeploy's own marker names: ``turbomind``, ``pytorch``, ``not_*``, ``gpu_num_N``."""
+    return name in BACKEND_ALIASES or name in EXCLUDE_ALIASES or _GPU_NUM.match(name) is not None
+
+
+def asks(marker_names: Iterable[str], fixturenames: Iterable[str]) -> bool:
+    """Whether a test asks anything of the plugin: one of its markers (or LMDeploy's), or a fixture
+    that reads them."""
+    if not ITEM_FIXTURES.isdisjoint(fixturenames):
+        return True
+    return any(name in OWN_MARKERS or is_lmdeploy_marker(name) for name in marker_names)
+
+
 # name -> help line, signature style, for ``pytest --markers`` and ``--strict-markers``.
 MARKER_HELP: Mapping[str, str] = MappingProxyType(
     {

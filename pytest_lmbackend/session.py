@@ -12,7 +12,7 @@ from pytest_lmbackend.backends import Registry, RunnerFacts, facts_from_hardware
 from pytest_lmbackend.markers import ItemMarks, ModelBinding
 from pytest_lmbackend.selection import ItemOutcome, evaluate_item
 from pytest_lmbackend.settings import BackendMode
-from pytest_lmbackend.verdict import Verdict
+from pytest_lmbackend.verdict import SKIP_KIND_PROPERTY, Verdict
 
 if TYPE_CHECKING:  # imported when first needed: a session that binds no model never loads the rules
     from pytest_lmbackend.config import ConfigError
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # imported when first needed: a session that binds no model n
     from pytest_lmbackend.requirements import Requirement
     from pytest_lmbackend.rules import Detection
 
-SKIP_KIND_PROPERTY = "lm_skip_kind"  # user property on skipped items; travels with xdist reports
+__all__ = ["SKIP_KIND_PROPERTY"]  # here too for the plugins that set it beside the session's keys
 
 
 class SetupError(Exception):
@@ -108,8 +108,15 @@ class LmSession:
     # -- decisions ------------------------------------------------------------------------------
     def evaluate(self, marks: ItemMarks, *, param: str | None, backend_bound: bool, view: int = 0,
                  gpus: Sequence[int] | None = None) -> ItemOutcome:
+        if not backend_bound and not marks.requirements:
+            return ItemOutcome(None, None, None)  # nothing to judge: the hardware is not read for it
         return self.evaluate_on(self.hardware_views()[view], self.facts(view), marks, param=param,
                                 backend_bound=backend_bound, gpus=gpus)
+
+    @property
+    def probed(self) -> bool:
+        """Whether the hardware has been read (probed, or the profiles loaded) in this session."""
+        return self._hardware is not None
 
     def evaluate_on(self, hardware: Hardware, facts: RunnerFacts, marks: ItemMarks, *, param: str | None,
                     backend_bound: bool, gpus: Sequence[int] | None = None,
@@ -131,6 +138,78 @@ class LmSession:
             detect=self.detect if release is None else (lambda model: self.detect(model, release)),
             evaluate_requirement=requirement,
         )
+
+
+def session_state(config: pytest.Config) -> LmSession:
+    """The session's state, made on first use: at configure when the session states a setting (so a bad
+    option or profile is a usage error at once), else when a test first asks for the plugin.
+
+    :raises pytest.UsageError: options, backends or profiles that cannot be used.
+    """
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None:
+        state = config.stash[SESSION_KEY] = _make_state(config)
+    return state
+
+
+def _make_state(config: pytest.Config) -> LmSession:
+    from pytest_lmbackend.backends import build_registry
+    from pytest_lmbackend.selection import check_backend_names
+
+    try:
+        options = _options(config)
+        extra: list[Any] = config.hook.pytest_lmbackend_register_backends(config=config)
+        registry = build_registry(extra)
+        check_backend_names(options.backend, registry, options.backend_origin)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    state = LmSession(options=options, registry=registry)
+    try:
+        if options.hardware:  # a bad profile is a usage error now, not a failure in every test
+            for hw in state.hardware_views():
+                _check_stated_backends(hw, registry.names, options.hardware_origin)
+        if options.lmdeploy is not None:
+            _ = state.release
+    except SetupError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    return state
+
+
+def _options(config: pytest.Config) -> Options:
+    from pytest_lmbackend import settings as s
+
+    backend = s.value(config, s.BACKEND)
+    hardware = s.value(config, s.HARDWARE)
+    plan = s.value(config, s.PLAN)
+    if plan and getattr(config.option, "numprocesses", None):
+        raise ValueError("--lm-plan runs nothing, so it takes no -n: drop -n/--numprocesses")
+    if len(hardware) > 1 and not plan:
+        raise ValueError(f"{s.origin(config, s.HARDWARE)}={','.join(hardware)}: several profiles are for "
+                         "--lm-plan only")
+    strict = s.value(config, s.STRICT_FALLBACK)
+    return Options(
+        backend=backend,
+        backend_origin=s.origin(config, s.BACKEND),
+        lmdeploy=s.value(config, s.LMDEPLOY),
+        hardware=hardware,
+        hardware_origin=s.origin(config, s.HARDWARE),
+        plan=plan,
+        require=s.value(config, s.REQUIRE),
+        strict_fallback=backend.mode == "auto" if strict is None else strict,
+        engine_options=s.value(config, s.ENGINE_OPTIONS),
+        pipeline_cache=s.value(config, s.PIPELINE_CACHE),
+        group_by_engine=s.value(config, s.GROUP_BY_ENGINE),
+    )
+
+
+def _check_stated_backends(hardware: Hardware, names: tuple[str, ...], origin: str) -> None:
+    """A profile's ``backends`` must name registered backends: a typo would silently make every
+    test of that backend skip as unavailable."""
+    unknown = [b for b in (hardware.backends or ()) if b not in names]
+    if unknown:
+        raise SetupError(f"{origin}: hardware profile {hardware.profile!r}: field 'backends': "
+                         f"{', '.join(map(repr, unknown))} is not a registered backend "
+                         f"(registered: {', '.join(names)})")
 
 
 def load_hardware(specs: Sequence[str], *, several: bool = False,

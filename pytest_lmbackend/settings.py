@@ -1,5 +1,10 @@
 """The plugin's settings: each ``--lm-*`` option and its ini key, parsed once by the function registered
-with both (argparse ``type=`` for the option, the same function for the ini text)."""
+with both (argparse ``type=`` for the option, the same function for the ini text).
+
+Every setting of every part (leak check, xdist, ``lm_isolated``, fleet, rules check) is listed here, so
+that the plugin registers them all without importing those parts: a part is loaded when a session uses
+it. Their parse functions live with the part and are imported when a value is parsed (``_lazy``).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ class Setting(Generic[T_co]):
     def add(self, parser: pytest.Parser, *, metavar: str | None = None, **option: Any) -> None:
         """Register the option (in the plugin's group) and the ini key. ``option`` goes to argparse; a
         flag with an ``action`` (``store_true``) takes no ``type=``."""
+        _ADDED[self.name] = self
         if self.flag is not None:
             if "action" not in option:
                 option["type"] = self.parse
@@ -54,6 +60,14 @@ class Setting(Generic[T_co]):
 
 
 _VALUES_KEY = pytest.StashKey[dict[str, tuple[Any, str]]]()
+_ADDED: dict[str, Setting[Any]] = {}  # every setting registered, by name
+
+
+def any_given(config: pytest.Config) -> bool:
+    """Whether the session states any of the plugin's settings: an ``--lm-*`` option, its environment
+    variable or its ini key. Without one (and without the plugin's markers or fixtures) the plugin is
+    installed but not used."""
+    return any(given(config, setting) for setting in _ADDED.values())
 
 
 def value(config: pytest.Config, setting: Setting[T]) -> T:
@@ -217,7 +231,45 @@ def parse_engine_options(text: str) -> Mapping[str, Any]:
     return MappingProxyType(out)
 
 
-# --- the plugin's own settings (xdist, the leak check and lm_isolated register theirs beside them) ---
+def _lazy(module: str, name: str) -> Callable[[str], Any]:
+    """The parse function ``name`` of ``module``, imported when a value is first parsed."""
+
+    def parse(text: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(text)
+
+    parse.__name__ = name  # argparse names the type in its own messages
+    return parse
+
+
+def add_all(parser: pytest.Parser) -> None:
+    """Register every setting's option and ini key (the plugin's ``pytest_addoption``)."""
+    parser.getgroup("lmbackend", "LLM backends and hardware (pytest-lmbackend)")
+    BACKEND.add(parser, metavar="auto|all|none|NAME[,NAME]")
+    LMDEPLOY.add(parser, metavar="VERSION")
+    HARDWARE.add(parser, metavar="PROFILE|FILE[,..]")
+    PLAN.add(parser, action="store_true")
+    REQUIRE.add(parser, metavar="KIND[,KIND]")
+    STRICT_FALLBACK.add(parser, action="store_true")
+    parser.getgroup("lmbackend").addoption(
+        "--no-lm-strict-fallback", dest=STRICT_FALLBACK.name, action="store_false",
+        help="allow LMDeploy's silent fallback to another engine.",
+    )
+    for setting in (PIPELINE_CACHE, GROUP_BY_ENGINE, ENGINE_OPTIONS):
+        setting.add(parser)
+    FLEET.add(parser, metavar="PROFILE[,PROFILE..]")
+    RUNNER.add(parser, metavar="NAME")
+    PLAN_JSON.add(parser, metavar="FILE")
+    VERIFY_RULES.add(parser, metavar="PYTHON", nargs="?", const=VERIFY_THIS)
+    GPUS_PER_WORKER.add(parser, metavar="N|N0,N1,..")
+    LEAK.add(parser, metavar="off|warn|fail")
+    LEAK_THRESHOLD.add(parser, metavar="SIZE")
+    LEAK_WAIT.add(parser, metavar="SECONDS")
+    ISOLATED_TIMEOUT.add(parser, metavar="SECONDS")
+
+
+# --- the backend axis and the hardware -----------------------------------------------------------
 
 BACKEND = Setting(
     "lm_backend", parse_backend_option, BackendMode("auto"), flag="--lm-backend",
@@ -249,3 +301,55 @@ GROUP_BY_ENGINE = Setting(
 ENGINE_OPTIONS = Setting[Mapping[str, Any]](
     "lm_engine_options", parse_engine_options, MappingProxyType({}), linelist=True,
     help="engine options as key=value lines (Python literals), for lm_backend_config and lm_pipeline.")
+
+# --- fleet mode (fleet/plugin.py) ----------------------------------------------------------------
+
+ENV_RUNNER = "PYTEST_LM_RUNNER"
+FLEET = Setting[tuple[str, ...] | None](
+    "lm_fleet", _lazy("pytest_lmbackend.fleet.plugin", "parse_fleet_option"), None, flag="--lm-fleet",
+    help="the CI fleet, cheapest runner first (shipped profile names or files, separated by commas or, in "
+         "the ini file, lines; files relative to the ini file there): each test goes to the first runner "
+         "that can run it.")
+RUNNER = Setting[str | None](
+    "lm_runner", _lazy("pytest_lmbackend.fleet.plugin", "parse_runner_option"), None, flag="--lm-runner",
+    env=ENV_RUNNER,
+    help="this job is runner NAME of the fleet: run only the tests assigned to it, after checking that "
+         "this machine is what its profile claims.")
+PLAN_JSON = Setting[str | None](
+    "lm_plan_json", _lazy("pytest_lmbackend.fleet.plugin", "parse_path_option"), None, flag="--lm-plan-json",
+    help="with a fleet: write the assignment as JSON (fleet, runners, orphans, reasons) for a CI matrix; "
+         "runs nothing, as --lm-plan.")
+
+# --- the rules checked against a real LMDeploy (verify.py) ---------------------------------------
+
+VERIFY_THIS = "this interpreter"  # the option given without a value
+VERIFY_RULES = Setting[str](
+    "lm_verify_rules", _lazy("pytest_lmbackend.verify", "parse_setting"), "", flag="--lm-verify-rules",
+    help="ask the real LMDeploy of PYTHON (default: this interpreter; ini: true, false or a path) what it "
+         "picks for each model a test binds, and fail tests whose model the rules answer otherwise.")
+
+# --- scale-out: xdist GPU pinning, the leak check, lm_isolated -----------------------------------
+
+WORKER_GPUS_ENV = "PYTEST_LM_WORKER_GPUS"  # a pinned worker's own copy of its slice (xdist.SLICE_ENV)
+GPUS_PER_WORKER = Setting[tuple[int, ...]](
+    "lm_gpus_per_worker", _lazy("pytest_lmbackend.xdist.slicing", "parse_gpus_per_worker"), (),
+    flag="--lm-gpus-per-worker",
+    help="with pytest-xdist, pin GPUs: each worker gets its own N of the visible GPUs (default: no "
+         "pinning; 0 too); -n auto starts GPUs // N workers. A list gives each worker its own size "
+         "(4,1,1: one wide worker); multi-GPU tests then go to a worker holding enough.")
+LeakMode = Literal["off", "warn", "fail"]
+LEAK = Setting[LeakMode](
+    "lm_leak", _lazy("pytest_lmbackend.leak", "parse_mode"), "off", flag="--lm-leak",
+    help="after each GPU test, compare its GPUs' used memory (NVML) with before it; warn or fail above "
+         "--lm-leak-threshold (default off).")
+LEAK_THRESHOLD = Setting[int](
+    "lm_leak_threshold", _lazy("pytest_lmbackend.leak", "parse_threshold"), 64 * 1024**2,
+    flag="--lm-leak-threshold", help="growth a GPU test may leave, e.g. 64MiB (the default) or 1GiB.")
+LEAK_WAIT = Setting[float](
+    "lm_leak_wait", _lazy("pytest_lmbackend.leak", "parse_wait"), 1.0, flag="--lm-leak-wait",
+    help="how long to wait for asynchronous release before reporting (default 1).")
+ISOLATED_CHILD_ENV = "PYTEST_LM_ISOLATED_REPORTS"  # set in lm_isolated's child: where its reports go
+ISOLATED_TIMEOUT = Setting[float](
+    "lm_isolated_timeout", _lazy("pytest_lmbackend.isolation", "parse_timeout"), 900.0,
+    flag="--lm-isolated-timeout",
+    help="limit for each lm_isolated test's process, in seconds; 0 for none (default 900).")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from pytest_lmbackend.display import printable
 
+SKIP_KIND_PROPERTY = "lm_skip_kind"  # user property on items the plugin skipped; travels with xdist reports
+
 
 @dataclass(frozen=True)
 class Verdict:

@@ -9,7 +9,6 @@ imported into pytest. ``compare`` and ``ask`` are shared with ``python -m pytest
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 
 OPTION = "--lm-verify-rules"
 INI = "lm_verify_rules"
-THIS = "this interpreter"  # the option given without a value
+THIS = "this interpreter"  # the option given without a value (settings.VERIFY_THIS)
 _ON = ("1", "true", "yes", "on")
 _OFF = ("0", "false", "no", "off")
 
@@ -128,14 +127,16 @@ def interpreter(text: str, origin: str = OPTION) -> str:
                      "or put the option after the test paths)")
 
 
-def _option_type(text: str) -> str:
-    """argparse ``type=`` for ``--lm-verify-rules=PYTHON`` (argparse also passes the bare option's const)."""
-    if text == THIS:
-        return text
-    try:
-        return interpreter(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{OPTION}: ")) from None
+def parse_setting(text: str) -> str:
+    """``settings.VERIFY_RULES``' parse function, for the option's value and the ini text alike:
+    ``THIS`` for the bare option or a yes, ``""`` for a no, else the interpreter as written (looked for
+    by ``requested``, relative to the ini file's folder when the ini key names it)."""
+    value = text.strip()
+    if value == THIS or value.lower() in _ON:
+        return THIS
+    if value.lower() in _OFF:
+        return ""
+    return value
 
 
 # -- the plugin side ----------------------------------------------------------------------------------
@@ -197,38 +198,23 @@ def _ours(state: Any, model: Any) -> Detection | ConfigError:
 VERIFIER_KEY: pytest.StashKey[Verifier] = pytest.StashKey()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("lmbackend", "LLM backends and hardware (pytest-lmbackend)")
-    group.addoption(
-        OPTION, dest="lm_verify_rules", nargs="?", const=THIS, type=_option_type, default=None,
-        metavar="PYTHON",
-        help="ask the real LMDeploy of PYTHON (default: this interpreter) what it picks for each model a "
-             "test binds, and fail tests whose model the rules answer otherwise. ini: lm_verify_rules.",
-    )
-    parser.addini(INI, "default for --lm-verify-rules: true (this interpreter), a Python path, or false",
-                  default="")
-
-
 def requested(config: pytest.Config) -> str | None:
     """The interpreter to verify against, or None when verification is off.
 
-    :raises ValueError: a bad ini value or interpreter, or no LMDeploy in this interpreter.
+    :raises ValueError: a bad interpreter, or no LMDeploy in this interpreter.
     """
-    value = config.getoption("lm_verify_rules", None)
-    if value == THIS:
-        return default_python()
-    if value is not None:
-        return str(value)
-    text = str(config.getini(INI) or "").strip()
-    if not text or text.lower() in _OFF:
+    from pytest_lmbackend import settings
+
+    text = settings.value(config, settings.VERIFY_RULES)
+    origin = settings.origin(config, settings.VERIFY_RULES)
+    if not text:
         return None
-    if text.lower() in _ON:
+    if text == THIS:
         return default_python()
-    base = config.inipath.parent if config.inipath else config.rootpath
-    candidate = Path(text).expanduser()
-    if not candidate.is_absolute() and os.sep in text:
-        candidate = base / candidate
-    return interpreter(str(candidate) if os.sep in text else text, origin=f"ini {INI}")
+    if origin.startswith("ini") and os.sep in text and not Path(text).expanduser().is_absolute():
+        base = config.inipath.parent if config.inipath else config.rootpath
+        text = str(base / text)
+    return interpreter(text, origin=origin)
 
 
 @pytest.hookimpl(trylast=True)
@@ -269,21 +255,17 @@ def header_lines(config: pytest.Config) -> list[str]:
     return lines
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    return header_lines(config)
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     verifier = item.config.stash.get(VERIFIER_KEY, None)
     if verifier is None:
         return
-    from pytest_lmbackend.session import MARKS_KEY, SESSION_KEY
+    from pytest_lmbackend.session import MARKS_KEY, session_state
 
     model = getattr(item.stash.get(MARKS_KEY, None), "model", None)
     if model is None:
         return
-    state = item.config.stash[SESSION_KEY]
+    state = session_state(item.config)
     if model.key not in verifier.checks:
         # the first bound test asks about every model of the session at once (one start of LMDeploy)
         verifier.checks_for(state, item.session.items)

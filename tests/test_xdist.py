@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import types
 from pathlib import Path
@@ -64,10 +65,14 @@ def test_scheduler_fit_rule() -> None:
     assert fits(8, 1, 4)  # nobody holds 8: any worker takes it and skips it with the reason
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5", "", "2,0", "2,,1"])
+@pytest.mark.parametrize("text", ["-1", "two", "1.5", "", "2,0", "2,,1", "²"])
 def test_gpus_per_worker_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="expected a whole number of GPUs >= 1"):
         xdist.parse_gpus_per_worker(text)
+
+
+def test_zero_gpus_per_worker_is_no_pinning() -> None:
+    assert xdist.parse_gpus_per_worker("0") == () == xdist.parse_gpus_per_worker(" off ")
 
 
 def test_auto_workers_is_gpus_divided_by_per_worker() -> None:
@@ -103,6 +108,7 @@ def test_remote_slice_uses_the_remote_hosts_gpus() -> None:
 def test_gpu_count_is_the_items_stored_requirement(pytester: pytest.Pytester) -> None:
     # what the plugin read from the markers at collection, every marker merged: a GPU fact without a
     # count is judged on one GPU (GPU 0), so the item needs one, as the evaluation says
+    importlib.import_module("pytest_lmbackend.session")  # kept across the in-process runs: one stash key
     pytester.makepyfile(test_module="""
         import pytest
 
@@ -256,7 +262,8 @@ def _run_recorded(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *a
 def test_two_workers_each_get_their_own_gpu(pytester: pytest.Pytester,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     uuids = _profile_uuids("h100x8")
-    result, masks = _run_recorded(pytester, monkeypatch, "-n", "2", "--lm-hardware=h100x8")
+    result, masks = _run_recorded(pytester, monkeypatch, "-n", "2", "--lm-hardware=h100x8",
+                                  "--lm-gpus-per-worker=1")
     result.assert_outcomes(passed=8)
     assert masks == {"gw0": uuids[0], "gw1": uuids[1]}
     result.stdout.fnmatch_lines(["lmbackend xdist GPUs: gw0 -> GPU 0 (*); gw1 -> GPU 1 (*)"])
@@ -284,7 +291,7 @@ def test_requirements_are_judged_on_the_workers_own_gpu(pytester: pytest.Pyteste
             assert [g.name for g in lm_hardware.gpus] == ["A"], os.environ["PYTEST_XDIST_WORKER"]
         """
     )
-    result = pytester.runpytest("-n", "3", "--lm-hardware=mixed.toml", "-rs")
+    result = pytester.runpytest("-n", "3", "--lm-hardware=mixed.toml", "--lm-gpus-per-worker=1", "-rs")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) >= 1
     assert outcomes.get("skipped", 0) >= 1  # 9 tests over 3 workers: the 8.0 and 8.6 ones skip theirs
@@ -297,7 +304,8 @@ def test_four_workers_under_an_outer_mask(pytester: pytest.Pytester, monkeypatch
     uuids = _profile_uuids("h100x8")
     # the runner itself was given GPUs 6, 1, 3, 4, 7 (by index and by UUID) in that order
     outer = f"6,{uuids[1]},3,4,{uuids[7]}"
-    result, masks = _run_recorded(pytester, monkeypatch, "-n", "4", "--lm-hardware=h100x8", outer=outer)
+    result, masks = _run_recorded(pytester, monkeypatch, "-n", "4", "--lm-hardware=h100x8",
+                                  "--lm-gpus-per-worker=1", outer=outer)
     result.assert_outcomes(passed=8)
     assert masks == {"gw0": uuids[6], "gw1": uuids[1], "gw2": uuids[3], "gw3": uuids[4]}
 
@@ -362,7 +370,7 @@ def test_a_test_that_changes_its_workers_mask_fails_loudly(pytester: pytest.Pyte
             monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
         """
     )
-    result = pytester.runpytest("-n", "1", "--lm-hardware=h100x4")
+    result = pytester.runpytest("-n", "1", "--lm-hardware=h100x4", "--lm-gpus-per-worker=1")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines([
         "*ERROR at teardown of test_grabs_every_gpu*",
@@ -372,14 +380,15 @@ def test_a_test_that_changes_its_workers_mask_fails_loudly(pytester: pytest.Pyte
 
 def test_an_explicit_tx_mask_is_refused(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     result, _ = _run_recorded(pytester, monkeypatch, "--tx", "popen//env:CUDA_VISIBLE_DEVICES=0",
-                              "--dist=load", "--lm-hardware=h100x2")
+                              "--dist=load", "--lm-hardware=h100x2", "--lm-gpus-per-worker=1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--tx sets env:CUDA_VISIBLE_DEVICES itself*"])
 
 
 def test_without_gpus_workers_are_left_alone(pytester: pytest.Pytester,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    result, masks = _run_recorded(pytester, monkeypatch, "-n", "2", "--lm-hardware=cpu", count=2)
+    result, masks = _run_recorded(pytester, monkeypatch, "-n", "2", "--lm-hardware=cpu",
+                                  "--lm-gpus-per-worker=1", count=2)
     result.assert_outcomes(passed=2)
     assert set(masks.values()) == {None}
     result.stdout.fnmatch_lines(["lmbackend xdist: no GPU visible; workers are not pinned"])
@@ -428,7 +437,7 @@ def test_tests_wider_than_a_worker_skip_with_the_fix(pytester: pytest.Pytester,
     monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     pytester.makepyfile(WIDE)
-    result = pytester.runpytest("-n", "2", "--lm-hardware=h100x4", "-rs")
+    result = pytester.runpytest("-n", "2", "--lm-hardware=h100x4", "--lm-gpus-per-worker=1", "-rs")
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines([
         "*needs 2 GPUs; xdist worker gw? holds 1 (GPU-*) with --lm-gpus-per-worker=1: run it with "

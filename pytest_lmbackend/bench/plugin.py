@@ -1,4 +1,5 @@
-"""pytest-benchmark glue: the ``lm_startup`` fixture and GPU, driver, CUDA and backend machine info."""
+"""pytest-benchmark glue: what the ``lm_startup`` fixture gives (``fixtures.lm_startup``), timing start-up
+rounds as benchmark rounds."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 if TYPE_CHECKING:  # only for annotations: loading this plugin imports no benchmark code
     from pytest_lmbackend.bench.phases import BackendSummary, Mode, RoundResult
 
-BENCHMARK_PLUGIN = "benchmark"  # pytest-benchmark's pytest11 entry-point name
 
 
 class StartupBenchmark:
@@ -133,22 +133,3 @@ def _report(r: RoundResult) -> NoReturn:
     tail = str(r.info.get("log_tail", "")).strip()
     tail = "\n" + "\n".join(tail.splitlines()[-15:]) if tail else ""
     pytest.fail(f"{r.backend} {r.mode} round {r.index + 1} {r.status}: {r.error}{tail}", pytrace=False)
-
-
-@pytest.fixture
-def lm_startup(request: pytest.FixtureRequest) -> StartupBenchmark:
-    """Benchmark a backend's start-up: ``lm_startup(model_dir, "transformers", rounds=2)``.
-
-    Skips when pytest-benchmark is not installed.
-    """
-    if not request.config.pluginmanager.has_plugin(BENCHMARK_PLUGIN):
-        pytest.skip("lm_startup needs pytest-benchmark, which is not installed")
-    return StartupBenchmark(request.getfixturevalue("benchmark"))
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    """Add the GPUs, driver, CUDA and backend package versions to pytest-benchmark's machine info."""
-    from pytest_lmbackend.bench.report import machine_facts
-
-    machine_info["lmbackend"] = machine_facts()

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +98,6 @@ def machine_facts() -> dict[str, Any]:
         "platform": platform.platform(),
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": package_versions((*VERSIONED, "pytest-lmbackend")),
     }
     try:  # the project's probe: NVML, then nvidia-smi; never CUDA

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_lmbackend import settings
-from pytest_lmbackend.settings import Setting
 
 if TYPE_CHECKING:
     from pytest_lmbackend.backends import RunnerFacts
@@ -26,18 +25,18 @@ if TYPE_CHECKING:
     from pytest_lmbackend.selection import ItemOutcome
     from pytest_lmbackend.session import LmSession
 
-ENV_RUNNER = "PYTEST_LM_RUNNER"
+ENV_RUNNER = settings.ENV_RUNNER
 ORPHAN_KEY: pytest.StashKey[str] = pytest.StashKey()  # an orphan's reason, on the last runner's items
 
 
-def _fleet_option(text: str) -> tuple[str, ...]:
+def parse_fleet_option(text: str) -> tuple[str, ...]:
     """argparse ``type=`` for ``--lm-fleet`` (see ``assignment.parse_fleet``)."""
     from pytest_lmbackend.fleet.assignment import parse_fleet
 
     return parse_fleet(text)
 
 
-def _runner_option(text: str) -> str:
+def parse_runner_option(text: str) -> str:
     """argparse ``type=`` for ``--lm-runner``: one runner's name."""
     name = text.strip()
     if not name or "," in name:
@@ -45,34 +44,12 @@ def _runner_option(text: str) -> str:
     return name
 
 
-def _path_option(text: str) -> str:
+def parse_path_option(text: str) -> str:
     """argparse ``type=`` for ``--lm-plan-json``: a file name."""
     name = text.strip()
     if not name:
         raise argparse.ArgumentTypeError("expected a file name")
     return name
-
-
-FLEET = Setting[tuple[str, ...] | None](
-    "lm_fleet", _fleet_option, None, flag="--lm-fleet",
-    help="the CI fleet, cheapest runner first (shipped profile names or files, separated by commas or, in "
-         "the ini file, lines; files relative to the ini file there): each test goes to the first runner "
-         "that can run it.")
-RUNNER = Setting[str | None](
-    "lm_runner", _runner_option, None, flag="--lm-runner", env=ENV_RUNNER,
-    help="this job is runner NAME of the fleet: run only the tests assigned to it, after checking that "
-         "this machine is what its profile claims.")
-PLAN_JSON = Setting[str | None](
-    "lm_plan_json", _path_option, None, flag="--lm-plan-json",
-    help="with a fleet: write the assignment as JSON (fleet, runners, orphans, reasons) for a CI matrix; "
-         "runs nothing, as --lm-plan.")
-
-
-def addoption(parser: pytest.Parser) -> None:
-    """Fleet mode's options and ini keys, in the plugin's option group."""
-    FLEET.add(parser, metavar="PROFILE[,PROFILE..]")
-    RUNNER.add(parser, metavar="NAME")
-    PLAN_JSON.add(parser, metavar="FILE")
 
 
 @dataclass(frozen=True)
@@ -90,15 +67,16 @@ class FleetSettings:
 def read_settings(config: pytest.Config) -> FleetSettings | None:
     """The fleet options, None when no fleet is configured (``--lm-runner`` or ``--lm-plan-json``
     without one is a usage error)."""
-    specs = settings.value(config, FLEET)
-    origin = settings.origin(config, FLEET)
+    specs = settings.value(config, settings.FLEET)
+    origin = settings.origin(config, settings.FLEET)
     base_dir = None
     if origin.startswith("ini"):  # files named in the ini file are relative to it
         base_dir = config.inipath.parent if config.inipath is not None else config.rootpath
-    runner, runner_origin = settings.value(config, RUNNER), settings.origin(config, RUNNER)
-    plan_json = settings.value(config, PLAN_JSON)
+    runner, runner_origin = settings.value(config, settings.RUNNER), settings.origin(config, settings.RUNNER)
+    plan_json = settings.value(config, settings.PLAN_JSON)
+    plan_json_origin = settings.origin(config, settings.PLAN_JSON)
     if specs is None:
-        for value, name in ((runner, runner_origin), (plan_json, settings.origin(config, PLAN_JSON))):
+        for value, name in ((runner, runner_origin), (plan_json, plan_json_origin)):
             if value:
                 raise pytest.UsageError(f"{name}={value}: no fleet is configured; give --lm-fleet="
                                         "PROFILE,PROFILE,... (cheapest first) or the ini key lm_fleet")
@@ -109,11 +87,11 @@ def read_settings(config: pytest.Config) -> FleetSettings | None:
 
 def configure(config: pytest.Config, state: LmSession) -> None:
     """Register ``FleetPlugin`` when a fleet is configured; check the runner this job claims to be."""
-    from pytest_lmbackend.fleet.assignment import FleetError, find_runner, load_fleet
-
     settings = read_settings(config)
     if settings is None:
         return
+    from pytest_lmbackend.fleet.assignment import FleetError, find_runner, load_fleet
+
     plan = bool(state.options.plan or settings.plan_json)
     if plan and getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--lm-plan-json runs nothing, so it takes no -n: drop -n/--numprocesses")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import re
@@ -14,31 +15,30 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_lmbackend import settings
-from pytest_lmbackend.settings import Setting
-from pytest_lmbackend.xdist.slicing import (
-    LOCAL,
-    Sizes,
-    SliceError,
-    WorkerPlan,
-    auto_num_workers,
-    device_id,
-    device_label,
-    expand_tx,
-    format_sizes,
-    item_devices,
-    parse_gpus_per_worker,
-    plan_workers,
-    remote_slice,
-    slice_devices,
-    spec_fields,
-    spec_host,
-    too_wide,
-    worker_ids,
-    worker_sizes,
-)
 
 if TYPE_CHECKING:
     from pytest_lmbackend.hardware.model import Hardware
+    from pytest_lmbackend.xdist.slicing import (
+        LOCAL,
+        Sizes,
+        SliceError,
+        WorkerPlan,
+        auto_num_workers,
+        device_id,
+        device_label,
+        expand_tx,
+        format_sizes,
+        item_devices,
+        parse_gpus_per_worker,
+        plan_workers,
+        remote_slice,
+        slice_devices,
+        spec_fields,
+        spec_host,
+        too_wide,
+        worker_ids,
+        worker_sizes,
+    )
 
 __all__ = [
     "LOCAL",
@@ -67,9 +67,23 @@ __all__ = [
     "worker_sizes",
 ]
 
+# This module is loaded with the plugin (its hooks must be in place before -n auto is counted); the
+# slicing itself is loaded when a session pins workers, or when one of these names is first used.
+_SLICING = frozenset(__all__) - {"MASK_ENV", "SLICE_ENV", "WORKERINPUT_KEY", "item_gpu_count",
+                                 "session_hardware"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SLICING:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("pytest_lmbackend.xdist.slicing"), name)
+    globals()[name] = value
+    return value
+
+
 MASK_ENV = "CUDA_VISIBLE_DEVICES"
 # Our own copy of the slice in the worker's environment: tells our mask apart from one a test set.
-SLICE_ENV = "PYTEST_LM_WORKER_GPUS"
+SLICE_ENV = settings.WORKER_GPUS_ENV
 WORKERINPUT_KEY = "lm_gpus"
 
 _HARDWARE_KEY = pytest.StashKey["Hardware"]()
@@ -81,23 +95,23 @@ _TOO_WIDE = re.compile(r"^Skipped: needs (\d+) GPUs; xdist worker ")
 # --- shared session state -------------------------------------------------------------------------
 
 
-def session_hardware(config: pytest.Config) -> Hardware:
-    """The session's Hardware: the plugin's (probed once, lazily); before the plugin is configured
-    (``-n auto`` is resolved that early), probed here from ``--lm-hardware`` / ``PYTEST_LM_HARDWARE``.
-    The probe sees a fake profile through this process's ``CUDA_VISIBLE_DEVICES`` as it sees real GPUs."""
+def session_hardware(config: pytest.Config, *, early: bool = False) -> Hardware:
+    """The session's Hardware: the plugin's (probed once, lazily); ``early``, before the plugin is
+    configured (``-n auto`` is counted that early), probed here from ``--lm-hardware`` /
+    ``PYTEST_LM_HARDWARE``. The probe sees a fake profile through this process's
+    ``CUDA_VISIBLE_DEVICES`` as it sees real GPUs."""
     cached = config.stash.get(_HARDWARE_KEY, None)
     if cached is not None:
         return cached
-    from pytest_lmbackend.session import SESSION_KEY, SetupError
+    if early:
+        found = probe_here(config)
+    else:
+        from pytest_lmbackend.session import SetupError, session_state
 
-    state = config.stash.get(SESSION_KEY, None)
-    if state is not None:
         try:
-            found: Hardware = state.hardware
+            found = session_state(config).hardware
         except SetupError as exc:
             raise pytest.UsageError(str(exc)) from None
-    else:
-        found = probe_here(config)
     config.stash[_HARDWARE_KEY] = found
     return found
 
@@ -117,16 +131,9 @@ def probe_here(config: pytest.Config) -> Hardware:
         raise pytest.UsageError(f"{settings.origin(config, settings.HARDWARE)}: {exc}") from None
 
 
-GPUS_PER_WORKER = Setting[Sizes](
-    "lm_gpus_per_worker", parse_gpus_per_worker, (1,), flag="--lm-gpus-per-worker",
-    help="with pytest-xdist: each worker gets its own N of the visible GPUs (default 1); -n auto starts "
-         "GPUs // N workers. A list gives each worker its own size (4,1,1: one wide worker); multi-GPU "
-         "tests then go to a worker holding enough.")
-
-
 def gpus_per_worker(config: pytest.Config) -> Sizes:
-    """``--lm-gpus-per-worker`` (or its ini key) as sizes; ``(1,)`` by default."""
-    return settings.value(config, GPUS_PER_WORKER)
+    """``--lm-gpus-per-worker`` (or its ini key) as sizes; ``()`` (no pinning) by default."""
+    return settings.value(config, settings.GPUS_PER_WORKER)
 
 
 def item_gpu_count(item: pytest.Item) -> int:
@@ -165,10 +172,6 @@ def _xdist_distributing(config: pytest.Config) -> bool:
 # --- hooks ----------------------------------------------------------------------------------------
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    GPUS_PER_WORKER.add(parser, metavar="N|N0,N1,..")
-
-
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     # xdist's own hooks only exist when xdist is installed; the class keeps them out otherwise
     if importlib.util.find_spec("xdist") is not None:
@@ -185,6 +188,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def controller_plan(config: pytest.Config) -> tuple[WorkerPlan, ...]:
     """The worker -> GPU plan for this run's ``--tx`` / ``-n``, checked: a UsageError when the GPUs cannot
     be sliced without sharing."""
+    from pytest_lmbackend.xdist.slicing import expand_tx, spec_fields, spec_host, worker_ids
+
     specs = [spec_fields(s) for s in expand_tx(config.getoption("tx"))]
     for fields in specs:
         if f"env:{MASK_ENV}" in fields:
@@ -197,6 +202,8 @@ def controller_plan(config: pytest.Config) -> tuple[WorkerPlan, ...]:
 
 
 def _plan(config: pytest.Config, workers: Sequence[tuple[str, str]]) -> tuple[WorkerPlan, ...]:
+    from pytest_lmbackend.xdist.slicing import SliceError, plan_workers
+
     try:
         return plan_workers(workers, session_hardware(config).gpus, gpus_per_worker(config))
     except SliceError as exc:
@@ -204,6 +211,8 @@ def _plan(config: pytest.Config, workers: Sequence[tuple[str, str]]) -> tuple[Wo
 
 
 def _pin_worker(config: pytest.Config, workerinput: Mapping[str, Any]) -> None:
+    from pytest_lmbackend.xdist.slicing import LOCAL, SliceError, remote_slice
+
     share = workerinput.get(WORKERINPUT_KEY)
     if not isinstance(share, Mapping):
         return
@@ -236,6 +245,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     mask = os.environ.get(SLICE_ENV)
     if mask is None:
         return
+    from pytest_lmbackend.xdist.slicing import format_sizes, too_wide
+
     reason = too_wide(item_gpu_count(item), mask, worker_id(item.config),
                       format_sizes(gpus_per_worker(item.config)),
                       dist=str(item.config.getoption("dist", "load") or "load"),
@@ -286,6 +297,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     plan = config.stash.get(_PLAN_KEY, None)
     if not plan:
         return []
+    from pytest_lmbackend.xdist.slicing import LOCAL
+
     if all(p.gpus is None and p.host == LOCAL for p in plan):
         return ["lmbackend xdist: no GPU visible; workers are not pinned"]
     return ["lmbackend xdist GPUs: " + "; ".join(p.describe() for p in plan)]
@@ -338,12 +351,16 @@ class XdistControllerHooks:
     # after this plugin, e.g. when this one is loaded with -p
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_xdist_auto_num_workers(self, config: pytest.Config) -> int | None:
+        from pytest_lmbackend.xdist.slicing import auto_num_workers
+
         if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
             return None  # the user's explicit count, which xdist reads
-        return auto_num_workers(len(session_hardware(config).gpus), gpus_per_worker(config))
+        return auto_num_workers(len(session_hardware(config, early=True).gpus), gpus_per_worker(config))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_setupnodes(self, config: pytest.Config, specs: Sequence[Any]) -> None:
+        from pytest_lmbackend.xdist.slicing import spec_host
+
         # The spec's environment reaches the worker before Python starts pytest there: the mask is in
         # place before any conftest or plugin import could touch CUDA.
         hosts = [spec_host({k: str(getattr(spec, k)) for k in ("ssh", "socket", "vagrant_ssh", "via")

@@ -55,17 +55,17 @@ class WorkerPlan:
 
 def parse_gpus_per_worker(text: str) -> Sizes:
     """argparse ``type=`` for ``--lm-gpus-per-worker``: ``N`` (every worker), or ``N0,N1,...`` (one
-    size per worker, e.g. ``4,1,1`` for one wide worker), each a whole number >= 1."""
+    size per worker, e.g. ``4,1,1`` for one wide worker), each a whole number >= 1; ``0`` (or ``off``)
+    is no pinning, ``()``."""
+    if str(text).strip().lower() in ("0", "off"):
+        return ()
     sizes: list[int] = []
     for part in str(text).split(","):
-        try:
-            value = int(part.strip())
-        except ValueError:
-            value = 0
-        if value < 1:
+        value = part.strip()
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:
             raise argparse.ArgumentTypeError(
-                f"expected a whole number of GPUs >= 1 or a comma list of them, got {text!r}")
-        sizes.append(value)
+                f"expected a whole number of GPUs >= 1 or a comma list of them (0: no pinning), got {text!r}")
+        sizes.append(int(value))
     return tuple(sizes)
 
 
