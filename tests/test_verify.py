@@ -183,6 +183,21 @@ def test_the_header_notes_a_release_newer_than_the_rules(pytester: pytest.Pytest
     assert "newer than" not in pytester.runpytest("--lm-lmdeploy=0.18.0").stdout.str()
 
 
+def test_the_header_notes_an_installed_lmdeploy_newer_than_the_rules(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    (site / "lmdeploy-0.19.0.dist-info").mkdir(parents=True)  # metadata only: nothing to import
+    monkeypatch.syspath_prepend(str(site))
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-p", "no:xdist")
+    result.stdout.fnmatch_lines([
+        "lmbackend: LMDeploy 0.19.0 (installed) is newer than the newest rules known here (0.18.0): "
+        "0.18.0's rules answer for it; check them against it with --lm-verify-rules",
+    ])
+    result.assert_outcomes(passed=1)
+
+
 def test_the_python_api_warns_once_for_a_newer_release() -> None:
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
     with warnings.catch_warnings(record=True) as caught:
