@@ -76,8 +76,11 @@ class Check:
         return (self.theirs.error or "").startswith("OracleFault")
 
     def message(self) -> str:
-        return (f"{self.label}: the rules of LMDeploy {self.rules} answer {shown(self.ours)}; the real "
-                f"LMDeploy {self.lmdeploy} answers {shown(self.theirs)}")
+        """One line, safe for a terminal (labels and error texts come from config files)."""
+        from pytest_lmbackend.display import printable
+
+        return printable(f"{self.label}: the rules of LMDeploy {self.rules} answer {shown(self.ours)}; the "
+                         f"real LMDeploy {self.lmdeploy} answers {shown(self.theirs)}")
 
 
 def detect_outcome(source: str | Mapping[str, Any], release: str) -> Detection | ConfigError:
@@ -252,7 +255,9 @@ def header_lines(config: pytest.Config) -> list[str]:
     if verifier is not None:
         lines.append(f"lmbackend: {OPTION}: each bound model is checked against the real LMDeploy of "
                      f"{verifier.python}")
-    return lines
+    from pytest_lmbackend.display import printable
+
+    return [printable(line) for line in lines]  # the version and the path come from outside
 
 
 @pytest.hookimpl(tryfirst=True)

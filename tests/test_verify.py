@@ -190,7 +190,8 @@ def test_the_header_notes_an_installed_lmdeploy_newer_than_the_rules(
     (site / "lmdeploy-0.19.0.dist-info").mkdir(parents=True)  # metadata only: nothing to import
     monkeypatch.syspath_prepend(str(site))
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest("-p", "no:xdist")
+    # a session that uses no lm_ option shows pytest's own header unless -v
+    result = pytester.runpytest("-p", "no:xdist", "-v")
     result.stdout.fnmatch_lines([
         "lmbackend: LMDeploy 0.19.0 (installed) is newer than the newest rules known here (0.18.0): "
         "0.18.0's rules answer for it; check them against it with --lm-verify-rules",
@@ -245,3 +246,12 @@ def test_real_lmdeploy_catches_rules_of_another_release(real_0_18: Path, pyteste
     ])
     result = pytester.runpytest("--lm-lmdeploy=0.18.0", f"--lm-verify-rules={python}", "-p", "no:xdist")
     result.assert_outcomes(passed=1)
+
+
+def test_a_drift_message_is_one_safe_line() -> None:
+    from pytest_lmbackend.verify import Check
+
+    ours = detect(FIXTURES / "qwen2-vl", lmdeploy="0.18.0")
+    theirs = Answer("X", False, None, None, None, "TypeError: bad \x1b[2J\nforged row")
+    text = Check("lm_model('m\x1b[31m')", "0.18.0", "0.18.0", ours, theirs, compare(ours, theirs)).message()
+    assert "\x1b" not in text and "\n" not in text and "\\x1b[2J\\nforged row" in text
