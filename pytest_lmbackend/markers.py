@@ -15,7 +15,10 @@ if TYPE_CHECKING:  # for annotations only: markers are read before anything else
 
     from pytest_lmbackend.requirements import Requirement
 
-# LMDeploy's own autotest markers, understood unchanged.
+# LMDeploy's own marker names, read only where a suite opts in with the ini line ``lm_markers = lmdeploy``
+# (other suites use the same common words with their own meaning): its engines, which a test marked with
+# one needs available; the engines a ``not_*`` mark excludes; ``gpu_num_N`` (N accelerators) and
+# ``gpu_num_distributed_<layout>`` (a layout spread over nodes).
 BACKEND_ALIASES: Mapping[str, str] = MappingProxyType({"turbomind": "turbomind", "pytorch": "pytorch"})
 # LMDeploy's engines, each named by one of its own markers above
 LMDEPLOY_ENGINES: tuple[str, ...] = tuple(BACKEND_ALIASES.values())
@@ -24,24 +27,29 @@ EXCLUDE_ALIASES: Mapping[str, str] = MappingProxyType(
 )
 GPU_NUM_MARKERS: tuple[str, ...] = tuple(f"gpu_num_{n}" for n in range(1, 17))
 _GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
+DISTRIBUTED_PREFIX = "gpu_num_distributed_"
+MARKER_SETS: tuple[str, ...] = ("lmdeploy",)  # what ``lm_markers`` may name
 
 # The plugin's own markers, and the fixtures that read an item's markers: a test that uses none of them
-# and no LMDeploy marker is not the plugin's business (its markers are not even read).
+# (and, where the suite opted in, no LMDeploy marker) is not the plugin's business: its markers are not
+# even read.
 OWN_MARKERS: frozenset[str] = frozenset({"lm_requires", "lm_backend", "lm_model", "lm_engine", "lm_isolated"})
 ITEM_FIXTURES: frozenset[str] = frozenset({"lm_backend", "lm_detection", "lm_backend_config", "lm_pipeline"})
 
 
 def is_lmdeploy_marker(name: str) -> bool:
-    """One of LMDeploy's own marker names: ``turbomind``, ``pytorch``, ``not_*``, ``gpu_num_N``."""
-    return name in BACKEND_ALIASES or name in EXCLUDE_ALIASES or _GPU_NUM.match(name) is not None
+    """One of LMDeploy's own marker names: ``turbomind``, ``pytorch``, ``not_*``, ``gpu_num_N``,
+    ``gpu_num_distributed_*``."""
+    return (name in BACKEND_ALIASES or name in EXCLUDE_ALIASES or _GPU_NUM.match(name) is not None
+            or name.startswith(DISTRIBUTED_PREFIX))
 
 
-def asks(marker_names: Iterable[str], fixturenames: Iterable[str]) -> bool:
-    """Whether a test asks anything of the plugin: one of its markers (or LMDeploy's), or a fixture
-    that reads them."""
+def asks(marker_names: Iterable[str], fixturenames: Iterable[str], *, lmdeploy: bool = False) -> bool:
+    """Whether a test asks anything of the plugin: one of its markers (or, with ``lmdeploy``, one of
+    LMDeploy's), or a fixture that reads them."""
     if not ITEM_FIXTURES.isdisjoint(fixturenames):
         return True
-    return any(name in OWN_MARKERS or is_lmdeploy_marker(name) for name in marker_names)
+    return any(name in OWN_MARKERS or (lmdeploy and is_lmdeploy_marker(name)) for name in marker_names)
 
 
 # name -> help line, signature style, for ``pytest --markers`` and ``--strict-markers``.
@@ -53,8 +61,8 @@ MARKER_HELP: Mapping[str, str] = MappingProxyType(
             "unless the GPU(s) this test gets meet every requirement."
         ),
         "lm_backend": (
-            "lm_backend(*names): run this test only on these backends (turbomind, pytorch, transformers or "
-            "a registered one); the others are not generated, or skip."
+            "lm_backend(*names): bind this test to these backends (turbomind, pytorch, transformers or a "
+            "registered one); the others are not generated, or skip."
         ),
         "lm_model": (
             "lm_model(source, *, synthetic=False): bind this test to a model (folder, config.json, "
@@ -70,13 +78,25 @@ MARKER_HELP: Mapping[str, str] = MappingProxyType(
             "lm_isolated(*, timeout=SECONDS): run this test in a freshly spawned interpreter pinned to its "
             "GPUs; a timeout fails it (default --lm-isolated-timeout)."
         ),
-        "turbomind": "turbomind: LMDeploy marker; same as lm_backend('turbomind').",
-        "pytorch": "pytorch: LMDeploy marker; same as lm_backend('pytorch').",
+    }
+)
+
+
+def lmdeploy_marker_help() -> dict[str, str]:
+    """Help lines of LMDeploy's marker names, registered where a suite opts in (``lm_markers =
+    lmdeploy``); its distributed layouts are those LMDeploy's own autotest uses."""
+    from pytest_lmbackend.requirements import DISTRIBUTED_LAYOUTS
+
+    return {
+        "turbomind": "turbomind: LMDeploy marker; needs the turbomind backend (bound: only turbomind).",
+        "pytorch": "pytorch: LMDeploy marker; needs the pytorch backend (bound: only pytorch).",
         "not_turbomind": "not_turbomind: LMDeploy marker; never run this test on turbomind.",
         "not_pytorch": "not_pytorch: LMDeploy marker; never run this test on pytorch.",
         **{n: f"{n}: LMDeploy marker; same as lm_requires(gpus={n[8:]})." for n in GPU_NUM_MARKERS},
+        **{f"{DISTRIBUTED_PREFIX}{layout}": f"{DISTRIBUTED_PREFIX}{layout}: LMDeploy marker; the {layout} "
+           "layout, on one node when it holds all of its GPUs, else spread over nodes."
+           for layout in DISTRIBUTED_LAYOUTS},
     }
-)
 
 
 class MarkerError(ValueError):
@@ -119,8 +139,11 @@ class ModelBinding:
 class ItemMarks:
     """Everything this plugin reads from one item's markers.
 
-    ``allowed`` is None when no marker restricts the backend; ``backend_marked`` says whether any
-    backend marker was present (such an item is backend-bound even without a backend fixture).
+    ``allowed`` is None when no marker restricts the backend; ``backend_marked`` says whether an
+    ``lm_backend`` marker binds the item to backends it runs on (it is backend-bound then even without
+    a backend fixture; ``lm_model`` binds it too, ``selection.is_backend_bound``); ``engines`` are the
+    LMDeploy engines its ``turbomind`` / ``pytorch`` marks name, which an item that is not bound needs
+    available.
     """
 
     model: ModelBinding | None = None
@@ -130,6 +153,7 @@ class ItemMarks:
     engine_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     isolated: bool = False
     backend_marked: bool = False
+    engines: frozenset[str] = frozenset()
 
     def permits(self, backend: str) -> bool:
         return backend not in self.excluded and (self.allowed is None or backend in self.allowed)
@@ -153,6 +177,7 @@ def parse_marks(
     backend_names: Sequence[str],
     base_dirs: Sequence[Path] = (),
     parse_requirement: RequirementParser | None = None,
+    lmdeploy: bool = False,
 ) -> ItemMarks:
     """Fold an item's markers (closest first, as ``item.iter_markers()`` yields them) into ItemMarks.
 
@@ -161,6 +186,8 @@ def parse_marks(
     :param base_dirs: folders a relative ``lm_model`` path is looked up in, in order.
     :param parse_requirement: turns ``lm_requires`` args/kwargs into a ``Requirement`` (default:
         ``requirements.parse_requirement`` for the test ``where``).
+    :param lmdeploy: read LMDeploy's marker names too (the suite's ``lm_markers = lmdeploy``); else
+        they are other markers, not the plugin's business.
     """
     model: ModelBinding | None = None
     closest_backend: tuple[str, ...] | None = None
@@ -179,19 +206,8 @@ def parse_marks(
             marked = True
             if closest_backend is None:
                 closest_backend = _parse_backend_names(mark, where, backend_names)
-        elif name in BACKEND_ALIASES:
-            marked = True
-            _no_args(mark, where)
-            aliases.add(BACKEND_ALIASES[name])
-        elif name in EXCLUDE_ALIASES:
-            marked = True
-            _no_args(mark, where)
-            excluded.add(EXCLUDE_ALIASES[name])
         elif name == "lm_requires":
             requirements.append(_parse_requirement(parse_requirement, mark.args, dict(mark.kwargs), where))
-        elif (m := _GPU_NUM.match(name)) is not None:
-            _no_args(mark, where)
-            requirements.append(_parse_requirement(parse_requirement, (), {"gpus": int(m.group(1))}, where))
         elif name == "lm_engine":
             if mark.args:
                 raise MarkerError(f"{where}: lm_engine takes keyword options only, got {mark.args!r}")
@@ -200,6 +216,20 @@ def parse_marks(
         elif name == "lm_isolated":
             _check_isolated(mark, where)
             isolated = True
+        elif not lmdeploy:
+            continue
+        elif name in BACKEND_ALIASES:
+            _no_args(mark, where)
+            aliases.add(BACKEND_ALIASES[name])
+        elif name in EXCLUDE_ALIASES:
+            _no_args(mark, where)
+            excluded.add(EXCLUDE_ALIASES[name])
+        elif (m := _GPU_NUM.match(name)) is not None:
+            _no_args(mark, where)
+            requirements.append(_parse_requirement(parse_requirement, (), {"gpus": int(m.group(1))}, where))
+        elif name.startswith(DISTRIBUTED_PREFIX):
+            _no_args(mark, where)
+            requirements.append(_distributed(name, where))
     allowed = _combine(closest_backend, aliases, where)
     if allowed is not None and not [b for b in allowed if b not in excluded]:
         raise MarkerError(f"{where}: backend markers leave no backend: only {', '.join(allowed)}, "
@@ -212,7 +242,18 @@ def parse_marks(
         engine_options=MappingProxyType(options),
         isolated=isolated,
         backend_marked=marked,
+        engines=frozenset(aliases),
     )
+
+
+def _distributed(name: str, where: str) -> Requirement:
+    """``gpu_num_distributed_<layout>``: the layout's GPUs, on one node or spread over several."""
+    from pytest_lmbackend.requirements import distributed_layout
+
+    try:
+        return distributed_layout(name)
+    except ValueError as exc:
+        raise MarkerError(f"{where}: the {name} marker: {exc}") from None
 
 
 def _combine(closest: tuple[str, ...] | None, aliases: set[str], where: str) -> tuple[str, ...] | None:

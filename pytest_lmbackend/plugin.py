@@ -42,6 +42,7 @@ __all__ = [
 _ISOLATION = "lmbackend_isolation"
 _XDIST = "lmbackend_xdist"
 _ASKED_KEY = pytest.StashKey[bool]()  # some collected test asks something of the plugin
+_JOINED_KEY = pytest.StashKey[set[str]]()  # functions whose lm_backend fixture the plugin added
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -102,12 +103,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _configure(config: pytest.Config) -> None:
-
     from pytest_lmbackend import settings
-    from pytest_lmbackend.markers import MARKER_HELP
+    from pytest_lmbackend.markers import MARKER_HELP, lmdeploy_marker_help
 
     for text in MARKER_HELP.values():
         config.addinivalue_line("markers", text)
+    if _lmdeploy_markers(config):  # LMDeploy's names are registered (and read) where the suite opts in
+        for text in lmdeploy_marker_help().values():
+            config.addinivalue_line("markers", text)
     manager = config.pluginmanager
     if not settings.any_given(config):
         return  # installed, not used (yet): the session's state is made when a test asks for it
@@ -124,6 +127,13 @@ def _configure(config: pytest.Config) -> None:
         configure_fleet(config, state)  # registers the fleet's hooks when a fleet is configured
 
 
+def _lmdeploy_markers(config: pytest.Config) -> bool:
+    """Whether the suite opted in to LMDeploy's marker names (ini ``lm_markers = lmdeploy``)."""
+    from pytest_lmbackend import settings
+
+    return "lmdeploy" in settings.value(config, settings.MARKERS)
+
+
 def _state(config: pytest.Config) -> LmSession:
     from pytest_lmbackend.session import session_state
 
@@ -138,7 +148,9 @@ def _base_dirs(config: pytest.Config, path: Path | None) -> list[Path]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from pytest_lmbackend.markers import asks
 
-    if not asks((m.name for m in metafunc.definition.iter_markers()), metafunc.fixturenames):
+    lmdeploy = _lmdeploy_markers(metafunc.config)
+    if not asks((m.name for m in metafunc.definition.iter_markers()), metafunc.fixturenames,
+                lmdeploy=lmdeploy):
         return  # nothing of the plugin's: not even its markers are read
     from pytest_lmbackend.markers import LMDEPLOY_ENGINES, MarkerError, parse_marks
     from pytest_lmbackend.selection import is_backend_bound, parametrize_ids
@@ -148,7 +160,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marks = parse_marks(
             metafunc.definition.iter_markers(), where=metafunc.definition.nodeid,
             backend_names=state.registry.names,
-            base_dirs=_base_dirs(metafunc.config, metafunc.definition.path),
+            base_dirs=_base_dirs(metafunc.config, metafunc.definition.path), lmdeploy=lmdeploy,
         )
     except MarkerError:
         return  # reported, with every other bad marker, as one usage error after collection
@@ -161,21 +173,61 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if "lm_backend" not in metafunc.fixturenames:
         # A test bound only by a marker still gets its backend as a parameter; pytest parametrizes
-        # only names in the fixture closure, so the backend fixture joins it.
+        # only names in the fixture closure, so the backend fixture joins it (not asked for by the test:
+        # it does not make the test run on an engine, _asked_backend)
         metafunc.fixturenames.append("lm_backend")
-    # LMDeploy's own markers ride on their parameters, so `-m turbomind` / `-m pytorch` select them
-    params = [pytest.param(name, id=name,
-                           marks=[getattr(pytest.mark, name)] if name in LMDEPLOY_ENGINES else [])
+        metafunc.config.stash.setdefault(_JOINED_KEY, set()).add(metafunc.definition.nodeid)
+    # Where the suite reads LMDeploy's markers, they ride on the parameters, so `-m turbomind` / `-m
+    # pytorch` select them; elsewhere those words are the suite's own and nothing is added
+    ride = LMDEPLOY_ENGINES if lmdeploy else ()
+    params = [pytest.param(name, id=name, marks=[getattr(pytest.mark, name)] if name in ride else [])
               for name in ids]
     metafunc.parametrize("lm_backend", params, indirect=True)
 
 
-def _own_marks(item: pytest.Item) -> list[pytest.Mark]:
+def _asked_fixtures(item: pytest.Function) -> list[str]:
+    """The item's fixtures without the ``lm_backend`` the plugin joined to parametrize it."""
+    joined = item.config.stash.get(_JOINED_KEY, set())
+    definition = f"{item.parent.nodeid}::{item.originalname}" if item.parent is not None else item.nodeid
+    if definition not in joined:
+        return list(item.fixturenames)
+    return [name for name in item.fixturenames if name != "lm_backend"]
+
+
+def _suite_value(item: pytest.Item, name: str | None) -> str | None:
+    """The value of the suite's own backend parameter (ini ``lm_backend_param``), when it is text."""
+    if name is None:
+        return None
+    value = getattr(getattr(item, "callspec", None), "params", {}).get(name)
+    return value if isinstance(value, str) else None
+
+
+def _deselect_other_backends(config: pytest.Config, items: list[pytest.Item], state: LmSession) -> None:
+    """``--lm-backend=NAME[,NAME]``: tests whose own backend parameter names another backend are
+    deselected, as ``-m`` / ``-k`` deselect (pytest's summary counts them), not skipped."""
+    from pytest_lmbackend.session import SUITE_BACKEND_KEY
+
+    mode = state.options.backend
+    if mode.mode != "names":
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        suite = item.stash.get(SUITE_BACKEND_KEY, None)
+        (dropped if suite is not None and suite not in mode.names else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def _own_marks(item: pytest.Item, lmdeploy: bool) -> list[pytest.Mark]:
     """The item's markers without the ones this plugin put on its ``lm_backend`` parameter (they are
     for ``-m`` selection only and must not restrict the backends the user's markers allow)."""
     from pytest_lmbackend.markers import LMDEPLOY_ENGINES
 
     callspec = getattr(item, "callspec", None)
+    if not lmdeploy:
+        return list(item.iter_markers())
     ours = {id(m) for m in getattr(callspec, "marks", ()) if m.name in LMDEPLOY_ENGINES}
     if not ours or not isinstance(getattr(callspec, "params", {}).get("lm_backend"), str):
         return list(item.iter_markers())
@@ -190,36 +242,50 @@ def _argnames(mark: pytest.Mark) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from pytest_lmbackend import settings
     from pytest_lmbackend.markers import asks
 
+    lmdeploy = _lmdeploy_markers(config)
+    suite_param = settings.value(config, settings.BACKEND_PARAM)
     asking = [item for item in items if isinstance(item, pytest.Function)
-              and asks((m.name for m in item.iter_markers()), item.fixturenames)]
+              and (asks((m.name for m in item.iter_markers()), item.fixturenames, lmdeploy=lmdeploy)
+                   or _suite_value(item, suite_param) is not None)]
     if not asking:
         return  # a session that uses nothing of the plugin pays nothing more
     config.stash[_ASKED_KEY] = True
     from pytest_lmbackend.markers import MarkerError, parse_marks
-    from pytest_lmbackend.selection import group_by_engine, is_backend_bound
-    from pytest_lmbackend.session import BOUND_KEY, MARKS_KEY, PARAM_KEY
+    from pytest_lmbackend.selection import group_by_engine, is_backend_bound, needs_engine
+    from pytest_lmbackend.session import BOUND_KEY, ENGINE_KEY, MARKS_KEY, PARAM_KEY, SUITE_BACKEND_KEY
 
     state = _state(config)
     errors: list[str] = []
     for item in asking:
         try:
             marks = parse_marks(
-                _own_marks(item), where=item.nodeid, backend_names=state.registry.names,
-                base_dirs=_base_dirs(config, item.path),
+                _own_marks(item, lmdeploy), where=item.nodeid, backend_names=state.registry.names,
+                base_dirs=_base_dirs(config, item.path), lmdeploy=lmdeploy,
             )
             marks = _one_requirement(marks, item.nodeid)
         except (MarkerError, ValueError) as exc:  # RequirementError is a ValueError naming the test
             errors.append(str(exc))
             continue
         item.stash[MARKS_KEY] = marks
-        item.stash[BOUND_KEY] = is_backend_bound(item.fixturenames, marks)
+        bound = item.stash[BOUND_KEY] = is_backend_bound(item.fixturenames, marks)
+        item.stash[ENGINE_KEY] = needs_engine(_asked_fixtures(item), marks)
         callspec = getattr(item, "callspec", None)
         param = callspec.params.get("lm_backend") if callspec is not None else None
+        if callspec is not None and "lm_backend" in callspec.params and param not in state.registry.names:
+            # the test's own parametrize("lm_backend", [...]) names a backend: checked as the marker is
+            errors.append(f"{item.nodeid}: parametrize('lm_backend', ...) gives {param!r}: unknown backend; "
+                          f"known: {', '.join(state.registry.names)}")
+            continue
         item.stash[PARAM_KEY] = param if isinstance(param, str) else None
+        suite = _suite_value(item, suite_param)
+        # the suite's own parameter names the backend only of a test the plugin did not bind itself
+        item.stash[SUITE_BACKEND_KEY] = suite if not bound and suite in state.registry.names else None
     if errors:
         raise pytest.UsageError("bad pytest-lmbackend marker(s):\n  " + "\n  ".join(errors))
+    _deselect_other_backends(config, items, state)
     if any(item.stash[MARKS_KEY].isolated for item in asking if MARKS_KEY in item.stash):
         _register(config.pluginmanager, _ISOLATION, "pytest_lmbackend.isolation")
     grouping = state.options.group_by_engine
@@ -296,10 +362,12 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
 
 def _evaluate(state: LmSession, item: pytest.Item, *, view: int = 0) -> ItemOutcome:
     from pytest_lmbackend.markers import ItemMarks
-    from pytest_lmbackend.session import BOUND_KEY, MARKS_KEY, PARAM_KEY
+    from pytest_lmbackend.session import BOUND_KEY, ENGINE_KEY, MARKS_KEY, PARAM_KEY, SUITE_BACKEND_KEY
 
     return state.evaluate(item.stash.get(MARKS_KEY, ItemMarks()), param=item.stash.get(PARAM_KEY, None),
-                          backend_bound=item.stash.get(BOUND_KEY, False), view=view)
+                          backend_bound=item.stash.get(BOUND_KEY, False), view=view,
+                          suite_backend=item.stash.get(SUITE_BACKEND_KEY, None),
+                          engine=item.stash.get(ENGINE_KEY, False))
 
 
 # Not tryfirst: pytest's own skip/skipif/xfail(run=False) marks (tryfirst in the skipping plugin) are

@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from pytest_lmbackend.requirements import Requirement
     from pytest_lmbackend.rules import Detection
 
-# Fixtures whose use makes an item backend-bound: it needs to know which backend it runs on.
-BACKEND_FIXTURES: frozenset[str] = frozenset({"lm_backend", "lm_backend_config", "lm_pipeline"})
+# Fixtures whose use makes an item backend-bound: it runs on a backend (ENGINE_FIXTURES), or needs to
+# know which one LMDeploy would pick for its model (lm_detection).
+ENGINE_FIXTURES: frozenset[str] = frozenset({"lm_backend", "lm_backend_config", "lm_pipeline"})
+BACKEND_FIXTURES: frozenset[str] = ENGINE_FIXTURES | {"lm_detection"}
 
 
 def check_backend_names(mode: BackendMode, registry: Registry, origin: str = "--lm-backend") -> None:
@@ -29,8 +31,17 @@ def check_backend_names(mode: BackendMode, registry: Registry, origin: str = "--
 
 
 def is_backend_bound(fixturenames: Iterable[str], marks: ItemMarks) -> bool:
-    """An item is backend-bound when it uses a backend fixture or carries a backend marker."""
-    return marks.backend_marked or not BACKEND_FIXTURES.isdisjoint(fixturenames)
+    """An item is backend-bound when it asks for it: it uses a backend fixture (``lm_backend``,
+    ``lm_pipeline``, ``lm_detection``, ``lm_backend_config``) or carries ``lm_model`` / ``lm_backend``.
+    Only those are parametrized; LMDeploy's ``turbomind`` / ``pytorch`` / ``not_*`` marks bind nothing."""
+    return marks.backend_marked or marks.model is not None or not BACKEND_FIXTURES.isdisjoint(fixturenames)
+
+
+def needs_engine(fixturenames: Iterable[str], marks: ItemMarks) -> bool:
+    """A bound item runs on its backend (so needs it available, and ``--lm-backend=none`` skips it)
+    when it uses an engine fixture or an ``lm_backend`` marker; one bound only by ``lm_model`` /
+    ``lm_detection`` reads its model's detection and runs wherever the model reads."""
+    return marks.backend_marked or not ENGINE_FIXTURES.isdisjoint(fixturenames)
 
 
 def parametrize_ids(mode: BackendMode, marks: ItemMarks, registry: Registry) -> tuple[str, ...] | None:
@@ -112,6 +123,22 @@ def backend_verdict(
     return None if reason is None else Verdict("backend", reason)
 
 
+def needed_backends_verdict(marks: ItemMarks, suite_backend: str | None, facts: RunnerFacts,
+                            registry: Registry) -> Verdict | None:
+    """Why an item that is not bound cannot run for want of a backend: the one its own backend parameter
+    names is excluded by its ``not_<backend>`` marker, or not available; or an engine its ``turbomind``
+    / ``pytorch`` mark names is not available. None when every one it needs is there."""
+    if suite_backend is not None and suite_backend in marks.excluded:
+        return Verdict("backend", f"its backend parameter is {suite_backend}, which its not_{suite_backend} "
+                                  "marker excludes")
+    for name in dict.fromkeys((*(() if suite_backend is None else (suite_backend,)), *sorted(marks.engines))):
+        known = registry.get(name)
+        reason = None if known is None else known.unavailable_reason(facts)
+        if reason is not None:
+            return Verdict("backend", reason)
+    return None
+
+
 def evaluate_item(
     *,
     mode: BackendMode,
@@ -122,11 +149,16 @@ def evaluate_item(
     registry: Registry,
     detect: Detector,
     evaluate_requirement: RequirementEvaluator,
+    suite_backend: str | None = None,
+    engine: bool = True,
 ) -> ItemOutcome:
     """Decide one item: its backend, its model's detection, and the first reason it cannot run.
 
-    Order: the model must be readable; then the backend must be permitted and available; then every
-    ``lm_requires`` must hold. Detection errors are bad input and fail the item.
+    Order: the model must be readable; then the backend must be permitted and available (a bound
+    item's, else the one the suite's own backend parameter names, ``suite_backend``, and the engines
+    its ``turbomind`` / ``pytorch`` marks name); then every ``lm_requires`` must hold. Detection errors
+    are bad input and fail the item. A bound item that runs no engine (``engine`` False: bound by
+    ``lm_model`` / ``lm_detection`` only) gets its backend but needs it neither available nor chosen.
     """
     detection: Detection | None = None
     if marks.model is not None and backend_bound and mode.mode == "auto" and param is None:
@@ -140,7 +172,13 @@ def evaluate_item(
     if backend_bound:
         detected = None if detection is None else detection.backend
         backend = choose_backend(mode, marks, param, detected, facts, registry)
-        verdict = backend_verdict(mode, marks, backend, facts, registry)
+        verdict = backend_verdict(mode, marks, backend, facts, registry) if engine else None
+        if verdict is not None:
+            return ItemOutcome(backend, detection, verdict)
+    else:
+        backend = suite_backend
+    if not (backend_bound and engine):
+        verdict = needed_backends_verdict(marks, None if backend_bound else suite_backend, facts, registry)
         if verdict is not None:
             return ItemOutcome(backend, detection, verdict)
     for requirement in marks.requirements:

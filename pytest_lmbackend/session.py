@@ -107,11 +107,13 @@ class LmSession:
 
     # -- decisions ------------------------------------------------------------------------------
     def evaluate(self, marks: ItemMarks, *, param: str | None, backend_bound: bool, view: int = 0,
-                 gpus: Sequence[int] | None = None) -> ItemOutcome:
-        if not backend_bound and not marks.requirements:
+                 gpus: Sequence[int] | None = None, suite_backend: str | None = None,
+                 engine: bool = True) -> ItemOutcome:
+        if not backend_bound and not marks.requirements and not marks.engines and suite_backend is None:
             return ItemOutcome(None, None, None)  # nothing to judge: the hardware is not read for it
         return self.evaluate_on(self.hardware_views()[view], self.facts(view), marks, param=param,
-                                backend_bound=backend_bound, gpus=gpus)
+                                backend_bound=backend_bound, gpus=gpus, suite_backend=suite_backend,
+                                engine=engine)
 
     @property
     def probed(self) -> bool:
@@ -120,9 +122,15 @@ class LmSession:
 
     def evaluate_on(self, hardware: Hardware, facts: RunnerFacts, marks: ItemMarks, *, param: str | None,
                     backend_bound: bool, gpus: Sequence[int] | None = None,
-                    release: str | None = None) -> ItemOutcome:
+                    release: str | None = None, suite_backend: str | None = None,
+                    engine: bool = True) -> ItemOutcome:
         """The same decision for hardware that is not this session's (a runner of a fleet), with
-        that runner's LMDeploy release for detection (default: the session's)."""
+        that runner's LMDeploy release for detection (default: the session's).
+
+        :param suite_backend: the backend the suite's own parameter (``lm_backend_param``) gives the
+            item (``SUITE_BACKEND_KEY``): then the outcome's backend, which must be available.
+        :param engine: a bound item runs on its backend (``ENGINE_KEY``; ``selection.needs_engine``).
+        """
         from pytest_lmbackend.requirements import evaluate
 
         def requirement(req: Requirement) -> Verdict | None:
@@ -137,6 +145,8 @@ class LmSession:
             registry=self.registry,
             detect=self.detect if release is None else (lambda model: self.detect(model, release)),
             evaluate_requirement=requirement,
+            suite_backend=suite_backend,
+            engine=engine,
         )
 
 
@@ -235,3 +245,8 @@ MARKS_KEY: pytest.StashKey[ItemMarks] = pytest.StashKey()
 BOUND_KEY: pytest.StashKey[bool] = pytest.StashKey()
 PARAM_KEY: pytest.StashKey[str | None] = pytest.StashKey()
 OUTCOME_KEY: pytest.StashKey[ItemOutcome] = pytest.StashKey()
+# whether a bound item runs on its backend (an engine fixture or lm_backend marker), not only reads its
+# model's detection (selection.needs_engine)
+ENGINE_KEY: pytest.StashKey[bool] = pytest.StashKey()
+# the registered backend the suite's own parameter (ini lm_backend_param) names for the item
+SUITE_BACKEND_KEY: pytest.StashKey[str | None] = pytest.StashKey()

@@ -140,6 +140,26 @@ def parse_positive_int(text: str) -> int:
     return int(value)
 
 
+def parse_marker_sets(text: str) -> frozenset[str]:
+    """``lm_markers``: whose marker names the plugin reads besides its own (``lmdeploy``), or none."""
+    from pytest_lmbackend.markers import MARKER_SETS
+
+    names = {n.strip().lower() for n in text.replace(",", " ").split()}
+    unknown = sorted(names - set(MARKER_SETS) - {"none"})
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown marker set(s) {', '.join(unknown)}; known: "
+                                         f"{', '.join(MARKER_SETS)}, none")
+    return frozenset(names - {"none"})
+
+
+def parse_parameter_name(text: str) -> str:
+    """A test parameter's name (``backend``): a Python identifier."""
+    name = text.strip()
+    if not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a parameter name")
+    return name
+
+
 def parse_grouping(text: str) -> str:
     value = text.strip().lower()
     if value not in GROUPINGS:
@@ -256,7 +276,7 @@ def add_all(parser: pytest.Parser) -> None:
         "--no-lm-strict-fallback", dest=STRICT_FALLBACK.name, action="store_false",
         help="allow LMDeploy's silent fallback to another engine.",
     )
-    for setting in (PIPELINE_CACHE, GROUP_BY_ENGINE, ENGINE_OPTIONS):
+    for setting in (PIPELINE_CACHE, GROUP_BY_ENGINE, ENGINE_OPTIONS, MARKERS, BACKEND_PARAM):
         setting.add(parser)
     FLEET.add(parser, metavar="PROFILE[,PROFILE..]")
     RUNNER.add(parser, metavar="NAME")
@@ -301,6 +321,17 @@ GROUP_BY_ENGINE = Setting(
 ENGINE_OPTIONS = Setting[Mapping[str, Any]](
     "lm_engine_options", parse_engine_options, MappingProxyType({}), linelist=True,
     help="engine options as key=value lines (Python literals), for lm_backend_config and lm_pipeline.")
+
+MARKERS = Setting[frozenset[str]](
+    "lm_markers", parse_marker_sets, frozenset(),
+    help="other suites' marker names the plugin reads besides its own: lmdeploy (turbomind, pytorch, "
+         "not_turbomind, not_pytorch, gpu_num_N, gpu_num_distributed_*, registered then), or none (the "
+         "default: those names are other plugins' or the suite's own business).")
+BACKEND_PARAM = Setting[str | None](
+    "lm_backend_param", parse_parameter_name, None,
+    help="the suite's own test parameter that names the backend (LMDeploy's suites: backend): each such "
+         "test needs that backend available, skips where its not_<backend> marker excludes it, and "
+         "--lm-backend=NAME deselects those of other backends.")
 
 # --- fleet mode (fleet/plugin.py) ----------------------------------------------------------------
 

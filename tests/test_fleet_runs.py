@@ -43,6 +43,7 @@ RUNNERS = ("cpu", "rtx4090", "h100x8")
 @pytest.fixture
 def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makepyfile(test_suite=SUITE)
+    pytester.makeini("[pytest]\nlm_markers = lmdeploy\n")  # the suite uses LMDeploy's gpu_num_N
     return pytester
 
 
@@ -283,7 +284,7 @@ def test_ini_fleet_files_beside_the_ini_and_the_runner_from_the_environment(
     (ci / "gpu.toml").write_text(
         'name = "ci-gpu"\n[[gpus]]\nname = "X"\ncapability = "8.0"\nmemory_total = "40GiB"\ncount = 2\n'
     )
-    pytester.makeini("[pytest]\nlm_fleet =\n    cpu\n    ci/gpu.toml\n")
+    pytester.makeini("[pytest]\nlm_markers = lmdeploy\nlm_fleet =\n    cpu\n    ci/gpu.toml\n")
     pytester.makepyfile(
         test_s="import pytest\ndef test_a(): pass\n\n@pytest.mark.gpu_num_2\ndef test_b(): pass\n"
     )

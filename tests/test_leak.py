@@ -133,7 +133,7 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     pytester.makeconftest(FAKE_NVML)
     pytester.makepyfile(test_suite=SUITE)
     pytester.syspathinsert()
-    return pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100x2", *args)
+    return pytester.runpytest("-p", "no:xdist", "--lm-hardware=h100x2", "-o", "lm_markers=lmdeploy", *args)
 
 
 def test_warn_names_the_test_and_the_amounts(pytester: pytest.Pytester) -> None:
@@ -300,7 +300,7 @@ def test_under_xdist_each_worker_checks_its_own_tests(pytester: pytest.Pytester,
     pytester.makepyfile(test_suite=SUITE)
     pytester.syspathinsert()
     result = pytester.runpytest("-n", "2", "--lm-hardware=h100x2", "--lm-gpus-per-worker=1",
-                                "--lm-leak=fail")
+                                "--lm-leak=fail", "-o", "lm_markers=lmdeploy")
     # each worker holds one GPU: the 2-GPU test skips there; the leak on GPU 0 is still caught
     result.assert_outcomes(passed=5, skipped=1, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaky*", "*256 MiB more in use*"])

@@ -163,7 +163,7 @@ def test_pipeline_shared_per_model_and_closed_when_replaced(project: pytest.Pyte
             import lmdeploy
             print("closed at the end:", len(lmdeploy.CLOSED), "of", len(lmdeploy.STARTED))
     """)
-    result = project.runpytest("-s")
+    result = project.runpytest("-s", "-o", "lm_markers=lmdeploy")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*closed at the end: 2 of 2*"])
 

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from pytest_lmbackend.markers import MARKER_HELP, ItemMarks, MarkerError, parse_marks
+from pytest_lmbackend.markers import MARKER_HELP, ItemMarks, MarkerError, lmdeploy_marker_help, parse_marks
 
 NAMES = ("turbomind", "pytorch", "transformers")
 
 
-def marks(*items: Any, base: Path | None = None, requirement: Any = None) -> ItemMarks:
+def marks(*items: Any, base: Path | None = None, requirement: Any = None, lmdeploy: bool = True) -> ItemMarks:
     return parse_marks(items, where="t.py::test_x", backend_names=NAMES,
-                       base_dirs=[base] if base else [], parse_requirement=requirement)
+                       base_dirs=[base] if base else [], parse_requirement=requirement, lmdeploy=lmdeploy)
 
 
 def test_no_marks_mean_unrestricted() -> None:
@@ -25,10 +25,25 @@ def test_no_marks_mean_unrestricted() -> None:
 
 def test_lmdeploy_aliases_restrict_and_exclude() -> None:
     got = marks(pytest.mark.pytorch.mark, pytest.mark.turbomind.mark)
-    assert got.allowed == ("pytorch", "turbomind") and got.backend_marked
+    # engines a test needs; they restrict a bound test's backends, but bind nothing themselves
+    assert got.allowed == ("pytorch", "turbomind") and got.engines == {"pytorch", "turbomind"}
+    assert not got.backend_marked
     got = marks(pytest.mark.not_turbomind.mark)
-    assert got.allowed is None and got.excluded == {"turbomind"}
+    assert got.allowed is None and got.excluded == {"turbomind"} and not got.backend_marked
     assert not got.permits("turbomind") and got.permits("transformers")
+    assert marks(pytest.mark.lm_backend("pytorch").mark).backend_marked
+    # lm_model binds by its model (selection.is_backend_bound), not as a backend marker
+    assert not marks(pytest.mark.lm_model("m").mark).backend_marked
+
+
+def test_lmdeploy_names_are_read_only_where_the_suite_opts_in() -> None:
+    read = (pytest.mark.pytorch.mark, pytest.mark.not_turbomind.mark, pytest.mark.gpu_num_2.mark,
+            pytest.mark.gpu_num_distributed_tp16.mark)
+    assert marks(*read, lmdeploy=False) == ItemMarks()
+    got = marks(*read)
+    assert got.engines == {"pytorch"} and got.excluded == {"turbomind"}
+    assert [r.gpus for r in got.requirements] == [2, None]
+    assert got.requirements[1].layouts[0].name == "tp16"
 
 
 def test_closest_lm_backend_wins_and_meets_aliases() -> None:
@@ -106,10 +121,12 @@ def test_contradicting_backend_markers() -> None:
 
 
 def test_every_marker_has_signature_style_help() -> None:
-    for name, text in MARKER_HELP.items():
+    lmdeploy = lmdeploy_marker_help()
+    for name, text in (*MARKER_HELP.items(), *lmdeploy.items()):
         assert text.startswith(name), name
-    assert {"lm_requires", "lm_backend", "lm_model", "lm_isolated", "turbomind", "not_pytorch",
-            "gpu_num_1", "gpu_num_16"} <= set(MARKER_HELP)
+    assert {"lm_requires", "lm_backend", "lm_model", "lm_isolated", "lm_engine"} == set(MARKER_HELP)
+    assert {"turbomind", "not_pytorch", "gpu_num_1", "gpu_num_16", "gpu_num_distributed_tp16",
+            "gpu_num_distributed_cp2tp8"} <= set(lmdeploy)
 
 
 def test_strict_markers_accepts_every_marker(pytester: pytest.Pytester) -> None:
@@ -134,13 +151,19 @@ def test_strict_markers_accepts_every_marker(pytester: pytest.Pytester) -> None:
             pass
         """
     )
-    result = pytester.runpytest("--strict-markers", "--collect-only", "-q")
+    result = pytester.runpytest("--strict-markers", "--collect-only", "-q", "-o", "lm_markers=lmdeploy")
     result.assert_outcomes()
     assert result.ret == 0
-    result = pytester.runpytest("--markers")
+    result = pytester.runpytest("--markers", "-o", "lm_markers=lmdeploy")
     result.stdout.fnmatch_lines(
         ["@pytest.mark.lm_requires(*, gpus=N, nodes=N, capability=*", "@pytest.mark.gpu_num_8: *"]
     )
+    # without the opt-in those names are the suite's own: registering them is the suite's business
+    # (a fresh interpreter: pytest remembers the markers it has seen registered in this one)
+    result = pytester.runpytest_subprocess("--strict-markers", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*'turbomind' not found in `markers` configuration option*"])
+    assert "gpu_num_8" not in pytester.runpytest_subprocess("--markers").stdout.str()
 
 
 def test_bad_markers_are_one_usage_error_naming_each_test(pytester: pytest.Pytester) -> None:
@@ -220,7 +243,8 @@ def test_counts_and_facts_from_different_markers_are_judged_together(pytester: p
             def test_both(self): pass
         """,
     )
-    result = pytester.runpytest("-p", "no:xdist", "-rs", "--lm-hardware=mixed.toml", "test_split.py")
+    result = pytester.runpytest("-p", "no:xdist", "-rs", "--lm-hardware=mixed.toml", "test_split.py",
+                                "-o", "lm_markers=lmdeploy")
     result.assert_outcomes(passed=1, skipped=3)
     result.stdout.fnmatch_lines_random([
         "SKIPPED * needs compute capability >= 9.0; GPU 1 (B) has 8.0",

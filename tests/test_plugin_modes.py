@@ -98,15 +98,15 @@ def test_all_parametrizes_over_every_registered_backend(suite: pytest.Pytester) 
             pass
     """)
     profile = write_profile(suite, "h200-pt", turbomind=False)
-    result = suite.runpytest("test_all.py", "--lm-backend=all", f"--lm-hardware={profile}", "-v", "-rs")
+    result = suite.runpytest("test_all.py", "--lm-backend=all", f"--lm-hardware={profile}", "-v", "-rs",
+                             "-o", "lm_markers=lmdeploy")
     result.stdout.fnmatch_lines([
         "*test_all.py::test_x[[]turbomind[]] SKIPPED*",
         "*test_all.py::test_x[[]pytorch[]] PASSED*",
         "*test_all.py::test_x[[]transformers[]] PASSED*",
-        "*test_all.py::test_y[[]pytorch[]] PASSED*",
-        "*test_all.py::test_y[[]transformers[]] PASSED*",
+        "*test_all.py::test_y PASSED*",  # not_turbomind binds nothing: its id is its own
     ])
-    result.assert_outcomes(passed=4, skipped=1)
+    result.assert_outcomes(passed=3, skipped=1)
 
 
 def test_ids_are_the_same_whatever_the_hardware(suite: pytest.Pytester) -> None:
@@ -125,17 +125,26 @@ def test_names_mode_and_markers(suite: pytest.Pytester) -> None:
         import pytest
 
         @pytest.mark.pytorch
-        def test_pt_only():
+        def test_pt_only(lm_backend):
             pass
 
         def test_any(lm_backend):
             pass
+
+        @pytest.mark.pytorch
+        def test_needs_pytorch():
+            pass
     """)
-    result = suite.runpytest("test_names.py", "--lm-backend=turbomind", "--lm-hardware=cpu", "-v", "-rs")
+    result = suite.runpytest("test_names.py", "--lm-backend=turbomind", "--lm-hardware=cpu", "-v", "-rs",
+                             "-o", "lm_markers=lmdeploy")
     result.stdout.fnmatch_lines([
         "*test_pt_only[[]turbomind[]] SKIPPED*",
         "*test_any[[]turbomind[]] SKIPPED*",
+        "*test_needs_pytorch SKIPPED*",  # not bound: the pytorch mark asks for the backend, by its name
+    ])
+    result.stdout.fnmatch_lines_random([
         "SKIPPED*test is marked for only pytorch; --lm-backend=turbomind gives turbomind",
+        "SKIPPED*test_names.py:*: backend pytorch needs lmdeploy installed*",
     ])
 
 
@@ -153,6 +162,7 @@ def test_lm_require_turns_skips_into_failures(suite: pytest.Pytester) -> None:
         def test_two():
             pass
     """)
+    suite.makeini("[pytest]\nlm_markers = lmdeploy\n")
     result = suite.runpytest("test_req.py", "--lm-hardware=h100", "--lm-require=gpu")
     result.assert_outcomes(errors=1)  # failed at setup, as pytest reports any setup failure
     result.stdout.fnmatch_lines(["*needs 2 GPUs; found 1*(--lm-require=gpu)*"])
@@ -405,6 +415,10 @@ def test_an_unknown_backend_in_the_ini_names_the_ini_key(pytester: pytest.Pytest
 def test_lmdeploy_markers_select_the_parameters_of_their_backend(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(lm_backend): pass\n")
     result = pytester.runpytest("-p", "no:xdist", "--lm-backend=all", "--lm-hardware=cpu", "--collect-only",
-                                "-q", "-m", "turbomind", "--strict-markers")
+                                "-q", "-m", "turbomind", "--strict-markers", "-o", "lm_markers=lmdeploy")
     selected = [line.split("::")[1] for line in result.outlines if "::" in line]
     assert selected == ["test_x[turbomind]"]
+    # without the opt-in the parameters carry no mark of that name: `turbomind` is the suite's word
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "--lm-backend=all", "--lm-hardware=cpu",
+                                           "--collect-only", "-q", "-m", "turbomind")
+    assert [line for line in result.outlines if "::" in line] == []

@@ -13,6 +13,7 @@ from pytest_lmbackend.selection import (
     choose_backend,
     evaluate_item,
     is_backend_bound,
+    needs_engine,
     parametrize_ids,
 )
 from pytest_lmbackend.settings import BackendMode
@@ -33,10 +34,18 @@ class FakeDetection:
         self.backend = backend
 
 
-def test_backend_bound_by_fixture_or_marker() -> None:
-    assert is_backend_bound(["request", "lm_pipeline"], ItemMarks())
-    assert is_backend_bound(["request"], ItemMarks(backend_marked=True))
-    assert not is_backend_bound(["lm_detection", "lm_hardware"], ItemMarks(model=MODEL))
+def test_only_tests_that_ask_are_bound() -> None:
+    for fixture in ("lm_backend", "lm_pipeline", "lm_detection", "lm_backend_config"):
+        assert is_backend_bound(["request", fixture], ItemMarks()), fixture
+    assert is_backend_bound(["request"], ItemMarks(backend_marked=True))  # lm_backend(...)
+    assert is_backend_bound(["request"], ItemMarks(model=MODEL))  # lm_model(...)
+    # LMDeploy's engine and not_* marks bind nothing
+    assert not is_backend_bound(["lm_hardware", "lm_model_dir"], ItemMarks(engines=frozenset({"pytorch"}),
+                                                                         excluded=frozenset({"turbomind"})))
+    # bound by its model only: it reads the detection, it runs no engine
+    assert not needs_engine(["lm_detection"], ItemMarks(model=MODEL))
+    assert needs_engine(["lm_pipeline"], ItemMarks(model=MODEL))
+    assert needs_engine([], ItemMarks(backend_marked=True))
 
 
 def test_ids_never_depend_on_hardware() -> None:

@@ -72,7 +72,8 @@ def plan_cells(result: pytest.RunResult) -> dict[str, list[str]]:
 
 def test_the_plan_shows_what_pytest_skips_as_skip_in_every_column(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_shapes=SHAPES)
-    result = pytester.runpytest("-p", "no:xdist", "--lm-plan", "--lm-hardware=cpu,h100x2")
+    result = pytester.runpytest("-p", "no:xdist", "--lm-plan", "--lm-hardware=cpu,h100x2",
+                                "-o", "lm_markers=lmdeploy")
     assert result.ret == 0, result.stdout.str()
     rows = plan_cells(result)
     for name in ("test_restful_chat_tp1[NOTSET]", "test_pipeline_chat_tp2", "test_fused_moe",

@@ -109,6 +109,7 @@ def test_gpu_count_is_the_items_stored_requirement(pytester: pytest.Pytester) ->
     # what the plugin read from the markers at collection, every marker merged: a GPU fact without a
     # count is judged on one GPU (GPU 0), so the item needs one, as the evaluation says
     importlib.import_module("pytest_lmbackend.session")  # kept across the in-process runs: one stash key
+    pytester.makeini("[pytest]\nlm_markers = lmdeploy\n")  # gpu_num_4 is LMDeploy's
     pytester.makepyfile(test_module="""
         import pytest
 
@@ -437,6 +438,7 @@ def test_tests_wider_than_a_worker_skip_with_the_fix(pytester: pytest.Pytester,
     monkeypatch.delenv(xdist.SLICE_ENV, raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     pytester.makepyfile(WIDE)
+    pytester.makeini("[pytest]\nlm_markers = lmdeploy\n")  # its gpu_num_4 is LMDeploy's
     result = pytester.runpytest("-n", "2", "--lm-hardware=h100x4", "--lm-gpus-per-worker=1", "-rs")
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines([
@@ -489,7 +491,8 @@ def test_multi_gpu_tests_go_to_the_wide_worker(pytester: pytest.Pytester,
     uuids = _profile_uuids("h100x6")
     out = pytester.mkdir("where")
     pytester.makepyfile(MIXED.format(out=str(out)))
-    result = pytester.runpytest("-n", "auto", "--lm-gpus-per-worker=4,1,1", "--lm-hardware=h100x6", "-rs")
+    result = pytester.runpytest("-n", "auto", "--lm-gpus-per-worker=4,1,1", "--lm-hardware=h100x6", "-rs",
+                                "-o", "lm_markers=lmdeploy")
     result.assert_outcomes(passed=9, skipped=1)
     result.stdout.fnmatch_lines(["created: 3/3 workers", "*needs 8 GPUs; xdist worker gw? holds *"])
     where = {p.name: p.read_text().split() for p in out.iterdir()}
@@ -523,7 +526,8 @@ def test_a_restarted_worker_keeps_the_crashed_ones_width(pytester: pytest.Pytest
             time.sleep(0.5)
         """
     )
-    result = pytester.runpytest("-n", "2", "--lm-hardware=h100x8", "--lm-gpus-per-worker=2,1", "-rs")
+    result = pytester.runpytest("-n", "2", "--lm-hardware=h100x8", "--lm-gpus-per-worker=2,1", "-rs",
+                                "-o", "lm_markers=lmdeploy")
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped", 0) == 0, result.stdout.str()
     assert outcomes.get("passed", 0) >= 8

@@ -124,7 +124,7 @@ def _deciding(value: Any) -> tuple[Any, ...]:
     return tuple(getattr(value, name) for name in names)
 
 
-def _decision_key(marks: ItemMarks, param: str | None, bound: bool) -> Hashable | None:
+def _decision_key(marks: ItemMarks, param: str | None, bound: Hashable) -> Hashable | None:
     """Everything of an item the plugin's decision reads (its markers but their engine options, its
     requirements but the test they name, its backend parameter, whether it is bound): items alike in
     these are decided once. None when a part cannot be hashed (a model given as a mapping)."""
@@ -215,7 +215,7 @@ class FleetPlugin:
     def judge(self, item: pytest.Item) -> tuple[ItemVerdicts, tuple[ItemOutcome, ...]]:
         """The plugin's decision for ``item`` on every runner, by the evaluation the run uses."""
         from pytest_lmbackend.fleet.assignment import ItemVerdicts
-        from pytest_lmbackend.session import BOUND_KEY, MARKS_KEY, PARAM_KEY
+        from pytest_lmbackend.session import BOUND_KEY, ENGINE_KEY, MARKS_KEY, PARAM_KEY, SUITE_BACKEND_KEY
         from pytest_lmbackend.skipping import pytest_skip
 
         skipped = pytest_skip(item)
@@ -224,13 +224,14 @@ class FleetPlugin:
             outcomes = self._anything
         else:
             param, bound = item.stash[PARAM_KEY], item.stash[BOUND_KEY]
-            key = _decision_key(marks, param, bound)
+            engine, suite = item.stash[ENGINE_KEY], item.stash[SUITE_BACKEND_KEY]
+            key = _decision_key(marks, param, (bound, engine, suite))
             cached = self._decided.get(key) if key is not None else None
             if cached is None:
                 # the release matters only where a model is detected; None keeps the rules unloaded
                 releases = self.releases if marks.model is not None else [None] * len(self.runners)
                 cached = tuple(self.state.evaluate_on(r.hardware, f, marks, param=param, backend_bound=bound,
-                                                      release=release)
+                                                      release=release, engine=engine, suite_backend=suite)
                                for r, f, release in zip(self.runners, self.facts, releases, strict=True))
                 if key is not None:
                     self._decided[key] = cached
