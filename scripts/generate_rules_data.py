@@ -117,6 +117,13 @@ def model_types_module(all_facts: list[dict[str, Any]]) -> str:
     out.append('"""transformers version -> the ``layer_types`` entries its configs accept (transformers 5 '
                'validates them)."""')
     out.append("")
+    dtypes = sorted({name for facts in all_facts for name in facts.get("torch_dtypes", ())})
+    out.append("TORCH_DTYPES: frozenset[str] = frozenset({")
+    out += _wrap(dtypes, "    ")
+    out.append("})")
+    out.append('"""The names ``torch_dtype`` may hold: transformers takes ``getattr(torch, name)`` '
+               '(torch 2.13)."""')
+    out.append("")
     out.append("WITHOUT_ROPE_PARAMETERS: Mapping[str, frozenset[str]] = MappingProxyType({")
     for facts in all_facts:
         if facts.get("without_rope_parameters"):

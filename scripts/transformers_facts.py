@@ -126,8 +126,15 @@ def facts() -> dict[str, Any]:
                 continue
             if not hasattr(instance, "rope_parameters"):
                 without_rope.append(model_type)
+    try:
+        import torch
+
+        dtypes = sorted(n for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype))
+    except ImportError:
+        dtypes = []
     return {
         "transformers": transformers.__version__,
+        "torch_dtypes": dtypes,
         "model_types": sorted(names),
         "search_orders": search_orders(),
         "allowed_layer_types": sorted(allowed) if allowed is not None else None,

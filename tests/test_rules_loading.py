@@ -67,6 +67,15 @@ CASES: dict[str, dict[str, Any]] = {
                         "num_attention_heads": 32, "quantization_config": "awq"},
     },
     "model-type-a-list": {**LLAMA, "model_type": ["llama"]},
+    "torch-dtype-no-dtype-name": {**LLAMA, "torch_dtype": "bfloat16x"},
+    "dtype-a-list": {**LLAMA, "dtype": ["bfloat16"]},
+    "text-config-null": {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
+                         "text_config": None, "vision_config": {"hidden_size": 1024}},
+    "text-config-dtype-no-dtype-name": {
+        "architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
+        "text_config": {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+                        "num_attention_heads": 32, "torch_dtype": "bfloat16x"},
+    },
     "unknown-model-type": {"architectures": ["Gemma4ForConditionalGeneration"], "model_type": "gemma4",
                            "text_config": {"model_type": "gemma4_text"}},
 }
@@ -89,6 +98,10 @@ auto-map-entry-a-dict                  turbomind/llm    turbomind/llm    turbomi
 text-config-quant-a-string             AttributeError   AttributeError   pytorch/vlm      pytorch/vlm
 model-type-a-list                      turbomind/llm    turbomind/llm    turbomind/llm    TypeError
 unknown-model-type                     pytorch/llm      pytorch/llm      pytorch/llm      pytorch/llm
+torch-dtype-no-dtype-name              AttributeError   AttributeError   AttributeError   AttributeError
+dtype-a-list                           turbomind/llm    IndexError       IndexError       IndexError
+text-config-null                       TypeError        TypeError        pytorch/vlm      pytorch/vlm
+text-config-dtype-no-dtype-name        AttributeError   AttributeError   pytorch/vlm      pytorch/vlm
 """
 
 

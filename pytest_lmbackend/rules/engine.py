@@ -251,6 +251,8 @@ def _sub(cfg: ModelConfig, name: str, rules: RuleSet) -> Mapping[str, Any]:
     sub = cfg.get(name)
     if isinstance(sub, Mapping) and not cfg.bare:
         return sub
+    if sub is None and not cfg.bare and _class_builds(cfg, name, rules):
+        return {}  # the class builds its default sub-config: no architectures, the defaults of its type
     # transformers left it as it was: a dict (a bare config), or a value of another type
     raise crash_error(
         cfg.path, f"{name}.architectures", rules.release, "AttributeError",
@@ -258,6 +260,14 @@ def _sub(cfg: ModelConfig, name: str, rules: RuleSet) -> Mapping[str, Any]:
         f"'architectures'){_why_bare(cfg)}",
         wrong_type=not isinstance(sub, Mapping),
     )
+
+
+def _class_builds(cfg: ModelConfig, name: str, rules: RuleSet) -> bool:
+    """Whether the config's own transformers class builds ``name`` as a sub-config object."""
+    from pytest_lmbackend.rules.model_types import SUB_CONFIGS
+
+    model_type = cfg.get("model_type")
+    return isinstance(model_type, str) and name in SUB_CONFIGS.get(rules.transformers, {}).get(model_type, ())
 
 
 def _why_bare(cfg: ModelConfig) -> str:

@@ -203,15 +203,39 @@ def _required(rope: Mapping[str, Any], *, bare: bool) -> str | None:
     return None
 
 
-def _dtype_error(data: Mapping[str, Any], rules: RuleSet, path: str = "") -> tuple[str, str] | None:
-    """transformers 4.51's ``to_dict()`` turns a ``torch_dtype`` that is not a string into one with
-    ``str(value).split(".")[1]``, in every nested dict: IndexError where there is no dot."""
-    if rules.transformers not in _DTYPE_SPLIT:
-        return None
-    value = data.get("torch_dtype")
-    if value is not None and not isinstance(value, (str, Mapping)) and len(str(value).split(".")) < 2:
-        return f"{path}torch_dtype", (f"it is a {kind(value)} ({value!r:.30}), and transformers "
-                                      f"{rules.transformers} takes str(value).split('.')[1] for its name")
+def _dtype_keys(rules: RuleSet) -> tuple[str, ...]:
+    return ("torch_dtype",) if rules.transformers in _DTYPE_SPLIT else ("torch_dtype", "dtype")
+
+
+def _dtype_name_error(value: Any) -> str | None:
+    """Why transformers cannot take ``value`` as a torch dtype name (``getattr(torch, value)``)."""
+    from pytest_lmbackend.rules.model_types import TORCH_DTYPES
+
+    if isinstance(value, str) and value not in TORCH_DTYPES:
+        return f"module 'torch' has no attribute {value!r:.40}"
+    return None
+
+
+def _dtype_error(data: Mapping[str, Any], rules: RuleSet, path: str = "") -> tuple[str, str, str] | None:
+    """(field, exception, message) where transformers fails on the dtype a config names: a string that
+    is no torch dtype [AttributeError] or a list [IndexError] at the top level; in nested objects too,
+    a list ``dtype`` (4.57 on), and under transformers 4.51 any ``torch_dtype`` that is not a string
+    and has no dot (it names it by ``str(value).split(".")[1]``) [IndexError]."""
+    old = rules.transformers in _DTYPE_SPLIT
+    for key in _dtype_keys(rules):
+        if key not in data:
+            continue
+        value = data[key]
+        why = _dtype_name_error(value) if not path else None
+        if why is not None:
+            return f"{path}{key}", "AttributeError", why
+        split = old and key == "torch_dtype" and value is not None and not isinstance(value, (str, Mapping))
+        if (isinstance(value, list) and (not path or key == "dtype")) or (
+            split and len(str(value).split(".")) < 2
+        ):
+            return (f"{path}{key}", "IndexError",
+                    f"it is a {kind(value)} ({value!r:.30}), and transformers {rules.transformers} takes "
+                    "str(value).split('.')[1] for its name")
     for key, inner in data.items():
         if isinstance(inner, Mapping):
             found = _dtype_error(inner, rules, f"{path}{key}.")
@@ -323,7 +347,7 @@ def load(cfg: ModelConfig, rules: RuleSet) -> ModelConfig:
                         wrong_type=raises == "AttributeError" and "max_position_embeddings" not in message)
     dtype = _dtype_error(data, rules)
     if dtype is not None:
-        raise crash(cfg, dtype[0], rules, "IndexError", dtype[1], wrong_type=True)
+        raise crash(cfg, dtype[0], rules, dtype[1], dtype[2], wrong_type=True)
     view = data
     if typed and model_type != data.get("model_type"):
         view = {**data, "model_type": model_type}  # the guessed class's to_dict() names its type
@@ -358,6 +382,9 @@ def _sub_config_rejected(data: Mapping[str, Any], model_type: Any, rules: RuleSe
             continue  # the class builds its default
         if not isinstance(sub, Mapping):
             return f"{key} is a {kind(sub)}, not an object"
+        for dtype_key in _dtype_keys(rules):
+            if _dtype_name_error(sub.get(dtype_key)) is not None:
+                return f"{key}.{dtype_key} {sub[dtype_key]!r:.30} names no torch dtype"
         if "quantization_config" in sub:
             quant = sub["quantization_config"]
             if not isinstance(quant, Mapping) and (quant is not None or rules.null_quant_raises):
