@@ -115,6 +115,12 @@ class LmSession:
                                 backend_bound=backend_bound, gpus=gpus, suite_backend=suite_backend,
                                 engine=engine)
 
+    def forget_hardware(self) -> None:
+        """Read the hardware again when next needed: this process's ``CUDA_VISIBLE_DEVICES`` changed (an
+        xdist worker pinned itself after collection)."""
+        self._hardware = None
+        self._facts = None
+
     @property
     def probed(self) -> bool:
         """Whether the hardware has been read (probed, or the profiles loaded) in this session."""

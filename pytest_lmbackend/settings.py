@@ -362,12 +362,13 @@ VERIFY_RULES = Setting[str](
 # --- scale-out: xdist GPU pinning, the leak check, lm_isolated -----------------------------------
 
 WORKER_GPUS_ENV = "PYTEST_LM_WORKER_GPUS"  # a pinned worker's own copy of its slice (xdist.SLICE_ENV)
-GPUS_PER_WORKER = Setting[tuple[int, ...]](
+GPUS_PER_WORKER = Setting[tuple[int, ...] | Literal["auto"]](
     "lm_gpus_per_worker", _lazy("pytest_lmbackend.xdist.slicing", "parse_gpus_per_worker"), (),
     flag="--lm-gpus-per-worker",
     help="with pytest-xdist, pin GPUs: each worker gets its own N of the visible GPUs (default: no "
-         "pinning; 0 too); -n auto starts GPUs // N workers. A list gives each worker its own size "
-         "(4,1,1: one wide worker); multi-GPU tests then go to a worker holding enough.")
+         "pinning; 0 too); auto: N is the selected tests' largest need; -n auto starts GPUs // N workers. "
+         "More workers than slices hold none and run what needs no GPU. A list gives each worker its own "
+         "size (4,1,1: one wide worker); multi-GPU tests go to a worker holding enough.")
 LeakMode = Literal["off", "warn", "fail"]
 LEAK = Setting[LeakMode](
     "lm_leak", _lazy("pytest_lmbackend.leak", "parse_mode"), "off", flag="--lm-leak",

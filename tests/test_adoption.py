@@ -211,3 +211,119 @@ def test_a_backend_parametrized_by_the_test_is_checked_like_the_marker(pytester:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_x[[]nope[]]: parametrize('lm_backend', ...) gives 'nope': unknown "
                                  "backend; known: turbomind, pytorch, transformers*"])
+
+
+# LMDeploy autotest's pipeline tests (interface/pipeline/test_pipeline_longtext_func.py): they pin their
+# own GPUs from the xdist worker id (utils/config_utils.py), then delete the mask.
+LMDEPLOY_PIPELINE = """
+import os
+
+import pytest
+
+
+def get_cuda_id_by_workerid(worker_id, tp_num=1):
+    if worker_id is None or 'gw' not in worker_id:
+        return None
+    base_id = int(worker_id.replace('gw', ''))
+    cuda_num = base_id * tp_num
+    return ','.join([str(cuda_num + i) for i in range(tp_num)])
+
+
+def set_device_env_variable(worker_id, parallel_config=None):
+    cuda_id = get_cuda_id_by_workerid(worker_id, parallel_config or 1)
+    if cuda_id is not None:
+        os.environ['CUDA_VISIBLE_DEVICES'] = cuda_id
+
+
+def unset_device_env_variable():
+    if 'CUDA_VISIBLE_DEVICES' in os.environ:
+        del os.environ['CUDA_VISIBLE_DEVICES']
+
+
+@pytest.mark.gpu_num_2
+@pytest.mark.parametrize('model', ['Qwen/Qwen3-30B-A3B', 'Qwen/Qwen3-32B', 'Qwen/Qwen3.5-35B-A3B',
+                                   'Qwen/Qwen3.5-27B'])
+@pytest.mark.parametrize('backend', ['turbomind', 'pytorch'])
+def test_long_test_passkey_tp2(model, backend, worker_id):
+    if 'gw' in worker_id:
+        set_device_env_variable(worker_id, parallel_config=2)
+    if 'gw' in worker_id:
+        unset_device_env_variable()
+
+
+@pytest.mark.gpu_num_1
+@pytest.mark.parametrize('backend', ['turbomind', 'pytorch'])
+def test_restful_client(backend):
+    pass
+"""
+
+
+def test_lmdeploys_daily_gpu_num_2_job_runs_on_eight_gpus(pytester: pytest.Pytester,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pytest -n 4 -m gpu_num_2` on an 8-GPU runner skipped every test ("needs 2 GPUs; xdist worker gw1
+    holds 1") and the tests' own unset_device_env_variable made teardown errors. Installed, nothing is
+    pinned; opted in, gpu_num_2 is judged on the whole machine."""
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("PYTEST_LM_WORKER_GPUS", raising=False)
+    pytester.makepyfile(test_pipeline_longtext_func=LMDEPLOY_PIPELINE)
+    pytester.makeini("[pytest]\nlm_markers = lmdeploy\n")
+    result = pytester.runpytest("-n", "4", "-m", "gpu_num_2", "--lm-hardware=h100x8", "-W", "error")
+    result.assert_outcomes(passed=8)  # (xdist's controller does not count the deselected)
+
+
+def test_more_workers_than_gpus_and_a_test_that_deletes_its_mask(pytester: pytest.Pytester,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """LMDeploy's PR job runs REST client tests with -n 20 on 8 GPUs ("20 workers x 1 GPU need 20 GPUs,
+    8 visible" was a usage error): with pinning asked, the extra workers hold none; a test that deletes
+    its pinned worker's mask gets it back after it, with a warning naming it, never an error."""
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("PYTEST_LM_WORKER_GPUS", raising=False)
+    pytester.makepyfile(test_pipeline_longtext_func=LMDEPLOY_PIPELINE)
+    pytester.makeini("[pytest]\nlm_markers = lmdeploy\n")
+    result = pytester.runpytest("-n", "3", "-m", "gpu_num_1", "--lm-hardware=h100x2",
+                                "--lm-gpus-per-worker=1")
+    result.assert_outcomes(passed=2)
+    result = pytester.runpytest("-n", "2", "-m", "gpu_num_2", "--lm-hardware=h100x4",
+                                "--lm-gpus-per-worker=2")
+    result.assert_outcomes(passed=8, warnings=8)
+    result.stdout.fnmatch_lines(["*GPUMaskWarning: *test_long_test_passkey_tp2* deleted CUDA_VISIBLE_DEVICES "
+                                 "on xdist worker gw?, which holds *: restored it*"])
+    # where warnings are errors it stays a note in the test's report
+    result = pytester.runpytest("-n", "2", "-m", "gpu_num_2", "--lm-hardware=h100x4",
+                                "--lm-gpus-per-worker=2", "-o", "filterwarnings=error", "-rA")
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(["*lmbackend*", "*deleted CUDA_VISIBLE_DEVICES on xdist worker gw?*"])
+    # 0 is "no pinning", not a usage error
+    pytester.runpytest("-n", "2", "--lm-gpus-per-worker=0", "--lm-hardware=h100x2").assert_outcomes(passed=10)
+
+
+def test_auto_width_is_the_selected_tests_largest_need(pytester: pytest.Pytester,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-n 4 -m gpu_num_2 --lm-gpus-per-worker=auto` on 8 GPUs: four workers of two GPUs each."""
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("PYTEST_LM_WORKER_GPUS", raising=False)
+    out = pytester.mkdir("masks")
+    pytester.makeini("[pytest]\nlm_markers = lmdeploy\n")
+    pytester.makepyfile(f"""
+        import os, pathlib, pytest
+
+        @pytest.mark.gpu_num_2
+        @pytest.mark.parametrize("i", range(8))
+        def test_two(i):
+            pathlib.Path({str(out)!r}, f"{{os.environ['PYTEST_XDIST_WORKER']}}").write_text(
+                os.environ["CUDA_VISIBLE_DEVICES"])
+            assert len(os.environ["CUDA_VISIBLE_DEVICES"].split(",")) == 2
+
+        @pytest.mark.gpu_num_8
+        def test_eight():
+            pass
+    """)
+    result = pytester.runpytest("-n", "4", "-m", "gpu_num_2", "--lm-hardware=h100x8",
+                                "--lm-gpus-per-worker=auto")
+    result.assert_outcomes(passed=8)
+    masks = {p.name: p.read_text() for p in out.iterdir()}
+    used = [gpu for mask in masks.values() for gpu in mask.split(",")]
+    assert len(used) == len(set(used)) and len(masks) >= 2  # disjoint pairs

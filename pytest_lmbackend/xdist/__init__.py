@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pytest_lmbackend.hardware.model import Hardware
     from pytest_lmbackend.xdist.slicing import (
         LOCAL,
+        PerWorker,
         Sizes,
         SliceError,
         WorkerPlan,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         device_label,
         expand_tx,
         format_sizes,
+        held_sizes,
         item_devices,
         parse_gpus_per_worker,
         plan_workers,
@@ -53,6 +55,7 @@ __all__ = [
     "device_label",
     "expand_tx",
     "format_sizes",
+    "held_sizes",
     "item_devices",
     "item_gpu_count",
     "parse_gpus_per_worker",
@@ -89,7 +92,12 @@ WORKERINPUT_KEY = "lm_gpus"
 _HARDWARE_KEY = pytest.StashKey["Hardware"]()
 _PLAN_KEY = pytest.StashKey["tuple[WorkerPlan, ...]"]()
 _NEEDS_DIR_KEY = pytest.StashKey[str]()
+_DEVICES_KEY = pytest.StashKey[tuple[str, ...]]()  # auto: the controller's visible GPUs, in order
 _TOO_WIDE = re.compile(r"^Skipped: needs (\d+) GPUs; xdist worker ")
+
+
+def _is_auto(config: pytest.Config) -> bool:
+    return gpus_per_worker(config) == "auto"
 
 
 # --- shared session state -------------------------------------------------------------------------
@@ -131,9 +139,14 @@ def probe_here(config: pytest.Config) -> Hardware:
         raise pytest.UsageError(f"{settings.origin(config, settings.HARDWARE)}: {exc}") from None
 
 
-def gpus_per_worker(config: pytest.Config) -> Sizes:
-    """``--lm-gpus-per-worker`` (or its ini key) as sizes; ``()`` (no pinning) by default."""
+def gpus_per_worker(config: pytest.Config) -> PerWorker:
+    """``--lm-gpus-per-worker`` (or its ini key): sizes, ``"auto"``, or ``()`` (no pinning, the default)."""
     return settings.value(config, settings.GPUS_PER_WORKER)
+
+
+def _sizes_text(config: pytest.Config) -> str:
+    sizes = gpus_per_worker(config)
+    return sizes if isinstance(sizes, str) else ",".join(str(n) for n in sizes)
 
 
 def item_gpu_count(item: pytest.Item) -> int:
@@ -202,10 +215,18 @@ def controller_plan(config: pytest.Config) -> tuple[WorkerPlan, ...]:
 
 
 def _plan(config: pytest.Config, workers: Sequence[tuple[str, str]]) -> tuple[WorkerPlan, ...]:
-    from pytest_lmbackend.xdist.slicing import SliceError, plan_workers
+    from pytest_lmbackend.xdist.slicing import AUTO, LOCAL, SliceError, WorkerPlan, plan_workers
 
+    sizes = gpus_per_worker(config)
+    if sizes == AUTO:
+        # each worker takes its slice itself once it has collected (the width is the selected tests'
+        # largest need); here only who is which rank
+        if any(host != LOCAL for _, host in workers):
+            raise pytest.UsageError("--lm-gpus-per-worker=auto is for local workers (-n N): give remote "
+                                    "workers a size, --lm-gpus-per-worker=N")
+        return tuple(WorkerPlan(worker, host, rank, 0, None) for rank, (worker, host) in enumerate(workers))
     try:
-        return plan_workers(workers, session_hardware(config).gpus, gpus_per_worker(config))
+        return plan_workers(workers, session_hardware(config).gpus, sizes)
     except SliceError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -223,12 +244,17 @@ def _pin_worker(config: pytest.Config, workerinput: Mapping[str, Any]) -> None:
             return
         visible = probe_here(config).gpus
         try:
-            gpus = list(remote_slice(visible, int(share["rank"]), int(share["size"]), worker))
+            remote = remote_slice(visible, int(share["rank"]), int(share["size"]), worker)
         except SliceError as exc:
             raise pytest.UsageError(str(exc)) from None
-        if not gpus:
+        if remote is None:  # that host shows no GPU: nothing to pin
             return
-    mask = ",".join(gpus)
+        gpus = list(remote)
+    _set_mask(worker, ",".join(gpus))
+
+
+def _set_mask(worker: str, mask: str) -> None:
+    """Pin this process to ``mask`` (an empty one hides every GPU), unless CUDA already started."""
     if os.environ.get(MASK_ENV) != mask and _cuda_initialised():
         raise pytest.UsageError(
             f"xdist worker {worker}: CUDA was initialised before its GPUs were set "
@@ -245,10 +271,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     mask = os.environ.get(SLICE_ENV)
     if mask is None:
         return
-    from pytest_lmbackend.xdist.slicing import format_sizes, too_wide
+    from pytest_lmbackend.xdist.slicing import too_wide
 
     reason = too_wide(item_gpu_count(item), mask, worker_id(item.config),
-                      format_sizes(gpus_per_worker(item.config)),
+                      _sizes_text(item.config),
                       dist=str(item.config.getoption("dist", "load") or "load"),
                       outer_worker=os.environ.get("PYTEST_XDIST_WORKER"))
     if reason is None:
@@ -265,11 +291,30 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     share = getattr(config, "workerinput", {}).get(WORKERINPUT_KEY)
-    if isinstance(share, Mapping) and share.get("needs_dir"):
+    if not isinstance(share, Mapping):
+        return
+    needs = {item.nodeid: item_gpu_count(item) for item in items}  # the selected tests: after -m, -k
+    if share.get("needs_dir"):
         from pytest_lmbackend.xdist.schedule import write_needs
 
-        needs = {item.nodeid: item_gpu_count(item) for item in items}
         write_needs(str(share["needs_dir"]), str(worker_id(config)), {k: v for k, v in needs.items() if v})
+    if share.get("auto") and share.get("devices"):
+        _pin_auto(config, share, max(needs.values(), default=0))
+
+
+def _pin_auto(config: pytest.Config, share: Mapping[str, Any], need: int) -> None:
+    """``--lm-gpus-per-worker=auto``, on a worker after collection: its slice as wide as the widest
+    selected test, or none beyond the slices there are. Hardware read before is read again under it."""
+    from pytest_lmbackend.xdist.slicing import auto_slice
+
+    _set_mask(str(worker_id(config)), ",".join(auto_slice(list(share["devices"]), int(share["rank"]), need)))
+    if _HARDWARE_KEY in config.stash:
+        del config.stash[_HARDWARE_KEY]
+    from pytest_lmbackend.session import SESSION_KEY
+
+    state = config.stash.get(SESSION_KEY, None)
+    if state is not None:
+        state.forget_hardware()
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
@@ -280,17 +325,29 @@ def pytest_runtest_teardown(item: pytest.Item) -> Any:
         # an lm_isolated child runs this one test and exits: a mask it changed reaches nobody
         return result
     if mask is not None and os.environ.get(MASK_ENV) != mask:
+        # set, changed or deleted by the test (LMDeploy's set_device_env_variable /
+        # unset_device_env_variable): the worker's own mask comes back before the next test
         changed = os.environ.get(MASK_ENV)
         os.environ[MASK_ENV] = mask
-        pytest.fail(
-            f"{item.nodeid} left CUDA_VISIBLE_DEVICES={changed!r} on xdist worker {worker_id(item.config)}, "
-            f"which holds only {mask!r}: work started after it could use another worker's GPUs. "
-            "Restored it. Between tests a worker's mask must be the one it was given: change it with a "
-            "function-scoped monkeypatch, which undoes it after the test (a module- or session-wide "
-            "change would let later tests of this worker reach GPUs it does not hold).",
-            pytrace=False,
-        )
+        was = "deleted CUDA_VISIBLE_DEVICES" if changed is None else f"left CUDA_VISIBLE_DEVICES={changed!r}"
+        _warn(item, GPUMaskWarning(
+            f"{item.nodeid} {was} on xdist worker {worker_id(item.config)}, which holds {mask!r}: "
+            "restored it for the tests after it. To pin a test's own GPUs, change the mask with a "
+            "function-scoped monkeypatch (undone after the test), or leave the pinning to "
+            "--lm-gpus-per-worker."))
     return result
+
+
+class GPUMaskWarning(pytest.PytestWarning):
+    """A test changed its pinned xdist worker's ``CUDA_VISIBLE_DEVICES``; the worker's mask was restored."""
+
+
+def _warn(item: pytest.Item, warning: pytest.PytestWarning) -> None:
+    """A warning on the item, never an error: under ``filterwarnings = error`` it goes in the report."""
+    try:
+        item.warn(warning)
+    except pytest.PytestWarning:
+        item.add_report_section("teardown", "lmbackend", str(warning))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -299,6 +356,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     from pytest_lmbackend.xdist.slicing import LOCAL
 
+    devices = config.stash.get(_DEVICES_KEY, None)
+    if devices:
+        return [f"lmbackend xdist GPUs: auto: after collecting, each of {len(plan)} workers pins itself to "
+                f"as many of the {len(devices)} visible GPUs as the widest selected test needs (workers "
+                "beyond the slices hold none)"]
     if all(p.gpus is None and p.host == LOCAL for p in plan):
         return ["lmbackend xdist: no GPU visible; workers are not pinned"]
     return ["lmbackend xdist GPUs: " + "; ".join(p.describe() for p in plan)]
@@ -329,7 +391,11 @@ class XdistControllerHooks:
         if _xdist_distributing(config):
             plan = controller_plan(config)
             config.stash[_PLAN_KEY] = plan
-            if len({p.size for p in plan}) > 1 and config.getoption("dist") == "load":
+            if _is_auto(config):
+                from pytest_lmbackend.xdist.slicing import device_id
+
+                config.stash[_DEVICES_KEY] = tuple(device_id(g) for g in session_hardware(config).gpus)
+            if (len({p.size for p in plan}) > 1 or _is_auto(config)) and config.getoption("dist") == "load":
                 # workers report each test's GPU count here after collecting; the scheduler reads it
                 config.stash[_NEEDS_DIR_KEY] = tempfile.mkdtemp(prefix="lmbackend-xdist-")
 
@@ -345,7 +411,9 @@ class XdistControllerHooks:
             return None  # one size for every worker: xdist's own scheduling is right
         from pytest_lmbackend.xdist.schedule import GpuLoadScheduling
 
-        return GpuLoadScheduling(config, log, folder, {p.worker: p.size for p in config.stash[_PLAN_KEY]})
+        devices = config.stash.get(_DEVICES_KEY, None)
+        return GpuLoadScheduling(config, log, folder, {p.worker: p.size for p in config.stash[_PLAN_KEY]},
+                                 auto_devices=None if devices is None else len(devices))
 
     # tryfirst: xdist's own answer (the CPU count) would otherwise win whenever xdist was registered
     # after this plugin, e.g. when this one is loaded with -p
@@ -381,6 +449,13 @@ class XdistControllerHooks:
             # the crashed one's mask (already in its environment) and share
             mask = getattr(getattr(node.gateway, "spec", None), "env", {}).get(SLICE_ENV)
             share = next((p for p in shares if mask is not None and p.mask == mask), None)
+        devices = node.config.stash.get(_DEVICES_KEY, None)
+        if share is None and devices is not None:
+            # auto: the crashed one's rank is not known here; the new worker holds no GPU rather than
+            # risk holding another worker's
+            from pytest_lmbackend.xdist.slicing import LOCAL, WorkerPlan
+
+            share = WorkerPlan(str(node.gateway.id), LOCAL, 10**6, 0, None)
         if share is None:
             return
         needs_dir = node.config.stash.get(_NEEDS_DIR_KEY, None)
@@ -390,4 +465,6 @@ class XdistControllerHooks:
             "host": share.host,
             "rank": share.rank,
             "size": share.size,
+            "auto": devices is not None,
+            "devices": list(devices or ()),
         }

@@ -39,13 +39,17 @@ class GpuLoadScheduling(LoadScheduling):  # type: ignore[misc]
     enough, and wide workers take the tests only they can run first. Workers that can take nothing
     more are shut down so the run ends."""
 
-    def __init__(self, config: pytest.Config, log: Any, folder: str, sizes: Mapping[str, int]) -> None:
+    def __init__(self, config: pytest.Config, log: Any, folder: str, sizes: Mapping[str, int],
+                 auto_devices: int | None = None) -> None:
         super().__init__(config, log)
         self.folder = folder
         self.sizes = dict(sizes)  # worker id -> GPUs it holds
         self.widest = max(self.sizes.values(), default=0)
         self.narrowest = min(self.sizes.values(), default=0)
         self.needs: dict[str, int] = {}
+        # --lm-gpus-per-worker=auto: the GPUs the workers slice, once the needs say how wide
+        self.auto_devices = auto_devices
+        self.width = 0
 
     def _size(self, node: Any) -> int:
         """GPUs the worker holds: from its own share (a worker xdist started in place of a crashed one
@@ -53,6 +57,10 @@ class GpuLoadScheduling(LoadScheduling):  # type: ignore[misc]
         from pytest_lmbackend.xdist import WORKERINPUT_KEY
 
         share = (getattr(node, "workerinput", None) or {}).get(WORKERINPUT_KEY)
+        if self.auto_devices is not None:  # the same rule the worker pinned itself by (auto_slice)
+            rank = share.get("rank") if isinstance(share, dict) else None
+            fits = self.auto_devices // self.width if self.width else 0
+            return self.width if isinstance(rank, int) and rank < fits else 0
         size = share.get("size") if isinstance(share, dict) else None
         if isinstance(size, int) and not isinstance(size, bool):
             return size
@@ -73,6 +81,10 @@ class GpuLoadScheduling(LoadScheduling):  # type: ignore[misc]
     def schedule(self) -> None:
         if self.collection is None:
             self.needs = read_needs(self.folder)
+            if self.auto_devices:
+                self.width = max(1, min(max(self.needs.values(), default=0), self.auto_devices))
+                sizes = [self._size(node) for node in self.nodes]
+                self.widest, self.narrowest = max(sizes, default=0), min(sizes, default=0)
         super().schedule()
         for node in self.nodes:  # a worker that got nothing must still hear that there is nothing
             self.check_schedule(node)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pytest_lmbackend.display import printable
 
@@ -14,8 +14,11 @@ if TYPE_CHECKING:
 
 LOCAL = "local"
 
-# ``--lm-gpus-per-worker``: one size for every worker, or one size per worker ("4,1,1").
+# ``--lm-gpus-per-worker``: one size for every worker, or one size per worker ("4,1,1"); () is no pinning.
 Sizes = tuple[int, ...]
+# auto: the width is the selected tests' largest need, known once the workers have collected
+AUTO: Literal["auto"] = "auto"
+PerWorker = Sizes | Literal["auto"]
 
 
 class SliceError(ValueError):
@@ -53,12 +56,14 @@ class WorkerPlan:
         return f"{self.worker} -> {', '.join(self.labels or self.gpus) or 'no GPU'}"
 
 
-def parse_gpus_per_worker(text: str) -> Sizes:
+def parse_gpus_per_worker(text: str) -> PerWorker:
     """argparse ``type=`` for ``--lm-gpus-per-worker``: ``N`` (every worker), or ``N0,N1,...`` (one
-    size per worker, e.g. ``4,1,1`` for one wide worker), each a whole number >= 1; ``0`` (or ``off``)
-    is no pinning, ``()``."""
+    size per worker, e.g. ``4,1,1`` for one wide worker), each a whole number >= 1; ``auto`` (the
+    selected tests' largest need); ``0`` (or ``off``) is no pinning, ``()``."""
     if str(text).strip().lower() in ("0", "off"):
         return ()
+    if str(text).strip().lower() == AUTO:
+        return AUTO
     sizes: list[int] = []
     for part in str(text).split(","):
         value = part.strip()
@@ -94,44 +99,50 @@ def device_label(gpu: GPU) -> str:
     return printable(f"{label} ({gpu.name})")  # a profile's GPU name goes into headers and skip reasons
 
 
-def auto_num_workers(gpu_count: int, sizes: Sizes | int) -> int | None:
-    """Workers for ``-n auto``: one per slice (or one per listed size); None (let xdist count CPUs)
-    when there is no GPU."""
-    sizes = (sizes,) if isinstance(sizes, int) else sizes
-    if gpu_count <= 0:
+def auto_num_workers(gpu_count: int, sizes: PerWorker | int) -> int | None:
+    """Workers for ``-n auto``: one per slice (or one per listed size; one per GPU with ``auto``, whose
+    width is known only after collection); None (let xdist count CPUs) when there is no GPU."""
+    listed: Sizes = (1,) if sizes == AUTO else (sizes,) if isinstance(sizes, int) else sizes
+    if gpu_count <= 0 or not listed:
         return None
-    if len(sizes) > 1:
-        return len(sizes)
-    return max(1, gpu_count // sizes[0])
+    if len(listed) > 1:
+        return len(listed)
+    return max(1, gpu_count // listed[0])
+
+
+def held_sizes(sizes: Sizes, workers: int, devices: int) -> Sizes:
+    """What each worker holds. One size N: the first ``devices // N`` workers hold N each and the others
+    none (more workers than slices is fine: they run the tests that need no GPU); a list: each worker
+    its own.
+
+    :raises SliceError: N is more GPUs than there are (not even one worker could hold it).
+    """
+    if len(sizes) != 1:
+        return worker_sizes(sizes, workers)
+    size = sizes[0]
+    if 0 < devices < size:
+        raise SliceError(f"--lm-gpus-per-worker={size} is more GPUs than are visible ({devices}), so not "
+                         "even one worker can be given its slice: lower --lm-gpus-per-worker, or run "
+                         "without -n")
+    fits = min(workers, devices // size)
+    return (size,) * fits + (0,) * (workers - fits)
 
 
 def slice_devices(devices: Sequence[str], workers: int, sizes: Sizes | int) -> tuple[tuple[str, ...], ...]:
-    """Disjoint, consecutive slices, one per worker, in the visible order.
+    """Disjoint, consecutive slices, one per worker, in the visible order (an empty one for a worker
+    beyond the slices there are, ``held_sizes``).
 
-    Raises SliceError when the workers need more devices than there are, or a device repeats.
+    Raises SliceError when a list of sizes needs more devices than there are, or a device repeats.
     """
     sizes = (sizes,) if isinstance(sizes, int) else sizes
     if any(s < 1 for s in sizes):
         raise SliceError(f"GPUs per worker must be >= 1, got {format_sizes(sizes)}")
     if len(set(devices)) != len(devices):
         raise SliceError(f"the visible GPUs repeat a device: {', '.join(devices)}")
-    each = worker_sizes(sizes, workers)
+    each = held_sizes(sizes, workers, len(devices))
     need = sum(each)
     if need > len(devices):
         shown = f"{', '.join(devices) or 'none'}"
-        if len(sizes) == 1 and sizes[0] > len(devices):
-            raise SliceError(
-                f"--lm-gpus-per-worker={sizes[0]} is more GPUs than are visible ({len(devices)}: {shown}), "
-                "so not even one worker can be given its slice: lower --lm-gpus-per-worker, or run "
-                "without -n"
-            )
-        if len(sizes) == 1:
-            fits = len(devices) // sizes[0]
-            raise SliceError(
-                f"{workers} xdist worker(s) x {sizes[0]} GPU(s) each need {need} GPU(s), but {len(devices)} "
-                f"are visible ({shown}), enough for {fits} worker(s): use -n {fits} (or -n auto), or lower "
-                "--lm-gpus-per-worker; two workers never share a GPU"
-            )
         raise SliceError(
             f"--lm-gpus-per-worker={format_sizes(sizes)} needs {need} GPU(s), but {len(devices)} are visible "
             f"({shown}); two workers never share a GPU"
@@ -206,7 +217,8 @@ def plan_workers(
     if not gpus and len(local) == len(workers):
         # no GPU here and no remote worker: nothing is pinned, so a list of sizes has nothing to match
         sizes = (sizes[0],) if len(sizes) > 1 else sizes
-    each = worker_sizes(sizes, len(local)) if local else ()
+    each = held_sizes(sizes, len(local), len(gpus)) if local and gpus else (
+        worker_sizes(sizes, len(local)) if local else ())
     slices = slice_devices([device_id(g) for g in gpus], len(local), sizes) if gpus and local else ()
     labels = {device_id(g): device_label(g) for g in gpus}
     plans: list[WorkerPlan] = []
@@ -225,11 +237,12 @@ def plan_workers(
     return tuple(plans)
 
 
-def remote_slice(visible: Sequence[GPU], rank: int, size: int, worker: str) -> tuple[str, ...]:
-    """A remote worker's slice of the GPUs its own host shows."""
+def remote_slice(visible: Sequence[GPU], rank: int, size: int, worker: str) -> tuple[str, ...] | None:
+    """A remote worker's slice of the GPUs its own host shows (empty beyond the slices there are); None
+    when that host shows no GPU."""
     devices = [device_id(g) for g in visible]
     if not devices:
-        return ()
+        return None
     try:
         return slice_devices(devices, rank + 1, size)[rank]
     except SliceError as exc:
@@ -240,6 +253,16 @@ def item_devices(hardware: Hardware, count: int) -> tuple[GPU, ...]:
     """The GPUs an item asking for ``count`` uses: CUDA hands out devices from index 0 on; every visible
     GPU when it named no count."""
     return hardware.gpus if count <= 0 else hardware.gpus[:count]
+
+
+def auto_slice(devices: Sequence[str], rank: int, need: int) -> tuple[str, ...]:
+    """``--lm-gpus-per-worker=auto``: the slice of the worker of ``rank`` when the widest selected test
+    needs ``need`` GPUs: as many of that width as fit (one at least, at most every device), in order;
+    empty for a worker beyond them."""
+    width = max(1, min(need, len(devices)))
+    if not devices or rank >= len(devices) // width:
+        return ()
+    return tuple(devices[rank * width:(rank + 1) * width])
 
 
 def too_wide(need: int, mask: str, worker: str | None, sizes: str, *, dist: str = "load",
