@@ -4,14 +4,16 @@ A test is slow when it starts other processes or the real LMDeploy:
 - it runs pytest in a subprocess (`pytester.runpytest_subprocess`, `runpython`, `popen`, `spawn_pytest`),
 - it runs pytest-xdist (`-n`/`--numprocesses`/`--dist`/`--tx` among its arguments),
 - the suite it writes uses `lm_isolated` (each such test runs in a fresh interpreter),
-- it talks to a real LMDeploy (the `oracle` fixture, `shared_oracle`).
-The rule reads the test function's code and, transitively, the module-level helpers and string constants
-it names. `pytest -m "not slow"` is the inner loop; a plain `pytest` runs everything, fast tests first.
+- it talks to a real LMDeploy (the `oracle` fixture, `shared_oracle`, `find_python`, `venv_python`).
+The rule reads the code of the test function and of its fixtures defined in its module and, transitively,
+the module-level helpers (also behind decorators such as `functools.cache`) and string constants they name.
+`pytest -m "not slow"` is the inner loop; a plain `pytest` runs everything, fast tests first.
 `tests/test_tiers.py` keeps the fast tier at least 90% of the suite.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 import types
 from collections.abc import Iterator
@@ -22,7 +24,8 @@ import pytest
 SLOW_REASONS = ("subprocess", "xdist", "isolated", "lmdeploy")
 
 _SUBPROCESS_CALLS = frozenset({"runpytest_subprocess", "runpython", "runpython_c", "popen", "spawn_pytest"})
-_ORACLE_NAMES = frozenset({"shared_oracle"})
+# what finds or starts a real LMDeploy environment (pytest_lmbackend.oracle)
+_ORACLE_NAMES = frozenset({"shared_oracle", "find_python", "venv_python"})
 _XDIST_ARG = re.compile(r"^(-n\d*|-n=.+|--numprocesses(=.+)?|--dist(=.+)?|--tx(=.+)?)$")
 
 
@@ -38,12 +41,23 @@ def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
             yield from _codes(const)
 
 
-def _reach(func: Any) -> tuple[set[str], list[str]]:
-    """Names and string constants of `func`, its nested code, and the module-level helpers it names."""
-    module_globals: dict[str, Any] = getattr(func, "__globals__", {})
+def _same_module(value: Any, module: str | None) -> types.FunctionType | None:
+    """`value` as a plain function of `module`, looking through decorators such as functools.cache."""
+    while not isinstance(value, types.FunctionType) and hasattr(value, "__wrapped__"):
+        value = value.__wrapped__
+    if isinstance(value, types.FunctionType) and value.__module__ == module:
+        return value
+    return None
+
+
+def _reach(start: list[Any]) -> tuple[set[str], list[str]]:
+    """Names and string constants of the functions in `start` (a test and its fixtures), their nested
+    code, and the module-level helpers and string constants they name, transitively within the module."""
+    module = getattr(start[0], "__module__", None)
+    module_globals: dict[str, Any] = getattr(start[0], "__globals__", {})
     names: set[str] = set()
     strings: list[str] = []
-    pending = [func]
+    pending = list(start)
     seen: set[int] = set()
     while pending:
         current = pending.pop()
@@ -58,10 +72,21 @@ def _reach(func: Any) -> tuple[set[str], list[str]]:
                 value = module_globals.get(name)
                 if isinstance(value, str):
                     strings.append(value)
-                elif (isinstance(value, types.FunctionType)
-                      and value.__module__ == getattr(func, "__module__", None)):
-                    pending.append(value)
+                elif (helper := _same_module(value, module)) is not None:
+                    pending.append(helper)
     return names, strings
+
+
+def _fixture_functions(item: pytest.Item, module: str | None) -> list[Any]:
+    """The item's fixtures defined in its own module (they may start the real LMDeploy for it)."""
+    info = getattr(item, "_fixtureinfo", None)
+    found = []
+    for defs in getattr(info, "name2fixturedefs", {}).values():
+        for fixturedef in defs:
+            func = _same_module(getattr(fixturedef, "func", None), module)
+            if func is not None:
+                found.append(func)
+    return found
 
 
 def slow_reason(item: pytest.Item) -> str | None:
@@ -69,8 +94,10 @@ def slow_reason(item: pytest.Item) -> str | None:
     func = getattr(item, "function", None)
     if func is None:
         return None
+    # the test's own code, not Hypothesis's or a decorator's wrapper around it
+    func = inspect.unwrap(getattr(getattr(func, "hypothesis", None), "inner_test", func))
     fixtures = set(getattr(item, "fixturenames", ()))
-    names, strings = _reach(func)
+    names, strings = _reach([func, *_fixture_functions(item, getattr(func, "__module__", None))])
     params = getattr(getattr(item, "callspec", None), "params", {})
     strings.extend(v for v in params.values() if isinstance(v, str))
     for value in params.values():
