@@ -30,56 +30,11 @@ _GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
 DISTRIBUTED_PREFIX = "gpu_num_distributed_"
 MARKER_SETS: tuple[str, ...] = ("lmdeploy",)  # what ``lm_markers`` may name
 
-# The plugin's own markers, and the fixtures that read an item's markers: a test that uses none of them
-# (and, where the suite opted in, no LMDeploy marker) is not the plugin's business: its markers are not
-# even read.
-OWN_MARKERS: frozenset[str] = frozenset({"lm_requires", "lm_backend", "lm_model", "lm_engine", "lm_isolated"})
-ITEM_FIXTURES: frozenset[str] = frozenset({"lm_backend", "lm_detection", "lm_backend_config", "lm_pipeline"})
-
-
 def is_lmdeploy_marker(name: str) -> bool:
     """One of LMDeploy's own marker names: ``turbomind``, ``pytorch``, ``not_*``, ``gpu_num_N``,
     ``gpu_num_distributed_*``."""
     return (name in BACKEND_ALIASES or name in EXCLUDE_ALIASES or _GPU_NUM.match(name) is not None
             or name.startswith(DISTRIBUTED_PREFIX))
-
-
-def asks(marker_names: Iterable[str], fixturenames: Iterable[str], *, lmdeploy: bool = False) -> bool:
-    """Whether a test asks anything of the plugin: one of its markers (or, with ``lmdeploy``, one of
-    LMDeploy's), or a fixture that reads them."""
-    if not ITEM_FIXTURES.isdisjoint(fixturenames):
-        return True
-    return any(name in OWN_MARKERS or (lmdeploy and is_lmdeploy_marker(name)) for name in marker_names)
-
-
-# name -> help line, signature style, for ``pytest --markers`` and ``--strict-markers``.
-MARKER_HELP: Mapping[str, str] = MappingProxyType(
-    {
-        "lm_requires": (
-            "lm_requires(*, gpus=N, nodes=N, capability='>=8.0', vram='40GiB', free_vram='20GiB', "
-            "dtype='bf16', packages=[...], turbomind_kernels=True): skip at setup, with wanted/found/device, "
-            "unless the GPU(s) this test gets meet every requirement."
-        ),
-        "lm_backend": (
-            "lm_backend(*names): bind this test to these backends (turbomind, pytorch, transformers or a "
-            "registered one); the others are not generated, or skip."
-        ),
-        "lm_model": (
-            "lm_model(source, *, synthetic=False): bind this test to a model (folder, config.json, "
-            "mapping or local cache id; relative paths from the test file's folder, then the rootdir). "
-            "With --lm-backend=auto it runs on the backend LMDeploy picks for it; synthetic=True builds "
-            "tiny random weights from its config for lm_pipeline."
-        ),
-        "lm_engine": (
-            "lm_engine(**options): engine options for lm_backend_config and lm_pipeline "
-            "(e.g. session_len=512, cache_max_entry_count=0.1), over the lm_engine_options ini lines."
-        ),
-        "lm_isolated": (
-            "lm_isolated(*, timeout=SECONDS): run this test in a freshly spawned interpreter pinned to its "
-            "GPUs; a timeout fails it (default --lm-isolated-timeout)."
-        ),
-    }
-)
 
 
 def lmdeploy_marker_help() -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,55 @@ __all__ = [
     "lm_pipeline_cache",
     "lm_startup",
 ]
+
+
+# The plugin's own markers, and the fixtures that read an item's markers: a test that uses none of them
+# (and, where the suite opted in, no LMDeploy marker) is not the plugin's business: its markers are not
+# even read. (Here, not in markers.py, so that a session that uses nothing does not load the reader.)
+OWN_MARKERS: frozenset[str] = frozenset({"lm_requires", "lm_backend", "lm_model", "lm_engine", "lm_isolated"})
+ITEM_FIXTURES: frozenset[str] = frozenset({"lm_backend", "lm_detection", "lm_backend_config", "lm_pipeline"})
+
+# name -> help line, signature style, for ``pytest --markers`` and ``--strict-markers``.
+MARKER_HELP: dict[str, str] = {
+    "lm_requires": (
+        "lm_requires(*, gpus=N, nodes=N, capability='>=8.0', vram='40GiB', free_vram='20GiB', "
+        "dtype='bf16', packages=[...], turbomind_kernels=True): skip at setup, with wanted/found/device, "
+        "unless the GPU(s) this test gets meet every requirement."
+    ),
+    "lm_backend": (
+        "lm_backend(*names): bind this test to these backends (turbomind, pytorch, transformers or a "
+        "registered one); the others are not generated, or skip."
+    ),
+    "lm_model": (
+        "lm_model(source, *, synthetic=False): bind this test to a model (folder, config.json, "
+        "mapping or local cache id; relative paths from the test file's folder, then the rootdir). "
+        "With --lm-backend=auto it runs on the backend LMDeploy picks for it; synthetic=True builds "
+        "tiny random weights from its config for lm_pipeline."
+    ),
+    "lm_engine": (
+        "lm_engine(**options): engine options for lm_backend_config and lm_pipeline "
+        "(e.g. session_len=512, cache_max_entry_count=0.1), over the lm_engine_options ini lines."
+    ),
+    "lm_isolated": (
+        "lm_isolated(*, timeout=SECONDS): run this test in a freshly spawned interpreter pinned to its "
+        "GPUs; a timeout fails it (default --lm-isolated-timeout)."
+    ),
+}
+
+
+def asks(marker_names: Iterable[str], fixturenames: Iterable[str], *, lmdeploy: bool = False) -> bool:
+    """Whether a test asks anything of the plugin: one of its markers (or, with ``lmdeploy``, one of
+    LMDeploy's), or a fixture that reads them."""
+    if not ITEM_FIXTURES.isdisjoint(fixturenames):
+        return True
+    names = list(marker_names)
+    if any(name in OWN_MARKERS for name in names):
+        return True
+    if not lmdeploy or not names:
+        return False
+    from pytest_lmbackend.markers import is_lmdeploy_marker
+
+    return any(is_lmdeploy_marker(name) for name in names)
 
 
 _ISOLATION = "lmbackend_isolation"
@@ -104,11 +154,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _configure(config: pytest.Config) -> None:
     from pytest_lmbackend import settings
-    from pytest_lmbackend.markers import MARKER_HELP, lmdeploy_marker_help
-
     for text in MARKER_HELP.values():
         config.addinivalue_line("markers", text)
     if _lmdeploy_markers(config):  # LMDeploy's names are registered (and read) where the suite opts in
+        from pytest_lmbackend.markers import lmdeploy_marker_help
+
         for text in lmdeploy_marker_help().values():
             config.addinivalue_line("markers", text)
     manager = config.pluginmanager
@@ -146,8 +196,6 @@ def _base_dirs(config: pytest.Config, path: Path | None) -> list[Path]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    from pytest_lmbackend.markers import asks
-
     lmdeploy = _lmdeploy_markers(metafunc.config)
     if not asks((m.name for m in metafunc.definition.iter_markers()), metafunc.fixturenames,
                 lmdeploy=lmdeploy):
@@ -243,7 +291,6 @@ def _argnames(mark: pytest.Mark) -> list[str]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from pytest_lmbackend import settings
-    from pytest_lmbackend.markers import asks
 
     lmdeploy = _lmdeploy_markers(config)
     suite_param = settings.value(config, settings.BACKEND_PARAM)

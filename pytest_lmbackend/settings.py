@@ -295,19 +295,19 @@ BACKEND = Setting(
     "lm_backend", parse_backend_option, BackendMode("auto"), flag="--lm-backend",
     help="backends for backend-bound tests: auto (LMDeploy's pick per model; best available otherwise), "
          "all (one item per backend), none, or names (default auto).")
-LMDEPLOY = Setting[str | None](
+LMDEPLOY: Setting[str | None] = Setting(
     "lm_lmdeploy", parse_release, None, flag="--lm-lmdeploy",
     help="LMDeploy release whose detection rules decide auto (default: installed, else newest).")
-HARDWARE = Setting[tuple[str, ...]](
+HARDWARE: Setting[tuple[str, ...]] = Setting(
     "lm_hardware", parse_profiles, (), flag="--lm-hardware", env="PYTEST_LM_HARDWARE",  # hardware.ENV_PROFILE
     help="fake hardware profile(s) instead of probing; several only with --lm-plan.")
 PLAN = Setting(
     "lm_plan", parse_bool, False, flag="--lm-plan",
     help="print which tests would run or skip, and why, per hardware profile; run nothing.")
-REQUIRE = Setting(
-    "lm_require", parse_kinds, frozenset[str](), flag="--lm-require",
+REQUIRE: Setting[frozenset[str]] = Setting(
+    "lm_require", parse_kinds, frozenset(), flag="--lm-require",
     help="unmet requirements of these kinds (e.g. backend,gpu,capability; all) fail instead of skip.")
-STRICT_FALLBACK = Setting[bool | None](
+STRICT_FALLBACK: Setting[bool | None] = Setting(
     "lm_strict_fallback", parse_bool, None, flag="--lm-strict-fallback",
     help="fail when LMDeploy silently runs another engine than the test's backend "
          "(default: on with --lm-backend=auto).")
@@ -318,16 +318,16 @@ GROUP_BY_ENGINE = Setting(
     "lm_group_by_engine", parse_grouping, "parent",
     help="bring tests sharing an lm_pipeline together: 'parent' (within their module or class, the "
          "default), 'session' (across modules: module and class fixtures may then be set up twice) or 'off'.")
-ENGINE_OPTIONS = Setting[Mapping[str, Any]](
+ENGINE_OPTIONS: Setting[Mapping[str, Any]] = Setting(
     "lm_engine_options", parse_engine_options, MappingProxyType({}), linelist=True,
     help="engine options as key=value lines (Python literals), for lm_backend_config and lm_pipeline.")
 
-MARKERS = Setting[frozenset[str]](
+MARKERS: Setting[frozenset[str]] = Setting(
     "lm_markers", parse_marker_sets, frozenset(),
     help="other suites' marker names the plugin reads besides its own: lmdeploy (turbomind, pytorch, "
          "not_turbomind, not_pytorch, gpu_num_N, gpu_num_distributed_*, registered then), or none (the "
          "default: those names are other plugins' or the suite's own business).")
-BACKEND_PARAM = Setting[str | None](
+BACKEND_PARAM: Setting[str | None] = Setting(
     "lm_backend_param", parse_parameter_name, None,
     help="the suite's own test parameter that names the backend (LMDeploy's suites: backend): each such "
          "test needs that backend available, skips where its not_<backend> marker excludes it, and "
@@ -336,17 +336,17 @@ BACKEND_PARAM = Setting[str | None](
 # --- fleet mode (fleet/plugin.py) ----------------------------------------------------------------
 
 ENV_RUNNER = "PYTEST_LM_RUNNER"
-FLEET = Setting[tuple[str, ...] | None](
+FLEET: Setting[tuple[str, ...] | None] = Setting(
     "lm_fleet", _lazy("pytest_lmbackend.fleet.plugin", "parse_fleet_option"), None, flag="--lm-fleet",
     help="the CI fleet, cheapest runner first (shipped profile names or files, separated by commas or, in "
          "the ini file, lines; files relative to the ini file there): each test goes to the first runner "
          "that can run it.")
-RUNNER = Setting[str | None](
+RUNNER: Setting[str | None] = Setting(
     "lm_runner", _lazy("pytest_lmbackend.fleet.plugin", "parse_runner_option"), None, flag="--lm-runner",
     env=ENV_RUNNER,
     help="this job is runner NAME of the fleet: run only the tests assigned to it, after checking that "
          "this machine is what its profile claims.")
-PLAN_JSON = Setting[str | None](
+PLAN_JSON: Setting[str | None] = Setting(
     "lm_plan_json", _lazy("pytest_lmbackend.fleet.plugin", "parse_path_option"), None, flag="--lm-plan-json",
     help="with a fleet: write the assignment as JSON (fleet, runners, orphans, reasons) for a CI matrix; "
          "runs nothing, as --lm-plan.")
@@ -354,7 +354,7 @@ PLAN_JSON = Setting[str | None](
 # --- the rules checked against a real LMDeploy (verify.py) ---------------------------------------
 
 VERIFY_THIS = "this interpreter"  # the option given without a value
-VERIFY_RULES = Setting[str](
+VERIFY_RULES: Setting[str] = Setting(
     "lm_verify_rules", _lazy("pytest_lmbackend.verify", "parse_setting"), "", flag="--lm-verify-rules",
     help="ask the real LMDeploy of PYTHON (default: this interpreter; ini: true, false or a path) what it "
          "picks for each model a test binds, and fail tests whose model the rules answer otherwise.")
@@ -362,7 +362,7 @@ VERIFY_RULES = Setting[str](
 # --- scale-out: xdist GPU pinning, the leak check, lm_isolated -----------------------------------
 
 WORKER_GPUS_ENV = "PYTEST_LM_WORKER_GPUS"  # a pinned worker's own copy of its slice (xdist.SLICE_ENV)
-GPUS_PER_WORKER = Setting[tuple[int, ...] | Literal["auto"]](
+GPUS_PER_WORKER: Setting[tuple[int, ...] | Literal["auto"]] = Setting(
     "lm_gpus_per_worker", _lazy("pytest_lmbackend.xdist.slicing", "parse_gpus_per_worker"), (),
     flag="--lm-gpus-per-worker",
     help="with pytest-xdist, pin GPUs: each worker gets its own N of the visible GPUs (default: no "
@@ -370,18 +370,18 @@ GPUS_PER_WORKER = Setting[tuple[int, ...] | Literal["auto"]](
          "More workers than slices hold none and run what needs no GPU. A list gives each worker its own "
          "size (4,1,1: one wide worker); multi-GPU tests go to a worker holding enough.")
 LeakMode = Literal["off", "warn", "fail"]
-LEAK = Setting[LeakMode](
+LEAK: Setting[LeakMode] = Setting(
     "lm_leak", _lazy("pytest_lmbackend.leak", "parse_mode"), "off", flag="--lm-leak",
     help="after each GPU test, compare its GPUs' used memory (NVML) with before it; warn or fail above "
          "--lm-leak-threshold (default off).")
-LEAK_THRESHOLD = Setting[int](
+LEAK_THRESHOLD: Setting[int] = Setting(
     "lm_leak_threshold", _lazy("pytest_lmbackend.leak", "parse_threshold"), 64 * 1024**2,
     flag="--lm-leak-threshold", help="growth a GPU test may leave, e.g. 64MiB (the default) or 1GiB.")
-LEAK_WAIT = Setting[float](
+LEAK_WAIT: Setting[float] = Setting(
     "lm_leak_wait", _lazy("pytest_lmbackend.leak", "parse_wait"), 1.0, flag="--lm-leak-wait",
     help="how long to wait for asynchronous release before reporting (default 1).")
 ISOLATED_CHILD_ENV = "PYTEST_LM_ISOLATED_REPORTS"  # set in lm_isolated's child: where its reports go
-ISOLATED_TIMEOUT = Setting[float](
+ISOLATED_TIMEOUT: Setting[float] = Setting(
     "lm_isolated_timeout", _lazy("pytest_lmbackend.isolation", "parse_timeout"), 900.0,
     flag="--lm-isolated-timeout",
     help="limit for each lm_isolated test's process, in seconds; 0 for none (default 900).")

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from pytest_lmbackend.markers import MARKER_HELP, ItemMarks, MarkerError, lmdeploy_marker_help, parse_marks
+from pytest_lmbackend.markers import ItemMarks, MarkerError, lmdeploy_marker_help, parse_marks
+from pytest_lmbackend.plugin import MARKER_HELP
 
 NAMES = ("turbomind", "pytorch", "transformers")
 
