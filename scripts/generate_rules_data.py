@@ -1,4 +1,5 @@
-"""Regenerate the tables the rules read from transformers: ``pytest_lmbackend/rules/model_types.py`` and
+"""Regenerate the tables the rules read from transformers: ``pytest_lmbackend/rules/transformers/``
+(one module per pinned transformers, read through ``rules/model_types.py``) and
 ``pytest_lmbackend/rules/subconfigs.py``.
 
     python -m pytest_lmbackend.oracle setup 0.7.3 0.10.2 0.14.0 0.18.0     # once: the environments
@@ -21,7 +22,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTS = Path(__file__).with_name("transformers_facts.py")
-MODEL_TYPES = ROOT / "pytest_lmbackend" / "rules" / "model_types.py"
+FACTS_PACKAGE = ROOT / "pytest_lmbackend" / "rules" / "transformers"
 SUBCONFIGS = ROOT / "pytest_lmbackend" / "rules" / "subconfigs.py"
 
 
@@ -78,62 +79,86 @@ from types import MappingProxyType
 '''
 
 
-def model_types_module(all_facts: list[dict[str, Any]]) -> str:
-    versions = [f["transformers"] for f in all_facts]
-    out = [HEADER.format(doc="The model types each transformers release knows: a config.json whose "
-                             "``model_type`` is not one of them\nloads as a bare ``PretrainedConfig`` there "
-                             "(no defaults, sub-configs left as dicts).",
-                         versions=", ".join(versions))]
-    for facts in all_facts:
-        name = "_T" + facts["transformers"].replace(".", "_")
-        out.append(f"{name}: frozenset[str] = frozenset({{")
-        out += _wrap(facts["model_types"], "    ")
+def _module_name(version: str) -> str:
+    return "v" + version.replace(".", "_")
+
+
+def version_module(facts: dict[str, Any]) -> str:
+    """One transformers release's facts: a module of plain constants, loaded only when a release that
+    answers with it is asked about."""
+    version = facts["transformers"]
+    out = [HEADER.format(doc=f"What transformers {version} does with a config.json, as the rules need it.",
+                         versions=version)]
+    out.append("KNOWN: frozenset[str] = frozenset({")
+    out += _wrap(facts["model_types"], "    ")
+    out.append("})")
+    out.append('"""The ``model_type`` values its ``AutoConfig`` builds a class for; any other loads as a '
+               'bare\n``PretrainedConfig`` (no defaults, sub-configs as dicts)."""')
+    out.append("")
+    out.append("SUB_CONFIG_KINDS: Mapping[str, Mapping[str, str]] = MappingProxyType({")
+    for model_type, kinds in sorted(facts["sub_config_kinds"].items()):
+        line = f"    {model_type!r}: {dict(sorted(kinds.items()))!r},"
+        if len(line) <= 108:
+            out.append(line)
+        else:
+            out.append(f"    {model_type!r}: {{")
+            out += [f"        {k!r}: {v!r}," for k, v in sorted(kinds.items())]
+            out.append("    },")
+    out.append("})")
+    out.append('"""model_type -> sub-config key -> how its class builds it: "auto" by the dict\'s own\n'
+               'model_type, else the model type of the class it always uses; a trailing "+" where the\n'
+               'class takes a value that is not an object (a string) without failing."""')
+    out.append("")
+    groups: dict[str, list[str]] = {}
+    for model_type, fields in sorted(facts["rejections"].items()):
+        groups.setdefault(repr(dict(sorted(fields.items()))), []).append(model_type)
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    for n, (signature, _) in enumerate(ordered):
+        line = f"_R{n}: Mapping[str, str] = MappingProxyType({signature})"
+        if len(line) > 108:
+            fields = eval(signature)
+            line = "\n".join([f"_R{n}: Mapping[str, str] = MappingProxyType({{",
+                               *(f"    {k!r}: {v!r}," for k, v in fields.items()), "})"])
+        out.append(line)
+    out.append("REJECTED: Mapping[str, Mapping[str, str]] = MappingProxyType({")
+    for n, (_, types) in enumerate(ordered):
+        out.append("    **dict.fromkeys((")
+        out += _wrap(types, "        ")
+        out.append(f"    ), _R{n}),")
+    out.append("})")
+    out.append('"""model_type -> size field -> the kinds of wrong value its class fails on (s: a string,\n'
+               'f: a float, b: a boolean, n: null, l: a list): transformers 4 computes head_dim from some,\n'
+               '5 checks every field\'s type. The config then loads bare."""')
+    out.append("")
+    allowed = facts.get("allowed_layer_types")
+    if allowed is not None and int(version.split(".")[0]) >= 5:
+        out.append("ALLOWED_LAYER_TYPES: frozenset[str] | None = frozenset({")
+        out += _wrap(allowed, "    ")
         out.append("})")
-        out.append("")
-    out.append("KNOWN_MODEL_TYPES: Mapping[str, frozenset[str]] = MappingProxyType({")
-    for facts in all_facts:
-        out.append(f"    {facts['transformers']!r}: _T{facts['transformers'].replace('.', '_')},")
-    out.append("})")
-    out.append('"""transformers version -> the ``model_type`` values its ``AutoConfig`` builds a class '
-               'for."""')
+    else:
+        out.append("ALLOWED_LAYER_TYPES: frozenset[str] | None = None")
+    out.append('"""The ``layer_types`` entries transformers 5 accepts (None: not validated)."""')
     out.append("")
-    out.append("SUB_CONFIGS: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType({")
-    for facts in all_facts:
-        out.append(f"    {facts['transformers']!r}: MappingProxyType({{")
-        for model_type, info in sorted(facts["search_orders"].items()):
-            out += _tuple(f"{model_type!r}: ", tuple(info["sub_configs"]), ",", "        ")
-        out.append("    }),")
+    out.append("WITHOUT_ROPE_PARAMETERS: frozenset[str] = frozenset({")
+    out += _wrap(facts.get("without_rope_parameters", []), "    ")
     out.append("})")
-    out.append('"""transformers version -> model_type -> the keys its class builds sub-config objects '
-               'for."""')
+    out.append('"""Model types whose class has no ``rope_parameters``: a top-level ``rope_scaling`` there '
+               'is\nstandardised as a bare config does it (transformers 5)."""')
     out.append("")
-    out.append("ALLOWED_LAYER_TYPES: Mapping[str, frozenset[str]] = MappingProxyType({")
-    for facts in all_facts:
-        if facts.get("allowed_layer_types") is not None:
-            out.append(f"    {facts['transformers']!r}: frozenset({{")
-            out += _wrap(facts["allowed_layer_types"], "        ")
-            out.append("    }),")
-    out.append("})")
-    out.append('"""transformers version -> the ``layer_types`` entries its configs accept (transformers 5 '
-               'validates them)."""')
-    out.append("")
-    dtypes = sorted({name for facts in all_facts for name in facts.get("torch_dtypes", ())})
     out.append("TORCH_DTYPES: frozenset[str] = frozenset({")
-    out += _wrap(dtypes, "    ")
+    out += _wrap(facts.get("torch_dtypes", []), "    ")
     out.append("})")
-    out.append('"""The names ``torch_dtype`` may hold: transformers takes ``getattr(torch, name)`` '
-               '(torch 2.13)."""')
-    out.append("")
-    out.append("WITHOUT_ROPE_PARAMETERS: Mapping[str, frozenset[str]] = MappingProxyType({")
-    for facts in all_facts:
-        if facts.get("without_rope_parameters"):
-            out.append(f"    {facts['transformers']!r}: frozenset({{")
-            out += _wrap(facts["without_rope_parameters"], "        ")
-            out.append("    }),")
-    out.append("})")
-    out.append('"""transformers version -> model types whose class has no ``rope_parameters``: a top-level '
-               '``rope_scaling``\nthere is standardised as a bare config does it (transformers 5)."""')
+    out.append('"""The names ``torch_dtype`` may hold: transformers takes ``getattr(torch, name)``."""')
     return "\n".join(out) + "\n"
+
+
+def index_module(all_facts: list[dict[str, Any]]) -> str:
+    versions = tuple(f["transformers"] for f in all_facts)
+    out = [HEADER.format(doc="The transformers releases whose facts are generated here, one module each.",
+                         versions=", ".join(versions)).replace(
+        "from collections.abc import Mapping\nfrom types import MappingProxyType\n", "")]
+    text = "\n".join(out).rstrip() + "\n"
+    return text.rstrip("\n") + "\n\n" + f"VERSIONS: tuple[str, ...] = {versions!r}\n"
 
 
 Groups = dict[tuple[str, ...], list[str]]
@@ -203,9 +228,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 if a module would change; write nothing")
     parser.add_argument("--facts", help="read the facts (a JSON list) from this file, not the environments")
+    parser.add_argument("--save-facts", help="also write the facts collected to this file (for --facts)")
     args = parser.parse_args(argv)
     all_facts = json.loads(Path(args.facts).read_text()) if args.facts else collect()
-    wanted = {MODEL_TYPES: model_types_module(all_facts), SUBCONFIGS: subconfigs_module(all_facts)}
+    if args.save_facts:
+        Path(args.save_facts).write_text(json.dumps(all_facts))
+    wanted = {SUBCONFIGS: subconfigs_module(all_facts),
+              FACTS_PACKAGE / "__init__.py": index_module(all_facts)}
+    for facts in all_facts:
+        wanted[FACTS_PACKAGE / f"{_module_name(facts['transformers'])}.py"] = version_module(facts)
     stale = [path for path, text in wanted.items() if not path.exists() or path.read_text() != text]
     if args.check:
         for path in stale:
@@ -213,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return 1 if stale else 0
     for path in stale:
+        path.parent.mkdir(exist_ok=True)
         path.write_text(wanted[path])
         print(f"wrote {path.relative_to(ROOT)}")
     return 0

@@ -110,6 +110,65 @@ def _key_order(cls: Any, model_type: str, subs: dict[str, Any]) -> list[str] | N
     return sorted(places, key=places.__getitem__)
 
 
+# values of the wrong type a class may reject for the size fields the rules read, by letter
+_PROBES = {"s": "64", "f": 64.5, "b": True, "n": None, "l": [64]}
+_SIZE_FIELDS = ("hidden_size", "num_attention_heads", "head_dim", "num_key_value_heads")
+
+
+def rejections() -> dict[str, dict[str, str]]:
+    """Per model type, the size fields whose wrong-typed values its class fails on (letters of
+    ``_PROBES``): transformers 4 computes head_dim from them in some classes, 5 validates types."""
+    mapping, names = _mapping()
+    out: dict[str, dict[str, str]] = {}
+    for model_type in names:
+        try:
+            cls = mapping[model_type]
+            cls.from_dict({"model_type": model_type})
+        except Exception:
+            continue
+        found: dict[str, str] = {}
+        for field in _SIZE_FIELDS:
+            letters = ""
+            for letter, value in _PROBES.items():
+                try:
+                    repr(cls.from_dict({"model_type": model_type, field: value}))
+                except Exception:
+                    letters += letter
+            if letters:
+                found[field] = letters
+        if found:
+            out[model_type] = found
+    return out
+
+
+def sub_config_kinds() -> dict[str, dict[str, str]]:
+    """Per composite model type and sub-config key: "auto" where the class builds it by the dict's own
+    model_type, else that sub-config class's model type; "+" appended where the class takes a value
+    that is not an object (a string) without failing."""
+    mapping, names = _mapping()
+    out: dict[str, dict[str, str]] = {}
+    for model_type in names:
+        try:
+            cls = mapping[model_type]
+        except Exception:
+            continue
+        subs = getattr(cls, "sub_configs", None)
+        if not isinstance(subs, dict) or not subs:
+            continue
+        kinds: dict[str, str] = {}
+        for key, sub in subs.items():
+            auto = getattr(sub, "__name__", "") == "AutoConfig"
+            name = "auto" if auto else str(getattr(sub, "model_type", ""))
+            try:
+                repr(cls.from_dict({"model_type": model_type, key: "x"}))
+                name += "+"
+            except Exception:
+                pass
+            kinds[key] = name
+        out[model_type] = kinds
+    return out
+
+
 def facts() -> dict[str, Any]:
     transformers = _transformers()
     _, names = _mapping()
@@ -139,6 +198,8 @@ def facts() -> dict[str, Any]:
         "search_orders": search_orders(),
         "allowed_layer_types": sorted(allowed) if allowed is not None else None,
         "without_rope_parameters": sorted(without_rope),
+        "rejections": rejections(),
+        "sub_config_kinds": sub_config_kinds(),
     }
 
 

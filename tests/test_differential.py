@@ -72,9 +72,9 @@ Ours = Detection | ConfigError
 
 
 def _model_types() -> set[str]:
-    from pytest_lmbackend.rules.model_types import KNOWN_MODEL_TYPES
+    from pytest_lmbackend.rules.model_types import VERSIONS, facts
 
-    return {t for types in KNOWN_MODEL_TYPES.values() for t in types}
+    return {t for version in VERSIONS for t in facts(version).known}
 
 
 def _scratch() -> Path:

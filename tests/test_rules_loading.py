@@ -22,7 +22,7 @@ from hypothesis import settings
 from pytest_lmbackend.config import ConfigError, ConfigTypeError
 from pytest_lmbackend.oracle import Oracle, find_python
 from pytest_lmbackend.rules import Detection, LMDeployCrashError, detect, rule_set
-from pytest_lmbackend.rules.model_types import KNOWN_MODEL_TYPES
+from pytest_lmbackend.rules.model_types import VERSIONS, facts
 from pytest_lmbackend.strategies.profiles import DEEP
 
 RELEASES = ("0.7.3", "0.10.2", "0.14.0", "0.18.0")
@@ -69,6 +69,20 @@ CASES: dict[str, dict[str, Any]] = {
     "model-type-a-list": {**LLAMA, "model_type": ["llama"]},
     "torch-dtype-no-dtype-name": {**LLAMA, "torch_dtype": "bfloat16x"},
     "dtype-a-list": {**LLAMA, "dtype": ["bfloat16"]},
+    "text-config-hidden-size-a-string": {
+        "architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
+        "text_config": {"model_type": "llama", "hidden_size": "4096", "num_attention_heads": 32},
+    },
+    "vision-config-an-empty-list": {
+        "architectures": ["InternVLForConditionalGeneration"], "model_type": "internvl",
+        "text_config": {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32},
+        "vision_config": [],
+    },
+    "text-config-empty-model-type": {
+        "architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25",
+        "text_config": {"model_type": "", "hidden_size": 4096, "num_attention_heads": 32},
+        "vision_config": {"hidden_size": 1024},
+    },
     "text-config-null": {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
                          "text_config": None, "vision_config": {"hidden_size": 1024}},
     "text-config-dtype-no-dtype-name": {
@@ -101,6 +115,9 @@ unknown-model-type                     pytorch/llm      pytorch/llm      pytorch
 torch-dtype-no-dtype-name              AttributeError   AttributeError   AttributeError   AttributeError
 dtype-a-list                           turbomind/llm    IndexError       IndexError       IndexError
 text-config-null                       TypeError        TypeError        pytorch/vlm      pytorch/vlm
+text-config-hidden-size-a-string       AttributeError   AttributeError   pytorch/vlm      pytorch/vlm
+vision-config-an-empty-list            pytorch/llm      TypeError        turbomind/vlm    turbomind/vlm
+text-config-empty-model-type           RuntimeError     RuntimeError     RuntimeError     RuntimeError
 text-config-dtype-no-dtype-name        AttributeError   AttributeError   pytorch/vlm      pytorch/vlm
 """
 
@@ -157,7 +174,8 @@ def test_every_release_names_transformers_facts_that_exist() -> None:
     from pytest_lmbackend.rules import KNOWN_RELEASES
 
     for release in KNOWN_RELEASES:
-        assert rule_set(release).transformers in KNOWN_MODEL_TYPES, release
+        assert rule_set(release).transformers in VERSIONS, release
+        assert facts(rule_set(release).transformers).known
 
 
 def test_the_generated_tables_are_current() -> None:

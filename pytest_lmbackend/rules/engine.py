@@ -264,10 +264,10 @@ def _sub(cfg: ModelConfig, name: str, rules: RuleSet) -> Mapping[str, Any]:
 
 def _class_builds(cfg: ModelConfig, name: str, rules: RuleSet) -> bool:
     """Whether the config's own transformers class builds ``name`` as a sub-config object."""
-    from pytest_lmbackend.rules.model_types import SUB_CONFIGS
+    from pytest_lmbackend.rules.model_types import facts
 
     model_type = cfg.get("model_type")
-    return isinstance(model_type, str) and name in SUB_CONFIGS.get(rules.transformers, {}).get(model_type, ())
+    return isinstance(model_type, str) and name in facts(rules.transformers).sub_configs.get(model_type, ())
 
 
 def _why_bare(cfg: ModelConfig) -> str:

@@ -6,7 +6,7 @@ model type's own class fills defaults and builds sub-config objects; the bare co
 values as they are, leaves sub-configs as dicts, and, where a sub-config's ``model_type`` is the empty
 string, takes that sub-config for the whole config. Some files make the bare config raise too, and
 LMDeploy with it. ``load`` decides all of this from the file, the folder and the release's transformers
-(``model_types.py``, generated from the oracle environments), and returns the view the rules read.
+(``rules/transformers/``, generated from the oracle environments), and returns the view the rules read.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ TYPE_CHECKING = False  # typing stays unimported at run time: it alone costs mor
 if TYPE_CHECKING:
     from typing import Any
 
+    from pytest_lmbackend.rules.model_types import TransformersFacts
+
 __all__ = ["STRICT", "crash", "kind", "load"]
 
 #: transformers 5 validates a config class's fields by type (huggingface_hub's strict dataclasses)
@@ -29,10 +31,6 @@ STRICT = "StrictDataclassFieldValidationError"
 
 # A class whose ``text_config`` is built by ``model_type`` through transformers' own mapping: an unknown
 # or non-string ``text_config.model_type`` makes the class fail to build (KeyError).
-_AUTO_TEXT_CONFIG = frozenset({
-    "llava", "llava_next", "internvl", "mistral3", "llava_onevision", "aya_vision",
-})
-
 # RoPE parameters transformers 5 requires per ``rope_type`` (``modeling_rope_utils``, 5.12.1 and 5.17.0);
 # ``rope_type`` itself is always filled in.
 _ROPE_REQUIRED: Mapping[str, frozenset[str]] = {
@@ -68,17 +66,18 @@ def crash(cfg: ModelConfig, field: str | None, rules: RuleSet, raises: str, mess
 
 
 _KNOWN: dict[str, frozenset[str]] = {}
-_SUBS: dict[str, Mapping[str, tuple[str, ...]]] = {}
+
+
+def _facts(rules: RuleSet) -> TransformersFacts:
+    from pytest_lmbackend.rules.model_types import facts
+
+    return facts(rules.transformers)
 
 
 def _known_types(rules: RuleSet) -> frozenset[str]:
     found = _KNOWN.get(rules.release)
     if found is None:
-        from pytest_lmbackend.rules.model_types import KNOWN_MODEL_TYPES, SUB_CONFIGS
-
-        known = KNOWN_MODEL_TYPES.get(rules.transformers, frozenset())
-        found = _KNOWN[rules.release] = known | rules.registered_types
-        _SUBS[rules.release] = SUB_CONFIGS.get(rules.transformers, {})
+        found = _KNOWN[rules.release] = _facts(rules).known | rules.registered_types
     return found
 
 
@@ -125,10 +124,8 @@ def _guess_from_path(cfg: ModelConfig, rules: RuleSet) -> str | None:
     is a substring of the path LMDeploy was given (transformers 5 has dropped it)."""
     if rules.transformers_major >= 5 or cfg.folder is None:
         return None
-    from pytest_lmbackend.rules.model_types import KNOWN_MODEL_TYPES
-
     path = cfg.folder
-    for pattern in sorted(KNOWN_MODEL_TYPES.get(rules.transformers, ()), key=len, reverse=True):
+    for pattern in sorted(_facts(rules).known, key=len, reverse=True):
         if pattern in path:
             return pattern
     return None
@@ -154,13 +151,10 @@ def _rope_error(data: Mapping[str, Any], rules: RuleSet, *, bare: bool) -> tuple
     if not isinstance(rope, Mapping):
         return key, "AttributeError", f"'{kind(rope)}' object has no attribute 'get'"
     if not bare:
-        from pytest_lmbackend.rules.model_types import WITHOUT_ROPE_PARAMETERS
-
         model_type = data.get("model_type")
         # a class without rope_parameters of its own standardises a top-level rope_scaling as a bare
         # config does
-        without = WITHOUT_ROPE_PARAMETERS.get(rules.transformers, frozenset())
-        loose = isinstance(model_type, str) and model_type in without
+        loose = isinstance(model_type, str) and model_type in _facts(rules).without_rope_parameters
     else:
         loose = True
     layer_types = data.get("layer_types")
@@ -207,11 +201,9 @@ def _dtype_keys(rules: RuleSet) -> tuple[str, ...]:
     return ("torch_dtype",) if rules.transformers in _DTYPE_SPLIT else ("torch_dtype", "dtype")
 
 
-def _dtype_name_error(value: Any) -> str | None:
+def _dtype_name_error(value: Any, rules: RuleSet) -> str | None:
     """Why transformers cannot take ``value`` as a torch dtype name (``getattr(torch, value)``)."""
-    from pytest_lmbackend.rules.model_types import TORCH_DTYPES
-
-    if isinstance(value, str) and value not in TORCH_DTYPES:
+    if isinstance(value, str) and value not in _facts(rules).torch_dtypes:
         return f"module 'torch' has no attribute {value!r:.40}"
     return None
 
@@ -226,7 +218,7 @@ def _dtype_error(data: Mapping[str, Any], rules: RuleSet, path: str = "") -> tup
         if key not in data:
             continue
         value = data[key]
-        why = _dtype_name_error(value) if not path else None
+        why = _dtype_name_error(value, rules) if not path else None
         if why is not None:
             return f"{path}{key}", "AttributeError", why
         split = old and key == "torch_dtype" and value is not None and not isinstance(value, (str, Mapping))
@@ -249,9 +241,7 @@ def _layer_types_error(data: Mapping[str, Any], rules: RuleSet) -> str | None:
     layer_types = data.get("layer_types")
     if not isinstance(layer_types, list):
         return None
-    from pytest_lmbackend.rules.model_types import ALLOWED_LAYER_TYPES
-
-    allowed = ALLOWED_LAYER_TYPES.get(rules.transformers)
+    allowed = _facts(rules).allowed_layer_types
     if allowed is None:
         return None
     odd = [t for t in layer_types if not (isinstance(t, str) and t in allowed)]
@@ -317,12 +307,6 @@ def load(cfg: ModelConfig, rules: RuleSet) -> ModelConfig:
                      "reads a bare config (no defaults, sub-configs as dicts)")
     else:
         typed = True
-    if typed and not remote and model_type in _AUTO_TEXT_CONFIG:
-        text = data.get("text_config")
-        if isinstance(text, Mapping) and not _known(text.get("model_type", "llama"), rules):
-            typed = False
-            notes.append(f"text_config.model_type {text.get('model_type')!r:.60} is unknown to transformers "
-                         f"{rules.transformers}: the {model_type} class fails, LMDeploy reads a bare config")
     if not typed and rules.registered_types and not _hashable(model_type):
         # LMDeploy asks its own config registry (an lru_cache) about the model_type
         raise crash(cfg, "model_type", rules, "TypeError",
@@ -370,20 +354,52 @@ def _hashable(value: Any) -> bool:
     return True
 
 
+_KIND_LETTERS = {str: "s", float: "f", bool: "b", type(None): "n", list: "l"}
+
+
+def _rejected_field(data: Mapping[str, Any], model_type: Any, rules: RuleSet, prefix: str = "") -> str | None:
+    """A size field whose type the model type's class fails on (it computes with it, or checks it)."""
+    if not isinstance(model_type, str):
+        return None
+    rejected = _facts(rules).rejected.get(model_type)
+    if not rejected:
+        return None
+    for field, letters in rejected.items():
+        letter = _KIND_LETTERS.get(type(data[field])) if field in data else None
+        if letter is not None and letter in letters:
+            return f"{prefix}{field} is a {kind(data[field])} ({data[field]!r:.30})"
+    return None
+
+
 def _sub_config_rejected(data: Mapping[str, Any], model_type: Any, rules: RuleSet) -> str | None:
-    """Why the model type's class cannot build one of its sub-configs from the file, or None."""
-    _known_types(rules)
-    subs = _SUBS[rules.release].get(model_type, ()) if isinstance(model_type, str) else ()
-    for key in subs:
+    """Why the model type's class cannot be built from the file, or None: a size field of a type it
+    rejects, or a sub-config it cannot build (not an object, of a model type it cannot look up, with
+    such a field, a torch dtype it cannot name, a quantization_config that is not an object)."""
+    found = _rejected_field(data, model_type, rules)
+    if found is not None:
+        return found
+    kinds = _facts(rules).sub_config_kinds.get(model_type, {}) if isinstance(model_type, str) else {}
+    for key, how in kinds.items():
         if key not in data:
             continue
         sub = data[key]
         if sub is None:
             continue  # the class builds its default
         if not isinstance(sub, Mapping):
+            if how.endswith("+"):
+                continue  # this class keeps it as it is
             return f"{key} is a {kind(sub)}, not an object"
+        sub_type: Any = how.rstrip("+")
+        if sub_type == "auto":
+            sub_type = sub.get("model_type")
+            if "model_type" in sub and not _known(sub_type, rules):
+                return (f"{key}.model_type {sub_type!r:.40} names no class transformers "
+                        f"{rules.transformers} has")
+        found = _rejected_field(sub, sub_type, rules, f"{key}.")
+        if found is not None:
+            return found
         for dtype_key in _dtype_keys(rules):
-            if _dtype_name_error(sub.get(dtype_key)) is not None:
+            if _dtype_name_error(sub.get(dtype_key), rules) is not None:
                 return f"{key}.{dtype_key} {sub[dtype_key]!r:.30} names no torch dtype"
         if "quantization_config" in sub:
             quant = sub["quantization_config"]

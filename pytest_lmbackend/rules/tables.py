@@ -82,7 +82,7 @@ CHATGLM_CG = "ChatGLMForConditionalGeneration"
 #                          0.12.2 is the first that allows 5.x, and answers with it
 #   transformers_major     the transformers major a release answers with (4 before 0.12.2, then 5)
 #   transformers           the transformers release whose facts stand for the one this release runs with
-#                          (``model_types.py``, ``subconfigs.py``, generated from the oracle environments):
+#                          (``rules/transformers/``, ``subconfigs.py``, generated from the oracle envs):
 #                          4.51.3 up to 0.7.3, 4.57.1 up to 0.12.1, 5.12.1 up to 0.14.0, then 5.17.0; the
 #                          releases between the four pinned ones are checked against their neighbours only
 #   registered_types       model types LMDeploy registers a config class for itself when transformers
