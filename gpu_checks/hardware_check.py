@@ -286,7 +286,8 @@ def check_pytest(results: dict[str, Any]) -> None:
         env.pop("PYTEST_LM_HARDWARE", None)
         plugin = [] if plugin_installed() else ["-p", "pytest_lmbackend.plugin"]
         # the suite reads LMDeploy's gpu_num_N (registered only where a suite opts in)
-        base = [PY, "-m", "pytest", *plugin, "-p", "no:cacheprovider", "-o", "lm_markers=lmdeploy", str(folder)]
+        base = [PY, "-m", "pytest", *plugin, "-p", "no:cacheprovider", "-o", "lm_markers=lmdeploy",
+                str(folder)]
         out: dict[str, Any] = {}
         for name, extra in (("collect", ["--collect-only", "-q"]), ("run", ["-rs", "-s", "-v"])):
             start = time.perf_counter()
