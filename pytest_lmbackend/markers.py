@@ -25,10 +25,33 @@ LMDEPLOY_ENGINES: tuple[str, ...] = tuple(BACKEND_ALIASES.values())
 EXCLUDE_ALIASES: Mapping[str, str] = MappingProxyType(
     {"not_turbomind": "turbomind", "not_pytorch": "pytorch"}
 )
+# LMDeploy's engine-config classes, which its suites also pass as their own backend parameter
+# (autotest's pipeline tests: ``parametrize('backend', [TurbomindEngineConfig, PytorchEngineConfig])``)
+ENGINE_CONFIG_CLASSES: Mapping[str, str] = MappingProxyType(
+    {"TurbomindEngineConfig": "turbomind", "PytorchEngineConfig": "pytorch"}
+)
 GPU_NUM_MARKERS: tuple[str, ...] = tuple(f"gpu_num_{n}" for n in range(1, 17))
 _GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
 DISTRIBUTED_PREFIX = "gpu_num_distributed_"
 MARKER_SETS: tuple[str, ...] = ("lmdeploy",)  # what ``lm_markers`` may name
+
+def suite_backend(value: object) -> str | None:
+    """The backend a suite's own test parameter names (ini ``lm_backend_param``), or None: text as it
+    is (``'turbomind'``); one of LMDeploy's engine-config classes, a subclass or an instance of one
+    (``TurbomindEngineConfig`` is ``turbomind``); a mapping's ``'backend'`` entry, read the same way
+    (autotest's ``run_config``). Classes are recognised by name, so LMDeploy is never imported."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        inner = value.get("backend")
+        return None if isinstance(inner, Mapping) else suite_backend(inner)
+    cls = value if isinstance(value, type) else type(value)
+    for klass in cls.__mro__:
+        name = ENGINE_CONFIG_CLASSES.get(klass.__name__)
+        if name is not None:
+            return name
+    return None
+
 
 def is_lmdeploy_marker(name: str) -> bool:
     """One of LMDeploy's own marker names: ``turbomind``, ``pytorch``, ``not_*``, ``gpu_num_N``,

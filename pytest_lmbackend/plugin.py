@@ -242,12 +242,18 @@ def _asked_fixtures(item: pytest.Function) -> list[str]:
     return [name for name in item.fixturenames if name != "lm_backend"]
 
 
-def _suite_value(item: pytest.Item, name: str | None) -> str | None:
-    """The value of the suite's own backend parameter (ini ``lm_backend_param``), when it is text."""
-    if name is None:
+def _suite_value(item: pytest.Item, names: tuple[str, ...]) -> str | None:
+    """The backend the suite's own parameter names (ini ``lm_backend_param``, the first of its names
+    that the item has): text, an LMDeploy engine-config class or a mapping's ``backend`` entry."""
+    if not names:
         return None
-    value = getattr(getattr(item, "callspec", None), "params", {}).get(name)
-    return value if isinstance(value, str) else None
+    from pytest_lmbackend.markers import suite_backend
+
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for name in names:
+        if name in params:
+            return suite_backend(params[name])
+    return None
 
 
 def _deselect_other_backends(config: pytest.Config, items: list[pytest.Item], state: LmSession) -> None:
@@ -463,6 +469,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 _HEADER_SHOWN_KEY = pytest.StashKey[bool]()
+_UNUSED_HEADER = ("lmbackend: no lm_ option or ini key given; hardware read when a test first needs it "
+                  "(pytest-lmbackend env: now)")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -472,6 +480,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if not verbose and not settings.any_given(config):
         return []  # installed, not used: the header is pytest's own
     from pytest_lmbackend.verify import header_lines as rules_lines
+
+    if not settings.any_given(config):
+        # -v, but nothing of the plugin asked for: still no probe (a suite's every `pytest -v`,
+        # pytester's inner sessions included, would start nvidia-smi); a newer LMDeploy is noted
+        return [_UNUSED_HEADER, *rules_lines(config)]
 
     state = _state(config)
     if not verbose and not state.probed and not state.options.plan:

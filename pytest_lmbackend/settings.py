@@ -152,12 +152,14 @@ def parse_marker_sets(text: str) -> frozenset[str]:
     return frozenset(names - {"none"})
 
 
-def parse_parameter_name(text: str) -> str:
-    """A test parameter's name (``backend``): a Python identifier."""
-    name = text.strip()
-    if not name.isidentifier():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a parameter name")
-    return name
+def parse_parameter_names(text: str) -> tuple[str, ...]:
+    """Test parameters' names (``backend``, ``backend run_config``): Python identifiers, separated by
+    spaces or commas; none for an empty value."""
+    names = tuple(text.replace(",", " ").split())
+    bad = [name for name in names if not name.isidentifier()]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad[0]!r} is not a parameter name")
+    return tuple(dict.fromkeys(names))
 
 
 def parse_grouping(text: str) -> str:
@@ -327,11 +329,12 @@ MARKERS: Setting[frozenset[str]] = Setting(
     help="other suites' marker names the plugin reads besides its own: lmdeploy (turbomind, pytorch, "
          "not_turbomind, not_pytorch, gpu_num_N, gpu_num_distributed_*, registered then), or none (the "
          "default: those names are other plugins' or the suite's own business).")
-BACKEND_PARAM: Setting[str | None] = Setting(
-    "lm_backend_param", parse_parameter_name, None,
-    help="the suite's own test parameter that names the backend (LMDeploy's suites: backend): each such "
-         "test needs that backend available, skips where its not_<backend> marker excludes it, and "
-         "--lm-backend=NAME deselects those of other backends.")
+BACKEND_PARAM: Setting[tuple[str, ...]] = Setting(
+    "lm_backend_param", parse_parameter_names, (),
+    help="the suite's own test parameter(s) that name the backend (LMDeploy's suites: backend), as text, "
+         "an LMDeploy engine-config class or a mapping's 'backend' entry: each such test needs that "
+         "backend available, skips where its not_<backend> marker excludes it, and --lm-backend=NAME "
+         "deselects those of other backends.")
 
 # --- fleet mode (fleet/plugin.py) ----------------------------------------------------------------
 

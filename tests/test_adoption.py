@@ -128,6 +128,102 @@ def test_the_suites_backend_parameter_under_the_opt_in(pytester: pytest.Pytester
     ])
 
 
+# LMDeploy autotest's pipeline function tests (interface/pipeline/test_pipeline_func.py): the backend
+# parameter holds LMDeploy's engine-config classes; the tools/ suites carry it in a dict parameter
+# (run_config['backend']). Stand-in classes with LMDeploy's names: the plugin never imports LMDeploy.
+LMDEPLOY_ENGINE_CLASSES = """
+import pytest
+
+
+class TurbomindEngineConfig:
+    def __init__(self, tp=1):
+        self.tp = tp
+
+
+class PytorchEngineConfig:
+    pass
+
+
+class MyPytorchConfig(PytorchEngineConfig):
+    pass
+
+
+BACKENDS_BOTH = [TurbomindEngineConfig, PytorchEngineConfig]
+
+
+def pipeline_params(models=('Qwen/Qwen3.5-35B-A3B',), backends=BACKENDS_BOTH):
+    def deco(fn):
+        fn = pytest.mark.parametrize('model', models)(fn)
+        fn = pytest.mark.parametrize('backend', backends)(fn)
+        return fn
+    return deco
+
+
+@pytest.mark.gpu_num_1
+@pipeline_params()
+def test_return_with_prompt(model, backend):
+    pass
+
+
+@pytest.mark.gpu_num_1
+@pytest.mark.parametrize('backend', [TurbomindEngineConfig(tp=2), MyPytorchConfig])
+def test_instances_and_subclasses(backend):
+    pass
+
+
+@pytest.mark.gpu_num_1
+@pytest.mark.parametrize('run_config', [{'backend': 'turbomind', 'tp': 1}, {'backend': 'pytorch', 'tp': 1}])
+def test_pipeline_chat_tp1(run_config):
+    pass
+
+
+@pytest.mark.parametrize('backend', [3, None])
+def test_not_a_backend(backend):
+    pass
+"""
+
+
+@pytest.mark.parametrize("ini", ["backend run_config", "backend, run_config"])
+def test_engine_config_classes_and_dict_parameters_name_the_backend(pytester: pytest.Pytester,
+                                                                     ini: str) -> None:
+    """101 autotest items carry an engine-config class as their `backend` parameter: under
+    --lm-backend=turbomind the [...-PytorchEngineConfig] items stayed, and where TurboMind is missing
+    the [...-TurbomindEngineConfig] items were planned to run."""
+    pytester.makepyfile(test_pipeline_func=LMDEPLOY_ENGINE_CLASSES)
+    pytester.makeini(f"[pytest]\nlm_markers = lmdeploy\nlm_backend_param = {ini}\n")
+    alone = collect(pytester, "-p", "no:lmbackend")
+    assert len(alone) == 8
+    assert collect(pytester, "--lm-hardware=h100x8+lmdeploy") == alone
+    turbomind = collect(pytester, "--lm-backend=turbomind", "--lm-hardware=h100x8+lmdeploy")
+    assert turbomind == [i for i in alone if "Pytorch" not in i and "pytorch" not in i
+                         and "run_config1" not in i and "MyPytorch" not in i]
+    assert [i.split("::")[1] for i in turbomind] == [
+        "test_instances_and_subclasses[backend0]", "test_not_a_backend[3]", "test_not_a_backend[None]",
+        "test_pipeline_chat_tp1[run_config0]",
+        "test_return_with_prompt[Qwen/Qwen3.5-35B-A3B-TurbomindEngineConfig]"]
+    # on an H100 with only LMDeploy's PyTorch engine, the TurboMind items skip naming it
+    pytorch_only = "h100x8+lmdeploy-pytorch"
+    result = pytester.runpytest("-p", "no:xdist", f"--lm-hardware={pytorch_only}", "-rs")
+    result.assert_outcomes(passed=5, skipped=3)
+    skips = [line for line in result.outlines if line.startswith("SKIPPED")]
+    assert len(skips) == 3 and all("backend turbomind needs LMDeploy's TurboMind extension" in line
+                                   for line in skips), skips
+    plan = pytester.runpytest("-p", "no:xdist", "--lm-plan", f"--lm-hardware={pytorch_only}")
+    plan.stdout.fnmatch_lines_random([
+        "*test_return_with_prompt[[]*-TurbomindEngineConfig[]]*skip:backend[[]turbomind[]]*",
+        "*test_return_with_prompt[[]*-PytorchEngineConfig[]]*run[[]pytorch[]]*",
+        "*test_pipeline_chat_tp1[[]run_config1[]]*run[[]pytorch[]]*",
+    ])
+
+
+def test_a_bad_backend_parameter_name_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass\n")
+    pytester.makeini("[pytest]\nlm_backend_param = backend run-config\n")
+    result = pytester.runpytest("-p", "no:xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*lm_backend_param*'run-config' is not a parameter name*"])
+
+
 def test_small_texts_own_pytorch_marker_is_its_own(pytester: pytest.Pytester) -> None:
     """small-text registers `pytorch` as "requires pytorch": merely installed, its torch tests ran
     skipped ("backend pytorch needs lmdeploy installed"); they pass as without the plugin."""

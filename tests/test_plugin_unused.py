@@ -61,12 +61,31 @@ def test_a_session_that_uses_nothing_loads_and_probes_nothing(pytester: pytest.P
     assert count(probes) == 0
     said = [line for line in result.outlines if "lmbackend" in line]
     assert [line for line in said if not line.startswith(("plugins:", "LM-MODULES:"))] == []
-    # the counter counts: -v reads the hardware for the header, once
+    # -v alone adds one header line and still reads nothing (every `pytest -v` of a suite, and each
+    # session pytester starts inside it, would run nvidia-smi)
     verbose = run(pytester, "-v")
+    assert count(probes) == 0
+    assert [m for m in modules(verbose) if m.startswith("pytest_lmbackend.hardware")] == []
+    said = [line for line in verbose.outlines if line.startswith("lmbackend")]
+    assert said == ["lmbackend: no lm_ option or ini key given; hardware read when a test first needs it "
+                    "(pytest-lmbackend env: now)"]
+    # the counter counts: -v with a setting reads the hardware for the header, once
+    used = run(pytester, "-v", "-o", "lm_backend=auto")
     assert count(probes) == 1
-    assert "pytest_lmbackend.hardware.probing" in modules(verbose)
-    verbose.stdout.fnmatch_lines(["lmbackend: hardware: 0 GPUs, no NVIDIA GPU found*",
-                                  "lmbackend: warning: nvidia-smi*"])
+    assert "pytest_lmbackend.hardware.probing" in modules(used)
+    used.stdout.fnmatch_lines(["lmbackend: hardware: 0 GPUs, no NVIDIA GPU found*",
+                               "lmbackend: warning: nvidia-smi*"])
+
+
+def test_xdist_verbose_session_that_uses_nothing_probes_nothing(pytester: pytest.Pytester,
+                                                               probes: Path) -> None:
+    """pytest-xdist's own acceptance runs (``-n2 --dist=loadscope -v``) probed three times: the
+    controller for its header, each worker too."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_one="def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+    result = run(pytester, "-n", "2", "--dist=loadscope", "-v")
+    result.assert_outcomes(passed=2)
+    assert count(probes) == 0
 
 
 def test_a_setting_alone_reads_no_hardware(pytester: pytest.Pytester, probes: Path) -> None:

@@ -190,7 +190,7 @@ def test_the_header_notes_an_installed_lmdeploy_newer_than_the_rules(
     (site / "lmdeploy-0.19.0.dist-info").mkdir(parents=True)  # metadata only: nothing to import
     monkeypatch.syspath_prepend(str(site))
     pytester.makepyfile("def test_x(): pass")
-    # a session that uses no lm_ option shows pytest's own header unless -v
+    # a session that uses no lm_ option shows pytest's own header unless -v; -v notes it, probing nothing
     result = pytester.runpytest("-p", "no:xdist", "-v")
     result.stdout.fnmatch_lines([
         "lmbackend: LMDeploy 0.19.0 (installed) is newer than the newest rules known here (0.18.0): "
