@@ -31,7 +31,7 @@ ENGINE_CONFIG_CLASSES: Mapping[str, str] = MappingProxyType(
     {"TurbomindEngineConfig": "turbomind", "PytorchEngineConfig": "pytorch"}
 )
 GPU_NUM_MARKERS: tuple[str, ...] = tuple(f"gpu_num_{n}" for n in range(1, 17))
-_GPU_NUM = re.compile(r"gpu_num_(\d+)\Z")
+_GPU_NUM = re.compile(r"gpu_num_([0-9]+)\Z")  # ASCII digits: gpu_num_٣ is not LMDeploy's
 DISTRIBUTED_PREFIX = "gpu_num_distributed_"
 MARKER_SETS: tuple[str, ...] = ("lmdeploy",)  # what ``lm_markers`` may name
 

@@ -47,6 +47,13 @@ def test_lmdeploy_names_are_read_only_where_the_suite_opts_in() -> None:
     assert got.requirements[1].layouts[0].name == "tp16"
 
 
+def test_gpu_num_counts_in_ascii_digits_only() -> None:
+    """``gpu_num_٣`` is a valid Python name but not LMDeploy's marker: it was read as 3 GPUs."""
+    other = pytest.Mark("gpu_num_\u0663", (), {}, _ispytest=True)  # not registered: no pytest.mark
+    assert marks(other) == ItemMarks()
+    assert [r.gpus for r in marks(pytest.mark.gpu_num_3.mark).requirements] == [3]
+
+
 def test_closest_lm_backend_wins_and_meets_aliases() -> None:
     pt_tf = pytest.mark.lm_backend("pytorch", "transformers").mark
     got = marks(pt_tf, pytest.mark.lm_backend("turbomind").mark)

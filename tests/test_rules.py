@@ -328,7 +328,7 @@ def test_resolve_release(spec: str, release: str) -> None:
     assert resolve_release(spec) == release
 
 
-@pytest.mark.parametrize("spec", ["0.3.0", "latest", "", "0.x", "1"])
+@pytest.mark.parametrize("spec", ["0.3.0", "latest", "", "0.x", "1", "0.١٨.0", "٠.18.0", "0.18.0rc١"])
 def test_unknown_release_is_typed_and_lists_releases(spec: str) -> None:
     with pytest.raises(UnknownReleaseError) as info:
         resolve_release(spec)

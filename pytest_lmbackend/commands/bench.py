@@ -34,10 +34,10 @@ EXIT_OK, EXIT_FAILED_ROUND, EXIT_USAGE = 0, 1, 2
 
 def _int_at_least(low: int) -> Any:
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        digits = text.strip().removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()):  # int() alone takes '١' and '²'... and '1_0'
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+        value = int(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value
@@ -47,11 +47,13 @@ def _int_at_least(low: int) -> Any:
 
 def _seconds(text: str) -> float:
     try:
+        if not text.isascii() or "_" in text:  # float() alone takes '١٠' and '1_0'
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not 0 < value < 10**9:  # nan and inf too: a wait on inf seconds overflows
+        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
     return value
 
 
