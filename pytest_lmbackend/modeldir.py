@@ -242,6 +242,7 @@ def write_model_dir(
     if weights:
         filled = transformers_config(cfg, path=folder / "config.json")
         shapes = _checked_shapes(filled, cfg, folder / "config.json", max_parameters)
+        dtype_name, std = _weight_settings(cfg, folder / "config.json")
         cfg.update((k, v) for k, v in filled.items() if k not in cfg)
     vocab_size = _vocab_size(cfg, folder) if tokenizer else 0
     if tokenizer and vocab_size < MIN_VOCAB_SIZE:
@@ -264,7 +265,7 @@ def write_model_dir(
             },
         )
     if weights:
-        _write_weights(folder, cfg, shapes, seed)
+        _write_weights(folder, shapes, seed, dtype_name, std)
     _write_json(folder / "config.json", cfg)
     if workspace:
         _write_workspace(folder, cfg)
@@ -466,22 +467,31 @@ def _checked_shapes(filled: Mapping[str, Any], given: Mapping[str, Any], path: P
             "shrink hidden_size, num_hidden_layers or vocab_size, or raise max_parameters",
             path=path,
         )
-    dtype_name = given.get("dtype") or given.get("torch_dtype") or "bfloat16"
-    if dtype_name not in _DTYPES:
-        raise ModelDirError(f"{dtype_name!r} is not one of {', '.join(_DTYPES)}", field="dtype", path=path)
     return shapes
 
 
+def _weight_settings(config: Mapping[str, Any], path: Path) -> tuple[str, float]:
+    """The weights' dtype (``dtype``, else ``torch_dtype``, else bfloat16) and the spread of their
+    random values (``initializer_range``), checked before any file is written."""
+    key = "dtype" if config.get("dtype") is not None else "torch_dtype"
+    name = config.get(key) or "bfloat16"
+    if not isinstance(name, str) or name.removeprefix("torch.") not in _DTYPES:
+        raise ModelDirError(f"{name!r} is not one of {', '.join(_DTYPES)}", field=key, path=path)
+    std = config.get("initializer_range", 0.02)
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 <= std <= 1e3:
+        raise ModelDirError(f"must be a number from 0 to 1000, got {std!r}", field="initializer_range",
+                            path=path)
+    return name.removeprefix("torch."), float(std)
+
+
 def _write_weights(
-    folder: Path, config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], seed: int
+    folder: Path, shapes: Mapping[str, tuple[int, ...]], seed: int, dtype_name: str, std: float
 ) -> None:
-    dtype_name = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
     import torch
     from safetensors.torch import save_file
 
     dtype = getattr(torch, dtype_name)
     gen = torch.Generator().manual_seed(seed)
-    std = float(config.get("initializer_range", 0.02))
     tensors: dict[str, Any] = {}
     for name, shape in shapes.items():
         if name.endswith("norm.weight"):

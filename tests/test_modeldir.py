@@ -140,6 +140,23 @@ def test_weights_of_a_real_sized_config_are_refused_before_any_file(tmp_path: Pa
     assert not (tmp_path / "small").exists()
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("torch_dtype", "cuda"), ("torch_dtype", "nonsense"), ("dtype", 16), ("torch_dtype", "int8"),
+     ("initializer_range", "0.02"), ("initializer_range", float("nan")), ("initializer_range", True),
+     ("initializer_range", -1)],
+)
+def test_weights_of_a_bad_dtype_or_spread_are_refused_naming_the_field(tmp_path: Path, field: str,
+                                                                       value: object) -> None:
+    """``getattr(torch, "cuda")`` took the module as a dtype, 'nonsense' raised AttributeError and a text
+    spread ValueError, from deep inside, after the tokenizer was written."""
+    config = {k: v for k, v in tiny_llama_config().items() if k not in ("dtype", "torch_dtype")}
+    config[field] = value
+    with pytest.raises(ModelDirError, match=f"field '{field}'"):
+        write_model_dir(tmp_path / "m", config, weights=True, tokenizer=True)
+    assert not (tmp_path / "m").exists()
+
+
 def test_tokenizer_rejects_a_vocabulary_below_the_byte_alphabet(tmp_path: Path) -> None:
     with pytest.raises(ModelDirError, match="vocab_size"):
         write_tokenizer(tmp_path, vocab_size=MIN_VOCAB_SIZE - 1)

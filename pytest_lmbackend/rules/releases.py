@@ -79,6 +79,9 @@ class UnknownReleaseError(ValueError):
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.?post(\d+))?$", re.ASCII)  # int() reads '١'
 
 
+_PRE_RELEASE = re.compile(r"^v?(\d+\.\d+(?:\.\d+)?)(?:(a|b|rc|\.dev)\d*)?(?:\+[A-Za-z0-9.]+)?$", re.ASCII)
+
+
 def _key(spec: str) -> tuple[int, int, int, int] | None:
     match = _VERSION.match(spec.strip())
     if match is None:
@@ -97,7 +100,7 @@ def _spec_key(spec: str) -> tuple[int, int, int, int]:
     if key is None:
         # Pre-releases and local builds (0.14.0a1, 0.7.3+cu118, 0.10.0rc1) keep the rules of the release
         # before them: strip the suffix and step just below the release they lead up to.
-        match = re.match(r"^v?(\d+\.\d+(?:\.\d+)?)(?:(a|b|rc|\.dev)\d*)?(?:\+[A-Za-z0-9.]+)?$", text, re.ASCII)
+        match = _PRE_RELEASE.match(text)
         if match is None:
             raise UnknownReleaseError(spec, "not a version number")
         base = _key(match.group(1))
