@@ -22,6 +22,14 @@ if TYPE_CHECKING:  # imported in the fixtures' bodies: loading the plugin stays 
 ModelDirFactory = Callable[..., Path]
 
 
+def _failure(message: str) -> BaseException:
+    """A fixture's failure: one line, text from config files, model ids and engines escaped
+    (``display.printable``), no traceback into the plugin."""
+    from pytest_lmbackend.display import printable
+
+    return pytest.fail.Exception(printable(message), pytrace=False)
+
+
 def _state(request: pytest.FixtureRequest) -> LmSession:
     from pytest_lmbackend.session import session_state
 
@@ -33,7 +41,7 @@ def _item_marks(request: pytest.FixtureRequest, fixture: str) -> ItemMarks:
 
     marks: ItemMarks | None = request.node.stash.get(MARKS_KEY, None)
     if marks is None:
-        pytest.fail(f"{fixture} is for test functions collected by pytest-lmbackend", pytrace=False)
+        raise _failure(f"{fixture} is for test functions collected by pytest-lmbackend")
     return marks
 
 
@@ -42,7 +50,7 @@ def _outcome(request: pytest.FixtureRequest, fixture: str) -> ItemOutcome:
 
     outcome: ItemOutcome | None = request.node.stash.get(OUTCOME_KEY, None)
     if outcome is None:
-        pytest.fail(f"{fixture}: this item was not evaluated by pytest-lmbackend at setup", pytrace=False)
+        raise _failure(f"{fixture}: this item was not evaluated by pytest-lmbackend at setup")
     return outcome
 
 
@@ -53,10 +61,10 @@ def lm_backend(request: pytest.FixtureRequest) -> str:
 
     outcome: ItemOutcome | None = request.node.stash.get(OUTCOME_KEY, None)
     if outcome is None or outcome.backend is None:
-        pytest.fail(f"{request.node.nodeid}: lm_backend: no backend was chosen for this item: the backend "
-                    "is decided at collection, so name lm_backend among the test's arguments (or mark it "
-                    "with lm_backend(...) / turbomind / pytorch) rather than asking for it with "
-                    "request.getfixturevalue", pytrace=False)
+        raise _failure(f"{request.node.nodeid}: lm_backend: no backend was chosen for this item: the backend "
+                       "is decided at collection, so name lm_backend among the test's arguments (or mark it "
+                       "with lm_backend(...) / turbomind / pytorch) rather than asking for it with "
+                       "request.getfixturevalue")
     return outcome.backend
 
 
@@ -67,7 +75,7 @@ def lm_detection(request: pytest.FixtureRequest) -> Detection:
 
     marks = _item_marks(request, "lm_detection")
     if marks.model is None:
-        pytest.fail(f"{request.node.nodeid}: lm_detection needs @pytest.mark.lm_model(source)", pytrace=False)
+        raise _failure(f"{request.node.nodeid}: lm_detection needs @pytest.mark.lm_model(source)")
     outcome: ItemOutcome | None = request.node.stash.get(OUTCOME_KEY, None)
     if outcome is not None and outcome.detection is not None:
         return outcome.detection
@@ -76,7 +84,7 @@ def lm_detection(request: pytest.FixtureRequest) -> Detection:
     try:
         return _state(request).detect(marks.model)
     except ConfigError as exc:  # names file and field; a bug in rules/ stays a traceback
-        raise pytest.fail.Exception(f"{marks.model.describe()}: {exc}", pytrace=False) from None
+        raise _failure(f"{marks.model.describe()}: {exc}") from None
 
 
 @pytest.fixture(scope="session")
@@ -101,10 +109,10 @@ def lm_backend_config(request: pytest.FixtureRequest, lm_backend: str) -> Any:
     try:
         return engine_config(lm_backend, options)
     except EngineOptionError as exc:
-        raise pytest.fail.Exception(f"{request.node.nodeid}: {exc}", pytrace=False) from None
+        raise _failure(f"{request.node.nodeid}: {exc}") from None
     except ImportError as exc:
         message = f"{request.node.nodeid}: backend {lm_backend} cannot start here: {exc}"
-        raise pytest.fail.Exception(message, pytrace=False) from None
+        raise _failure(message) from None
 
 
 @pytest.fixture(scope="session")  # a factory: every call makes a new folder, so one serves everybody
@@ -168,7 +176,7 @@ def lm_pipeline(
 
     marks = _item_marks(request, "lm_pipeline")
     if marks.model is None:
-        pytest.fail(f"{request.node.nodeid}: lm_pipeline needs @pytest.mark.lm_model(source)", pytrace=False)
+        raise _failure(f"{request.node.nodeid}: lm_pipeline needs @pytest.mark.lm_model(source)")
     state = _state(request)
     options = _engine_options(request, marks)
     model_dir = _model_dir(marks.model, _lm_synthetic_models, tmp_path_factory)
@@ -192,10 +200,10 @@ def lm_pipeline(
     try:
         return lm_pipeline_cache.get(key, build)
     except (pl.FallbackError, pl.EngineOptionError) as exc:
-        raise pytest.fail.Exception(f"{request.node.nodeid}: {exc}", pytrace=False) from None
+        raise _failure(f"{request.node.nodeid}: {exc}") from None
     except ImportError as exc:  # e.g. a fake profile claims packages this interpreter lacks
         message = f"{request.node.nodeid}: backend {lm_backend} cannot start here: {exc}"
-        raise pytest.fail.Exception(message, pytrace=False) from None
+        raise _failure(message) from None
     except Exception as exc:
         hint = _no_weights(model_dir)
         if hint is None:
@@ -204,7 +212,7 @@ def lm_pipeline(
         # cause is plain
         message = (f"{request.node.nodeid}: backend {lm_backend} could not start on {hint} "
                    f"({type(exc).__name__}: {str(exc)[:300]})")
-        raise pytest.fail.Exception(message, pytrace=False) from None
+        raise _failure(message) from None
 
 
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.safetensors.index.json",
@@ -232,15 +240,15 @@ def _model_dir(model: ModelBinding, made: dict[str, Path], factory: pytest.TempP
                     factory.mktemp("lm_synthetic"), config, weights=True, tokenizer=True))
             except (ValueError, ConfigError) as exc:  # ModelDirError names the field
                 message = f"lm_model({model.given!r}, synthetic=True): {exc}"
-                raise pytest.fail.Exception(message, pytrace=False) from None
+                raise _failure(message) from None
         return str(made[model.key])
     if not isinstance(model.source, str):
-        pytest.fail(f"lm_pipeline needs model weights; lm_model({model.given}) is a config mapping: add "
-                    "synthetic=True for tiny random weights built from it", pytrace=False)
+        raise _failure(f"lm_pipeline needs model weights; lm_model({model.given}) is a config mapping: add "
+                       "synthetic=True for tiny random weights built from it")
     try:
         return read_config(model.source).folder or model.source
     except ConfigError as exc:
-        raise pytest.fail.Exception(f"lm_model({model.given!r}): {exc}", pytrace=False) from None
+        raise _failure(f"lm_model({model.given!r}): {exc}") from None
 
 
 def _no_weights(folder: str) -> str | None:

@@ -306,6 +306,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not asking:
         return  # a session that uses nothing of the plugin pays nothing more
     config.stash[_ASKED_KEY] = True
+    from pytest_lmbackend.display import printable
     from pytest_lmbackend.markers import MarkerError, parse_marks
     from pytest_lmbackend.selection import group_by_engine, is_backend_bound, needs_engine
     from pytest_lmbackend.session import BOUND_KEY, ENGINE_KEY, MARKS_KEY, PARAM_KEY, SUITE_BACKEND_KEY
@@ -320,7 +321,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             )
             marks = _one_requirement(marks, item.nodeid)
         except (MarkerError, ValueError) as exc:  # RequirementError is a ValueError naming the test
-            errors.append(str(exc))
+            errors.append(printable(exc))
             continue
         item.stash[MARKS_KEY] = marks
         bound = item.stash[BOUND_KEY] = is_backend_bound(item.fixturenames, marks)
@@ -401,7 +402,9 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             rows.append(PlanRow(item.nodeid, tuple(
                 skipped.outcome() if skipped else _evaluate(state, item, view=n) for n in range(len(views)))))
     except (SetupError, BackendCheckError) as exc:
-        raise pytest.UsageError(str(exc)) from exc
+        from pytest_lmbackend.display import printable
+
+        raise pytest.UsageError(printable(exc)) from exc
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     lines = [f"lm-plan: {len(items)} tests, --lm-backend={state.options.backend}, "
              f"LMDeploy rules {state.release}; nothing was run", "",
@@ -438,7 +441,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     try:
         outcome = _evaluate(state, item)
     except (SetupError, BackendCheckError) as exc:
-        raise pytest.fail.Exception(str(exc), pytrace=False) from None
+        from pytest_lmbackend.display import printable
+
+        raise pytest.fail.Exception(printable(exc), pytrace=False) from None
     item.stash[OUTCOME_KEY] = outcome
     verdict = outcome.verdict
     if verdict is None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_lmbackend.backends import Registry, RunnerFacts, facts_from_hardware
+from pytest_lmbackend.display import printable
 from pytest_lmbackend.markers import ItemMarks, ModelBinding
 from pytest_lmbackend.selection import ItemOutcome, evaluate_item
 from pytest_lmbackend.settings import BackendMode
@@ -178,7 +179,7 @@ def _make_state(config: pytest.Config) -> LmSession:
         registry = build_registry(extra)
         check_backend_names(options.backend, registry, options.backend_origin)
     except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from exc
+        raise pytest.UsageError(printable(exc)) from exc
     state = LmSession(options=options, registry=registry)
     try:
         if options.hardware:  # a bad profile is a usage error now, not a failure in every test
@@ -187,7 +188,7 @@ def _make_state(config: pytest.Config) -> LmSession:
         if options.lmdeploy is not None:
             _ = state.release
     except SetupError as exc:
-        raise pytest.UsageError(str(exc)) from exc
+        raise pytest.UsageError(printable(exc)) from exc
     return state
 
 

@@ -225,7 +225,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         python = requested(config)
     except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        from pytest_lmbackend.display import printable
+
+        raise pytest.UsageError(printable(exc)) from None
     if python is not None:
         config.stash[VERIFIER_KEY] = Verifier(python)
 

@@ -68,6 +68,32 @@ def test_gpu_names_of_a_profile_reach_the_pytest_header_skips_summary_and_plan_e
     assert run.stdout.str().count("NVIDIA\\x00 H100") >= 5  # header (2 GPUs), summary, skip lines
 
 
+def test_a_model_folders_name_in_a_fixtures_failure_and_a_usage_error_is_escaped(
+        pytester: pytest.Pytester) -> None:
+    """A fixture's failure (lm_detection on a folder without config.json) and a usage error (a bad
+    profile) quote paths from outside: they printed ESC and newlines raw."""
+    name = "m\x1b[2J\x1b[H\nlmbackend: FORGED"
+    (pytester.path / name).mkdir()
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.lm_model({name!r})
+        def test_detect(lm_detection):
+            pass
+    """)
+    failed = pytester.runpytest_subprocess("-p", "no:xdist", "--lm-hardware=cpu")
+    failed.assert_outcomes(errors=1)
+    bad = pytester.path / "bad\x1b[31m.toml"
+    bad.write_text("gpus = 3\n")
+    usage = pytester.runpytest_subprocess("-p", "no:xdist", f"--lm-hardware={bad}")
+    assert usage.ret == pytest.ExitCode.USAGE_ERROR
+    for result, shown in ((failed, "m\\x1b[2J\\x1b[H\\nlmbackend: FORGED"), (usage, "bad\\x1b[31m.toml")):
+        out = result.stdout.str() + result.stderr.str()
+        assert _safe(out.replace("\n", "")), out
+        assert not any(line.startswith("lmbackend: FORGED") for line in out.splitlines())
+        assert shown in out, out
+
+
 def test_env_escapes_a_profiles_gpu_names_and_its_json_keeps_them(tmp_path: Path) -> None:
     profile = _hostile_profile(tmp_path)
     text = subprocess.run([sys.executable, "-m", "pytest_lmbackend", "env", "--hardware", str(profile)],

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_lmbackend import settings
+from pytest_lmbackend.display import printable
 
 if TYPE_CHECKING:
     from pytest_lmbackend.backends import RunnerFacts
@@ -104,7 +105,7 @@ def configure(config: pytest.Config, state: LmSession) -> None:
         index = (None if settings.runner is None
                  else find_runner(runners, settings.runner, origin=settings.runner_origin))
     except FleetError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        raise pytest.UsageError(printable(exc)) from None
     plugin = FleetPlugin(config, state, runners, index, settings, plan=plan)
     if index is not None and not plan and not hasattr(config, "workerinput"):
         plugin.check_runner()  # once, where the job starts; xdist workers hold a slice of it
@@ -177,7 +178,7 @@ class FleetPlugin:
             actual = self.state.hardware
             availability = self.state.registry.availability(self.state.facts())
         except (SetupError, BackendCheckError) as exc:
-            raise pytest.UsageError(str(exc)) from None
+            raise pytest.UsageError(printable(exc)) from None
         problems = missing(runner.hardware, actual, [n for n, why in availability.items() if why is None])
         if problems:
             where = (f"profile {actual.profile!r}, faked" if actual.source == "profile"
@@ -255,7 +256,7 @@ class FleetPlugin:
         try:
             judged = [self.judge(item) for item in items]
         except (SetupError, BackendCheckError) as exc:
-            raise pytest.UsageError(str(exc)) from None
+            raise pytest.UsageError(printable(exc)) from None
         return assign((j for j, _ in judged), self.names), judged
 
     @pytest.hookimpl(trylast=True)  # after -m / -k and the plugin's own reading of markers
