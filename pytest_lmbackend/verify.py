@@ -103,19 +103,23 @@ def ask(oracle: Oracle, sources: Sequence[str | Mapping[str, Any]], labels: Sequ
             for label, mine, theirs in zip(labels, ours, answers, strict=True)]
 
 
-def default_python() -> str:
-    """This interpreter, when it has LMDeploy (found by metadata or ``find_spec``: never imported)."""
+def default_python(origin: str = OPTION, how: str = f"{OPTION}=/path/to/python") -> str:
+    """This interpreter, when it has LMDeploy (found by metadata or ``find_spec``: never imported).
+
+    :param origin: what asked (the error's prefix); :param how: how to name another interpreter.
+    """
     import importlib.util
 
     from pytest_lmbackend.rules.releases import installed_lmdeploy
 
     if installed_lmdeploy() is None and importlib.util.find_spec("lmdeploy") is None:
-        raise ValueError(f"{OPTION}: lmdeploy is not installed in this interpreter ({sys.executable}); "
-                         f"name one that has it: {OPTION}=/path/to/python")
+        raise ValueError(f"{origin}: lmdeploy is not installed in this interpreter ({sys.executable}); "
+                         f"name one that has it: {how}")
     return sys.executable
 
 
-def interpreter(text: str, origin: str = OPTION) -> str:
+def interpreter(text: str, origin: str = OPTION,
+                how: str = f"write {OPTION}=PYTHON, or put the option after the test paths") -> str:
     """A Python interpreter given by path (or found on PATH): an executable file, not a folder."""
     import shutil
 
@@ -126,8 +130,7 @@ def interpreter(text: str, origin: str = OPTION) -> str:
     if found:
         return found
     why = "a folder" if path.is_dir() else "not an executable file"
-    raise ValueError(f"{origin}: {text!r} is {why}, not a Python interpreter (write {OPTION}=PYTHON, "
-                     "or put the option after the test paths)")
+    raise ValueError(f"{origin}: {text!r} is {why}, not a Python interpreter ({how})")
 
 
 def parse_setting(text: str) -> str:

@@ -94,7 +94,19 @@ def test_json_and_agreement(tmp_path: Path, models: Path, capsys: pytest.Capture
 ])
 def test_usage_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", *args]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert "--lm-verify-rules" not in err  # the CLI's own spelling, not the pytest option's
+
+
+def test_no_interpreter_given_and_none_here_says_how_to_name_one(
+        models: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("pytest_lmbackend.rules.releases.installed_lmdeploy", lambda: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    assert main(["audit", str(models)]) == 2
+    err = capsys.readouterr().err
+    assert "audit: lmdeploy is not installed in this interpreter" in err
+    assert "--python /path/to/python" in err and "--lm-verify-rules" not in err
 
 
 def test_an_interpreter_without_lmdeploy(models: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -141,14 +141,16 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
     out = out or sys.stdout
     try:
-        python = interpreter(args.python, "--python") if args.python else default_python()
+        how = "python -m pytest_lmbackend audit --python PATH DIR..."
+        python = (interpreter(args.python, "--python", how=how) if args.python
+                  else default_python("audit", how="--python /path/to/python"))
         folders = model_folders(args.dirs)
         if args.lmdeploy is not None:
             resolve_release(args.lmdeploy)
         if args.workers < 1:
             raise ValueError(f"--workers {args.workers}: at least 1")
     except (ValueError, UnknownReleaseError) as exc:
-        commands.error(args, str(exc).removeprefix("--lm-verify-rules: "))
+        commands.error(args, str(exc))
         return 2
     try:
         with Oracle(args.lmdeploy or "?", python=Path(python), workers=args.workers, timeout=120) as oracle:
