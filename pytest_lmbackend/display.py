@@ -27,3 +27,11 @@ def _escape(char: str) -> str:
         return short
     code = ord(char)
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def printable_block(text: object) -> str:
+    """``text`` of several lines (a child process's error output) with its line breaks kept and every
+    line made safe by ``printable``; the lines after the first are indented, so none can pass for a
+    line of the program's own."""
+    lines = str(text).replace("\r\n", "\n").split("\n")
+    return "\n".join([printable(lines[0]), *("    " + printable(line) for line in lines[1:])])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_lmbackend.display import printable
+from pytest_lmbackend.display import printable, printable_block
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = "NVIDIA\x00 H100\x1b[2J\x1b[H\r\nlmbackend: FORGED\x07\x9b31m\u202eevil\u2028x\ud800"
@@ -33,6 +33,25 @@ def test_ordinary_text_is_kept_as_it_is() -> None:
     for text in ("NVIDIA H100 80GB HBM3", "Qwen2VLForConditionalGeneration", "模型 é ü", "a\u00a0b", "x\\y"):
         assert printable(text) == text
     assert printable(3) == "3"
+
+
+def test_a_block_keeps_its_lines_indented_and_each_escaped() -> None:
+    assert printable_block("oracle: exited (1)\nImportError: \x1b[2Jx\r\nlmbackend: FORGED") == (
+        "oracle: exited (1)\n    ImportError: \\x1b[2Jx\n    lmbackend: FORGED")
+    assert printable_block("one line") == "one line"
+
+
+def test_an_oracle_error_carrying_a_workers_output_is_shown_escaped(tmp_path: Path) -> None:
+    worker = tmp_path / "python"
+    worker.write_text("#!/bin/sh\nprintf 'boom\\033[2J\\nlmbackend: FORGED\\n' >&2\nexit 1\n")
+    worker.chmod(0o755)
+    from pytest_lmbackend.oracle.bridge import Oracle, OracleError
+
+    with pytest.raises(OracleError) as info:
+        Oracle("0.18.0", python=worker, timeout=5)
+    shown = printable_block(f"oracle: {info.value}")
+    assert "\x1b" not in shown and "boom\\x1b[2J" in shown
+    assert not any(line.startswith("lmbackend: FORGED") for line in shown.splitlines())
 
 
 def _hostile_profile(folder: Path) -> Path:

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_lmbackend.display import printable_block
+
 from .bridge import Answer, Oracle, OracleError
 from .venv import HOME_ENV, VenvError, build
 
@@ -20,7 +22,7 @@ def _cmd_setup(args: argparse.Namespace) -> int:
         try:
             python = build(release, transformers=args.transformers, home=home, force=args.force)
         except (VenvError, OSError, subprocess.CalledProcessError) as exc:
-            print(f"lmdeploy {release}: {exc}", file=sys.stderr)
+            print(printable_block(f"lmdeploy {release}: {exc}"), file=sys.stderr)
             rc = 1
             continue
         print(f"lmdeploy {release}: {python}")
@@ -53,7 +55,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             for path, answer in zip(args.paths, oracle.detect(args.paths), strict=True):
                 print(json.dumps(json_record(path, oracle.info.get("lmdeploy"), answer)))
     except (OracleError, VenvError) as exc:
-        print(f"oracle: {exc}", file=sys.stderr)
+        print(printable_block(f"oracle: {exc}"), file=sys.stderr)
         return 1
     return 0
 
