@@ -109,9 +109,11 @@ def format_plan(rows: Sequence[PlanRow], columns: Sequence[str], *,
     return lines
 
 
-def profile_lines(hardware: Hardware, availability: Mapping[str, str | None]) -> list[str]:
+def profile_lines(hardware: Hardware, availability: Mapping[str, str | None],
+                  release: str | None = None) -> list[str]:
     """One profile of a several-profile plan in brief, for the header: its GPUs by kind, driver and
-    CUDA, packages, and the backends available there; then its warnings."""
+    CUDA, packages, the backends available there and the LMDeploy release whose rules decide there;
+    then its warnings."""
     from pytest_lmbackend.hardware import (
         TURBOMIND_KEY,
         describe_package,
@@ -137,7 +139,8 @@ def profile_lines(hardware: Hardware, availability: Mapping[str, str | None]) ->
     where = (f"profile {hardware.profile!r}" if hardware.source == "profile"
              else f"this machine ({hardware.source})")
     lines = [f"{where}: {gpus}{npu}; driver {hardware.driver or 'none'}, CUDA {hardware.cuda or 'none'}; "
-             f"packages: {packages or 'none notable'}; backends available: {', '.join(ready) or 'none'}",
+             f"packages: {packages or 'none notable'}; backends available: {', '.join(ready) or 'none'}"
+             f"{'' if release is None else '; LMDeploy rules ' + release}",
              *(f"  warning: {w}" for w in hardware.warnings)]
     return [printable(line) for line in lines]  # a profile's GPU names and fields
 

@@ -407,7 +407,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         raise pytest.UsageError(printable(exc)) from exc
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     lines = [f"lm-plan: {len(items)} tests, --lm-backend={state.options.backend}, "
-             f"LMDeploy rules {state.release}; nothing was run", "",
+             f"LMDeploy rules {_rules_of(state)}; nothing was run", "",
              *format_plan(rows, columns, require=state.options.require)]
     if reporter is not None:
         reporter.section("lm-plan", sep="=")
@@ -514,7 +514,7 @@ def _hardware_report(state: LmSession) -> list[str]:
             return _plan_header(state)
         hardware = state.hardware
         facts = state.facts()
-        release: str | None = state.release
+        release: str | None = state.release_for(0)
     except SetupError as exc:
         return [f"lmbackend: {exc}"]
     lines = header_lines(hardware)
@@ -532,14 +532,21 @@ def _plan_header(state: LmSession) -> list[str]:
 
     views = state.hardware_views()
     lines = [f"lmbackend: --lm-plan over {len(views)} profiles; --lm-backend={state.options.backend}; "
-             f"LMDeploy rules {state.release}"]
+             f"LMDeploy rules {_rules_of(state)}"]
     for n, hardware in enumerate(views):
         try:
             availability = state.registry.availability(state.facts(n))
         except BackendCheckError as exc:
             return [*lines, f"lmbackend: ERROR: {exc}"]
-        lines += [f"lmbackend:   {line}" for line in profile_lines(hardware, availability)]
+        brief = profile_lines(hardware, availability, state.release_for(n))
+        lines += [f"lmbackend:   {line}" for line in brief]
     return lines
+
+
+def _rules_of(state: LmSession) -> str:
+    """The release whose rules decide, or that each profile states its own."""
+    releases = {state.release_for(n) for n in range(len(state.hardware_views()))}
+    return releases.pop() if len(releases) == 1 else "per profile (the LMDeploy each states, else the newest)"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

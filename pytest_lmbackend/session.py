@@ -86,6 +86,21 @@ class LmSession:
                 raise SetupError(f"--lm-lmdeploy={self.options.lmdeploy}: {exc}") from exc
         return self._release
 
+    def release_for(self, view: int = 0) -> str:
+        """The release whose rules decide on hardware ``view``: ``--lm-lmdeploy`` when given; on a
+        fake profile the LMDeploy it states (``h100x8+lmdeploy=0.14.0``), else the newest known, as
+        for a runner of a fleet; on the probed machine the installed release, else the newest."""
+        if self.options.lmdeploy or not self.options.hardware:
+            return self.release
+        from pytest_lmbackend.rules import UnknownReleaseError
+        from pytest_lmbackend.rules.releases import stated_release
+
+        hardware = self.hardware_views()[view]
+        try:
+            return stated_release(None, hardware.packages.get("lmdeploy"))
+        except UnknownReleaseError as exc:
+            raise SetupError(f"{self.options.hardware_origin}: profile {hardware.name}: {exc}") from exc
+
     def detect(self, model: ModelBinding, release: str | None = None) -> Detection:
         """The model's detection under ``release`` (default: the session's), computed once per pair.
 
@@ -114,7 +129,7 @@ class LmSession:
             return ItemOutcome(None, None, None)  # nothing to judge: the hardware is not read for it
         return self.evaluate_on(self.hardware_views()[view], self.facts(view), marks, param=param,
                                 backend_bound=backend_bound, gpus=gpus, suite_backend=suite_backend,
-                                engine=engine)
+                                engine=engine, release=self.release_for(view))
 
     def forget_hardware(self) -> None:
         """Read the hardware again when next needed: this process's ``CUDA_VISIBLE_DEVICES`` changed (an

@@ -39,10 +39,10 @@ def write_models(pytester: pytest.Pytester) -> None:
 
 
 def write_profile(pytester: pytest.Pytester, name: str, *, turbomind: bool, gpus: int = 1,
-                  capability: str = "9.0") -> str:
-    packages = {"lmdeploy": "0.18.0", "torch": "2.11.0", "transformers": "5.17.0"}
+                  capability: str = "9.0", lmdeploy: str = "0.18.0") -> str:
+    packages = {"lmdeploy": lmdeploy, "torch": "2.11.0", "transformers": "5.17.0"}
     if turbomind:
-        packages["lmdeploy.turbomind"] = "0.18.0"
+        packages["lmdeploy.turbomind"] = lmdeploy
     data = {"name": name, "cuda": "13.0", "driver": "580.159.04", "packages": packages,
             "gpus": [{"name": "NVIDIA H100 80GB HBM3", "capability": capability, "memory_total": "80GiB",
                       "count": gpus}] if gpus else []}
@@ -84,6 +84,24 @@ def test_release_decides_auto(suite: pytest.Pytester) -> None:
     result = suite.runpytest(f"--lm-hardware={profile}", "--lm-lmdeploy=0.10.2", "-q")
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(["*assert 'turbomind' == 'pytorch'*"])
+
+
+def test_a_profiles_stated_lmdeploy_decides_auto_unless_lm_lmdeploy_is_given(suite: pytest.Pytester) -> None:
+    """A fake runner's rules were this machine's installed (else the newest) release, whatever LMDeploy
+    the profile stated; a fleet's runners already used their own."""
+    old = write_profile(suite, "h100-old", turbomind=True, lmdeploy="0.10.2")
+    result = suite.runpytest(f"--lm-hardware={old}", "-q")
+    result.assert_outcomes(passed=4, failed=1)  # Mistral on TurboMind under 0.10.2
+    result.stdout.fnmatch_lines(["*assert 'turbomind' == 'pytorch'*"])
+    suite.runpytest(f"--lm-hardware={old}", "--lm-lmdeploy=0.18.0").assert_outcomes(passed=5)
+    # +lmdeploy=VERSION states it too; the plan shows each profile's release
+    plan = suite.runpytest("--lm-plan", "--lm-hardware=h100+lmdeploy=0.10.2,h100+lmdeploy", "-v")
+    plan.stdout.fnmatch_lines([
+        "lmbackend: --lm-plan over 2 profiles; --lm-backend=auto; LMDeploy rules per profile*",
+        "lmbackend:   profile 'h100+lmdeploy=0.10.2': *; LMDeploy rules 0.10.2",
+        "lmbackend:   profile 'h100+lmdeploy': *; LMDeploy rules 0.18.0",
+        "*test_pt_model * run[[]turbomind[]] * run[[]pytorch[]]*",
+    ])
 
 
 def test_all_parametrizes_over_every_registered_backend(suite: pytest.Pytester) -> None:

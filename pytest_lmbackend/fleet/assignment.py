@@ -88,10 +88,9 @@ def find_runner(runners: Sequence[Runner], name: str, *, origin: str) -> int:
 def runner_release(hardware: Hardware, chosen: str | None) -> str:
     """The LMDeploy release whose rules decide for a runner: ``--lm-lmdeploy`` when given, else the
     LMDeploy its profile states, else the newest known; never what this machine has installed."""
-    from pytest_lmbackend.rules import KNOWN_RELEASES, resolve_release
+    from pytest_lmbackend.rules.releases import stated_release
 
-    spec = chosen or hardware.packages.get("lmdeploy")
-    return resolve_release(spec) if spec else KNOWN_RELEASES[-1]
+    return stated_release(chosen, hardware.packages.get("lmdeploy"))
 
 
 @dataclass(frozen=True)

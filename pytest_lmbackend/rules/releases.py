@@ -174,6 +174,17 @@ def resolve_release(spec: str | None) -> str:
     return best
 
 
+def stated_release(chosen: str | None, stated: str | None) -> str:
+    """The release whose rules decide for a machine described by a profile: ``chosen``
+    (``--lm-lmdeploy``) when given, else the LMDeploy version the profile states, else the newest
+    known; never what the machine running pytest has installed.
+
+    :raises UnknownReleaseError: as ``resolve_release``.
+    """
+    spec = chosen or stated
+    return resolve_release(spec) if spec else RELEASES[-1]
+
+
 def installed_lmdeploy() -> str | None:
     """The installed LMDeploy's version, read from its metadata folder on ``sys.path`` (first match, as
     ``importlib.metadata`` finds it). Neither LMDeploy nor ``importlib.metadata`` is imported: the
