@@ -401,6 +401,16 @@ def test_without_gpus_workers_are_left_alone(pytester: pytest.Pytester,
     result.stdout.fnmatch_lines(["lmbackend xdist: no GPU visible; workers are not pinned"])
 
 
+def test_on_an_ascend_runner_the_header_says_why_workers_are_not_pinned(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, masks = _run_recorded(pytester, monkeypatch, "-n", "2", "--lm-hardware=ascend-910bx8",
+                                  "--lm-gpus-per-worker=1", count=2)
+    result.assert_outcomes(passed=2)
+    assert set(masks.values()) == {None}
+    result.stdout.fnmatch_lines(["lmbackend xdist: no NVIDIA GPU visible, 8 Ascend NPUs: pinning sets "
+                                 "CUDA_VISIBLE_DEVICES only; workers are not pinned"])
+
+
 def test_works_with_xdist_disabled(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_ok():\n    pass\n")
     result = pytester.runpytest("-p", "no:xdist", "--lm-gpus-per-worker=2", "--lm-hardware=h100x2")

@@ -362,6 +362,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
                 f"as many of the {len(devices)} visible GPUs as the widest selected test needs (workers "
                 "beyond the slices hold none)"]
     if all(p.gpus is None and p.host == LOCAL for p in plan):
+        npus = len(session_hardware(config).npus)
+        if npus:  # LMDeploy's own suites pin Ascend workers themselves (ASCEND_RT_VISIBLE_DEVICES)
+            return [f"lmbackend xdist: no NVIDIA GPU visible, {npus} Ascend NPUs: pinning sets "
+                    "CUDA_VISIBLE_DEVICES only; workers are not pinned"]
         return ["lmbackend xdist: no GPU visible; workers are not pinned"]
     return ["lmbackend xdist GPUs: " + "; ".join(p.describe() for p in plan)]
 
