@@ -492,6 +492,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return [_UNUSED_HEADER, *rules_lines(config)]
 
     state = _state(config)
+    if (settings.value(config, settings.FLEET) and settings.value(config, settings.RUNNER) is None
+            and not state.probed):
+        # planning a fleet judges its profiles (the fleet's header lines): this machine is not read
+        return [f"lmbackend: --lm-backend={state.options.backend}; this machine's hardware not read "
+                "(a fleet plan judges the fleet's profiles)", *rules_lines(config)]
     if not verbose and not state.probed and not state.options.plan:
         # what is known without probing: the hardware is read when a test first needs it, and the
         # terminal summary reports it then

@@ -119,3 +119,15 @@ def test_the_hardware_is_read_once_when_first_needed(pytester: pytest.Pytester, 
         result.stdout.fnmatch_lines(["*lmbackend hardware*",
                                      "lmbackend: hardware: 0 GPUs, no NVIDIA GPU found*",
                                      "lmbackend: warning: nvidia-smi*"])
+
+
+def test_planning_a_fleet_reads_only_its_profiles(pytester: pytest.Pytester, probes: Path) -> None:
+    """A CI job that plans the fleet (``--lm-fleet`` + ``--lm-plan``, no ``--lm-runner``) ran on a CPU box
+    and probed it, printing its hardware and probe warnings above the fleet's profiles."""
+    pytester.makepyfile(test_one="import pytest\n\n@pytest.mark.lm_requires(gpus=2)\ndef test_x(): pass\n")
+    result = run(pytester, "--lm-fleet=cpu,h100x8", "--lm-plan")
+    assert count(probes) == 0
+    result.stdout.fnmatch_lines(["lmbackend: *this machine's hardware not read (a fleet plan judges the "
+                                 "fleet's profiles)",
+                                 "lmbackend: fleet (cheapest first, --lm-fleet): cpu, h100x8; planning"])
+    assert "lmbackend: warning" not in result.stdout.str()
