@@ -482,6 +482,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     from pytest_lmbackend import settings
 
     verbose = config.get_verbosity() > 0
+    if hasattr(config, "workerinput"):
+        return []  # an xdist worker: its header is never shown, so nothing is read for it
     if not verbose and not settings.any_given(config):
         return []  # installed, not used: the header is pytest's own
     from pytest_lmbackend.verify import header_lines as rules_lines

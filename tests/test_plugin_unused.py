@@ -77,8 +77,8 @@ def test_a_session_that_uses_nothing_loads_and_probes_nothing(pytester: pytest.P
                                "lmbackend: warning: nvidia-smi*"])
 
 
-def test_xdist_verbose_session_that_uses_nothing_probes_nothing(pytester: pytest.Pytester,
-                                                               probes: Path) -> None:
+def test_xdist_workers_never_probe_for_a_header(pytester: pytest.Pytester,
+                                                probes: Path) -> None:
     """pytest-xdist's own acceptance runs (``-n2 --dist=loadscope -v``) probed three times: the
     controller for its header, each worker too."""
     pytest.importorskip("xdist")
@@ -86,6 +86,11 @@ def test_xdist_verbose_session_that_uses_nothing_probes_nothing(pytester: pytest
     result = run(pytester, "-n", "2", "--dist=loadscope", "-v")
     result.assert_outcomes(passed=2)
     assert count(probes) == 0
+    # with a setting, -v reads the hardware for the controller's header only: a worker's is never shown
+    # (LMDeploy opted in, `pytest -n 8 -v` ran nvidia-smi 9 times)
+    result = run(pytester, "-n", "2", "-v", "-o", "lm_markers=lmdeploy")
+    result.assert_outcomes(passed=2)
+    assert count(probes) == 1
 
 
 def test_a_setting_alone_reads_no_hardware(pytester: pytest.Pytester, probes: Path) -> None:
