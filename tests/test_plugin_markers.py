@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_lmbackend.markers import ItemMarks, MarkerError, lmdeploy_marker_help, parse_marks
+from pytest_lmbackend.markers import ItemMarks, MarkerError, lmdeploy_marker_help, parse_marks, suite_backend
 from pytest_lmbackend.plugin import MARKER_HELP
 
 NAMES = ("turbomind", "pytorch", "transformers")
@@ -292,3 +293,37 @@ def test_a_relative_model_path_found_nowhere_says_where_it_was_looked_for(pytest
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*lm_model('models/missing') (not found under {sub}, {pytester.path}; then "
                                  "tried as a hub id): models/missing: not a local path*"])
+
+
+class TurbomindEngineConfig:  # LMDeploy's names; never imported from LMDeploy
+    def __init__(self, tp: int = 1) -> None:
+        self.tp = tp
+
+
+class PytorchEngineConfig:
+    pass
+
+
+class _Raising(Mapping[str, Any]):
+    """A suite's own mapping type that fails in its own code."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("boom")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["backend"])
+
+    def __len__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(("value", "backend"), [
+    ("turbomind", "turbomind"), ("pytorch", "pytorch"), ("vllm", "vllm"),
+    (TurbomindEngineConfig, "turbomind"), (TurbomindEngineConfig(tp=2), "turbomind"),
+    (type("MyPytorch", (PytorchEngineConfig,), {}), "pytorch"),
+    ({"backend": "pytorch", "tp": 2}, "pytorch"), ({"backend": PytorchEngineConfig}, "pytorch"),
+    ({"backend": {"backend": "turbomind"}}, None), ({"tp": 1}, None), (_Raising(), None),
+    (None, None), (3, None), (["turbomind"], None), (object, None),
+])  # fmt: skip
+def test_the_backend_a_suites_own_parameter_names(value: object, backend: str | None) -> None:
+    assert suite_backend(value) == backend
