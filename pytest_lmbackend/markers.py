@@ -35,6 +35,7 @@ _GPU_NUM = re.compile(r"gpu_num_([0-9]+)\Z")  # ASCII digits: gpu_num_٣ is not 
 DISTRIBUTED_PREFIX = "gpu_num_distributed_"
 MARKER_SETS: tuple[str, ...] = ("lmdeploy",)  # what ``lm_markers`` may name
 
+
 def suite_backend(value: object) -> str | None:
     """The backend a suite's own test parameter names (ini ``lm_backend_param``), or None: text as it
     is (``'turbomind'``); one of LMDeploy's engine-config classes, a subclass or an instance of one

@@ -401,13 +401,14 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             skipped = pytest_skip(item)  # pytest's own marks come first, as in the run
             rows.append(PlanRow(item.nodeid, tuple(
                 skipped.outcome() if skipped else _evaluate(state, item, view=n) for n in range(len(views)))))
+        rules = _rules_of(state)
     except (SetupError, BackendCheckError) as exc:
         from pytest_lmbackend.display import printable
 
         raise pytest.UsageError(printable(exc)) from exc
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     lines = [f"lm-plan: {len(items)} tests, --lm-backend={state.options.backend}, "
-             f"LMDeploy rules {_rules_of(state)}; nothing was run", "",
+             f"LMDeploy rules {rules}; nothing was run", "",
              *format_plan(rows, columns, require=state.options.require)]
     if reporter is not None:
         reporter.section("lm-plan", sep="=")

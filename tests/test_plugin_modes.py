@@ -102,6 +102,15 @@ def test_a_profiles_stated_lmdeploy_decides_auto_unless_lm_lmdeploy_is_given(sui
         "lmbackend:   profile 'h100+lmdeploy': *; LMDeploy rules 0.18.0",
         "*test_pt_model * run[[]turbomind[]] * run[[]pytorch[]]*",
     ])
+    # a profile stating an LMDeploy older than any rules: the plan is a usage error (was INTERNALERROR
+    # when no test asked for a backend), a bound test fails naming the profile, a plain one runs
+    ancient = write_profile(suite, "ancient", turbomind=True, lmdeploy="0.3.0")
+    plan = suite.runpytest("--lm-plan", f"--lm-hardware={ancient}", "-k", "plain")
+    assert plan.ret == pytest.ExitCode.USAGE_ERROR
+    plan.stderr.fnmatch_lines(["ERROR: --lm-hardware: profile ancient: LMDeploy version '0.3.0': older *"])
+    run = suite.runpytest(f"--lm-hardware={ancient}")
+    run.assert_outcomes(passed=1, errors=4)
+    run.stdout.fnmatch_lines(["*profile ancient: LMDeploy version '0.3.0': older than the oldest known*"])
 
 
 def test_all_parametrizes_over_every_registered_backend(suite: pytest.Pytester) -> None:
