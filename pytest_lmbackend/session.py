@@ -54,6 +54,7 @@ class LmSession:
     _hardware: list[Hardware] | None = None
     _facts: list[RunnerFacts] | None = None
     _release: str | None = None
+    _view_releases: dict[int, str] = field(default_factory=dict)
     _detections: dict[tuple[str, str], Detection | ConfigError] = field(default_factory=dict)
 
     # -- hardware -------------------------------------------------------------------------------
@@ -92,14 +93,16 @@ class LmSession:
         for a runner of a fleet; on the probed machine the installed release, else the newest."""
         if self.options.lmdeploy or not self.options.hardware:
             return self.release
-        from pytest_lmbackend.rules import UnknownReleaseError
-        from pytest_lmbackend.rules.releases import stated_release
+        if view not in self._view_releases:  # asked per item and view: resolved once
+            from pytest_lmbackend.rules import UnknownReleaseError
+            from pytest_lmbackend.rules.releases import stated_release
 
-        hardware = self.hardware_views()[view]
-        try:
-            return stated_release(None, hardware.packages.get("lmdeploy"))
-        except UnknownReleaseError as exc:
-            raise SetupError(f"{self.options.hardware_origin}: profile {hardware.name}: {exc}") from exc
+            hardware = self.hardware_views()[view]
+            try:
+                self._view_releases[view] = stated_release(None, hardware.packages.get("lmdeploy"))
+            except UnknownReleaseError as exc:
+                raise SetupError(f"{self.options.hardware_origin}: profile {hardware.name}: {exc}") from exc
+        return self._view_releases[view]
 
     def detect(self, model: ModelBinding, release: str | None = None) -> Detection:
         """The model's detection under ``release`` (default: the session's), computed once per pair.
@@ -136,6 +139,7 @@ class LmSession:
         xdist worker pinned itself after collection)."""
         self._hardware = None
         self._facts = None
+        self._view_releases.clear()
 
     @property
     def probed(self) -> bool:
