@@ -42,7 +42,7 @@ def suite_backend(value: object) -> str | None:
     (``TurbomindEngineConfig`` is ``turbomind``); a mapping's ``'backend'`` entry, read the same way
     (autotest's ``run_config``). Classes are recognised by name, so LMDeploy is never imported."""
     if isinstance(value, str):
-        return value
+        return str.__str__(value)  # a plain copy: a subclass's own __eq__/__hash__ never run here
     if isinstance(value, Mapping):
         try:
             inner = value.get("backend")

@@ -252,7 +252,10 @@ def _suite_value(item: pytest.Item, names: tuple[str, ...]) -> str | None:
     params = getattr(getattr(item, "callspec", None), "params", {})
     for name in names:
         if name in params:
-            return suite_backend(params[name])
+            try:
+                return suite_backend(params[name])
+            except Exception:  # the suite's own object failing in its own code (a metaclass's __mro__,
+                return None    # a __name__ property): it names no backend, as without the plugin
     return None
 
 

@@ -98,6 +98,9 @@ class LmSession:
             from pytest_lmbackend.rules.releases import stated_release
 
             hardware = self.hardware_views()[view]
+            if not hardware.packages_stated:  # it borrows this interpreter's packages: the installed
+                self._view_releases[view] = self.release  # release decides, as on the probed machine
+                return self.release
             try:
                 self._view_releases[view] = stated_release(None, hardware.packages.get("lmdeploy"))
             except UnknownReleaseError as exc:
@@ -202,8 +205,9 @@ def _make_state(config: pytest.Config) -> LmSession:
     state = LmSession(options=options, registry=registry)
     try:
         if options.hardware:  # a bad profile is a usage error now, not a failure in every test
-            for hw in state.hardware_views():
+            for n, hw in enumerate(state.hardware_views()):
                 _check_stated_backends(hw, registry.names, options.hardware_origin)
+                state.release_for(n)  # an LMDeploy it states is one the rules know
         if options.lmdeploy is not None:
             _ = state.release
     except SetupError as exc:

@@ -216,6 +216,34 @@ def test_engine_config_classes_and_dict_parameters_name_the_backend(pytester: py
     ])
 
 
+def test_a_suites_own_values_failing_in_their_own_code_name_no_backend(pytester: pytest.Pytester) -> None:
+    """A str subclass whose __eq__ raises and a class whose metaclass's __mro__ raises were
+    INTERNALERRORs under lm_backend_param; without the plugin these tests pass."""
+    pytester.makepyfile("""
+        import pytest
+
+        class EqRaise(str):
+            def __eq__(self, other): raise RuntimeError("eq")
+            def __hash__(self): raise RuntimeError("hash")
+
+        class Meta(type):
+            @property
+            def __mro__(cls): raise RuntimeError("mro")
+
+        class Odd(metaclass=Meta):
+            pass
+
+        @pytest.mark.parametrize("backend", [EqRaise("turbomind"), Odd, Odd()], ids=["eq", "cls", "obj"])
+        def test_x(backend):
+            pass
+    """)
+    pytester.makeini("[pytest]\nlm_markers = lmdeploy\nlm_backend_param = backend\n")
+    # the str subclass is read as 'turbomind', which the cpu profile lacks; the others name nothing
+    pytester.runpytest("-p", "no:xdist", "--lm-hardware=cpu").assert_outcomes(passed=2, skipped=1)
+    result = pytester.runpytest("-p", "no:xdist", "--lm-hardware=cpu", "--lm-backend=pytorch")
+    result.assert_outcomes(passed=2, deselected=1)
+
+
 def test_a_bad_backend_parameter_name_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass\n")
     pytester.makeini("[pytest]\nlm_backend_param = backend run-config\n")

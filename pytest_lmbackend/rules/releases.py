@@ -79,7 +79,9 @@ class UnknownReleaseError(ValueError):
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.?post(\d+))?$", re.ASCII)  # int() reads '١'
 
 
-_PRE_RELEASE = re.compile(r"^v?(\d+\.\d+(?:\.\d+)?)(?:(a|b|rc|\.dev)\d*)?(?:\+[A-Za-z0-9.]+)?$", re.ASCII)
+# pre-releases as PEP 440 spells them, separators included (0.18.0rc1, 0.18.0-rc1, 0.18.0.dev0)
+_PRE_RELEASE = re.compile(r"^v?(\d+\.\d+(?:\.\d+)?)(?:[-_.]?(a|b|rc|dev)\d*)?(?:\+[A-Za-z0-9.]+)?$",
+                          re.ASCII)
 
 
 def _key(spec: str) -> tuple[int, int, int, int] | None:
@@ -102,7 +104,8 @@ def _spec_key(spec: str) -> tuple[int, int, int, int]:
         # before them: strip the suffix and step just below the release they lead up to.
         match = _PRE_RELEASE.match(text)
         if match is None:
-            raise UnknownReleaseError(spec, "not a version number")
+            raise UnknownReleaseError(spec, "not a version number (MAJOR.MINOR[.PATCH], then an optional "
+                                            "post, aN/bN/rcN/devN or +local part)")
         base = _key(match.group(1))
         assert base is not None
         if match.group(2):
