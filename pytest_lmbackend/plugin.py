@@ -510,7 +510,22 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return [f"lmbackend: --lm-backend={state.options.backend}; LMDeploy rules {rules}; hardware read "
                 "when a test first needs it (-v: now)", *rules_lines(config)]
     config.stash[_HEADER_SHOWN_KEY] = True
-    return [*_hardware_report(state), *rules_lines(config)]
+    return [*_hardware_report(state), *_newer_stated(state), *rules_lines(config)]
+
+
+def _newer_stated(state: LmSession) -> list[str]:
+    """A note for each fake profile that states an LMDeploy newer than the newest rules (read only
+    where the profiles are already loaded)."""
+    if state.options.lmdeploy or not state.options.hardware or not state.probed:
+        return []
+    from pytest_lmbackend.display import printable
+    from pytest_lmbackend.rules.releases import KNOWN_RELEASES, newer_than_known
+
+    newest = KNOWN_RELEASES[-1]
+    return [printable(f"lmbackend: profile {hw.name!r} states LMDeploy {hw.packages['lmdeploy']}, newer than "
+                      f"the newest rules known here ({newest}): {newest}'s rules answer for it")
+            for hw in state.hardware_views()
+            if hw.packages_stated and newer_than_known(hw.packages.get("lmdeploy"))]
 
 
 def _hardware_report(state: LmSession) -> list[str]:
