@@ -303,9 +303,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     lmdeploy = _lmdeploy_markers(config)
     suite_param = settings.value(config, settings.BACKEND_PARAM)
-    asking = [item for item in items if isinstance(item, pytest.Function)
-              and (asks((m.name for m in item.iter_markers()), item.fixturenames, lmdeploy=lmdeploy)
-                   or _suite_value(item, suite_param) is not None)]
+    asking: list[tuple[pytest.Function, str | None]] = []  # each asking item, its suite's own backend
+    for item in items:
+        if isinstance(item, pytest.Function):
+            suite = _suite_value(item, suite_param)
+            if suite is not None or asks((m.name for m in item.iter_markers()), item.fixturenames,
+                                         lmdeploy=lmdeploy):
+                asking.append((item, suite))
     if not asking:
         return  # a session that uses nothing of the plugin pays nothing more
     config.stash[_ASKED_KEY] = True
@@ -316,7 +320,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     state = _state(config)
     errors: list[str] = []
-    for item in asking:
+    for item, suite in asking:
         try:
             marks = parse_marks(
                 _own_marks(item, lmdeploy), where=item.nodeid, backend_names=state.registry.names,
@@ -337,13 +341,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                           f"known: {', '.join(state.registry.names)}")
             continue
         item.stash[PARAM_KEY] = param if isinstance(param, str) else None
-        suite = _suite_value(item, suite_param)
         # the suite's own parameter names the backend only of a test the plugin did not bind itself
         item.stash[SUITE_BACKEND_KEY] = suite if not bound and suite in state.registry.names else None
     if errors:
         raise pytest.UsageError("bad pytest-lmbackend marker(s):\n  " + "\n  ".join(errors))
     _deselect_other_backends(config, items, state)
-    if any(item.stash[MARKS_KEY].isolated for item in asking if MARKS_KEY in item.stash):
+    if any(item.stash[MARKS_KEY].isolated for item, _ in asking if MARKS_KEY in item.stash):
         _register(config.pluginmanager, _ISOLATION, "pytest_lmbackend.isolation")
     grouping = state.options.group_by_engine
     if grouping != "off":
@@ -485,14 +488,15 @@ _UNUSED_HEADER = ("lmbackend: no lm_ option or ini key given; hardware read when
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from pytest_lmbackend import settings
 
-    verbose = config.get_verbosity() > 0
     if hasattr(config, "workerinput"):
         return []  # an xdist worker: its header is never shown, so nothing is read for it
-    if not verbose and not settings.any_given(config):
+    verbose = config.get_verbosity() > 0
+    used = settings.any_given(config)
+    if not verbose and not used:
         return []  # installed, not used: the header is pytest's own
     from pytest_lmbackend.verify import header_lines as rules_lines
 
-    if not settings.any_given(config):
+    if not used:
         # -v, but nothing of the plugin asked for: still no probe (a suite's every `pytest -v`,
         # pytester's inner sessions included, would start nvidia-smi); a newer LMDeploy is noted
         return [_UNUSED_HEADER, *rules_lines(config)]
