@@ -94,25 +94,28 @@ class LmSession:
         if self.options.lmdeploy or not self.options.hardware:
             return self.release
         if view not in self._view_releases:  # asked per item and view: resolved once
-            from pytest_lmbackend.rules import UnknownReleaseError
-            from pytest_lmbackend.rules.releases import stated_release
-
             hardware = self.hardware_views()[view]
-            if not hardware.packages_stated:  # it borrows this interpreter's packages: the installed
-                self._view_releases[view] = self.release  # release decides, as on the probed machine
-                return self.release
-            try:
-                self._view_releases[view] = stated_release(None, hardware.packages.get("lmdeploy"))
-            except UnknownReleaseError as exc:
-                raise SetupError(f"{self.options.hardware_origin}: profile {hardware.name}: {exc}") from exc
+            # a profile without [packages] borrows this interpreter's: the installed release decides
+            self._view_releases[view] = (self._stated_release(hardware) if hardware.packages_stated
+                                         else self.release)
         return self._view_releases[view]
 
+    def _stated_release(self, hardware: Hardware) -> str:
+        from pytest_lmbackend.rules import UnknownReleaseError
+        from pytest_lmbackend.rules.releases import stated_release
+
+        try:
+            return stated_release(None, hardware.packages.get("lmdeploy"))
+        except UnknownReleaseError as exc:
+            raise SetupError(f"{self.options.hardware_origin}: profile {hardware.name}: {exc}") from exc
+
     def detect(self, model: ModelBinding, release: str | None = None) -> Detection:
-        """The model's detection under ``release`` (default: the session's), computed once per pair.
+        """The model's detection under ``release`` (default: the one that decides on this session's
+        hardware, ``release_for(0)``), computed once per pair.
 
         :raises ConfigError: the model cannot be read (the same error again for every item bound to it).
         """
-        release = release or self.release
+        release = release or self.release_for(0)
         key = (model.key, release)
         if key not in self._detections:
             from pytest_lmbackend.config import ConfigError

@@ -161,7 +161,7 @@ class Verifier:
         """Ask LMDeploy, in one batch, about every model the session's items bind and no one asked yet."""
         from pytest_lmbackend.session import MARKS_KEY
 
-        release = str(state.release)
+        release = str(state.release_for(0))  # the rules the session's own decisions used
         wanted: dict[str, Any] = {}
         for item in items:
             marks = item.stash.get(MARKS_KEY, None)

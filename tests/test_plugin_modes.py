@@ -94,6 +94,15 @@ def test_a_profiles_stated_lmdeploy_decides_auto_unless_lm_lmdeploy_is_given(sui
     result.assert_outcomes(passed=4, failed=1)  # Mistral on TurboMind under 0.10.2
     result.stdout.fnmatch_lines(["*assert 'turbomind' == 'pytorch'*"])
     suite.runpytest(f"--lm-hardware={old}", "--lm-lmdeploy=0.18.0").assert_outcomes(passed=5)
+    # lm_detection outside auto (read by the fixture, not at setup) follows the same release
+    suite.makepyfile(test_det="""
+        import pytest
+
+        @pytest.mark.lm_model("pt_model")
+        def test_det(lm_detection):
+            assert (lm_detection.release, lm_detection.backend) == ("0.10.2", "turbomind")
+    """)
+    suite.runpytest(f"--lm-hardware={old}", "--lm-backend=pytorch", "test_det.py").assert_outcomes(passed=1)
     # +lmdeploy=VERSION states it too; the plan shows each profile's release
     plan = suite.runpytest("--lm-plan", "--lm-hardware=h100+lmdeploy=0.10.2,h100+lmdeploy", "-v")
     plan.stdout.fnmatch_lines([
