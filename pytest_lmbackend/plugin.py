@@ -523,11 +523,10 @@ def _newer_stated(state: LmSession) -> list[str]:
     if state.options.lmdeploy or not state.options.hardware or not state.probed:
         return []
     from pytest_lmbackend.display import printable
-    from pytest_lmbackend.rules.releases import KNOWN_RELEASES, newer_than_known
+    from pytest_lmbackend.rules.releases import newer_than_known
+    from pytest_lmbackend.verify import newer_line
 
-    newest = KNOWN_RELEASES[-1]
-    return [printable(f"lmbackend: profile {hw.name!r} states LMDeploy {hw.packages['lmdeploy']}, newer than "
-                      f"the newest rules known here ({newest}): {newest}'s rules answer for it")
+    return [printable(newer_line(hw.packages["lmdeploy"], f"stated by profile {hw.name!r}"))
             for hw in state.hardware_views()
             if hw.packages_stated and newer_than_known(hw.packages.get("lmdeploy"))]
 

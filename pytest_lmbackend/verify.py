@@ -241,10 +241,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         verifier.close()
 
 
+def newer_line(version: str, whose: str) -> str:
+    """The header's note on an LMDeploy newer than the newest rules (``whose``: installed, asked for,
+    stated by a profile); not escaped."""
+    from pytest_lmbackend.rules.releases import KNOWN_RELEASES
+
+    newest = KNOWN_RELEASES[-1]
+    return (f"lmbackend: LMDeploy {version} ({whose}) is newer than the newest rules known here ({newest}): "
+            f"{newest}'s rules answer for it")
+
+
 def header_lines(config: pytest.Config) -> list[str]:
     """What the header says about the rules against the LMDeploy in use: a release newer than the
     newest rules (suggesting --lm-verify-rules), and the interpreter being verified against."""
-    from pytest_lmbackend.rules.releases import KNOWN_RELEASES, installed_lmdeploy, newer_than_known
+    from pytest_lmbackend.rules.releases import installed_lmdeploy, newer_than_known
 
     lines = []
     from pytest_lmbackend import settings
@@ -255,8 +265,7 @@ def header_lines(config: pytest.Config) -> list[str]:
     if newer_than_known(version):
         whose = "asked for" if asked else "installed"
         hint = "" if verifier is not None else f"; check them against it with {OPTION}"
-        lines.append(f"lmbackend: LMDeploy {version} ({whose}) is newer than the newest rules known here "
-                     f"({KNOWN_RELEASES[-1]}): {KNOWN_RELEASES[-1]}'s rules answer for it{hint}")
+        lines.append(newer_line(str(version), whose) + hint)
     if verifier is not None:
         lines.append(f"lmbackend: {OPTION}: each bound model is checked against the real LMDeploy of "
                      f"{verifier.python}")

@@ -120,8 +120,8 @@ def test_a_profiles_stated_lmdeploy_decides_auto_unless_lm_lmdeploy_is_given(sui
         result.stderr.fnmatch_lines(["ERROR: --lm-hardware: profile ancient: LMDeploy version '0.3.0'*"])
     # newer than any rules: the newest answer, and the header says so
     newer = suite.runpytest("--lm-hardware=h100+lmdeploy=99.0", "-k", "plain")
-    newer.stdout.fnmatch_lines(["lmbackend: profile 'h100+lmdeploy=99.0' states LMDeploy 99.0, newer than "
-                                "the newest rules known here (0.18.0): 0.18.0's rules answer for it"])
+    newer.stdout.fnmatch_lines(["lmbackend: LMDeploy 99.0 (stated by profile 'h100+lmdeploy=99.0') is newer "
+                                "than the newest rules known here (0.18.0): 0.18.0's rules answer for it"])
     # a pre-release as PEP 440 also spells it: 0.10.3-rc1 keeps 0.10.2's rules (Mistral on TurboMind)
     suite.runpytest("--lm-hardware=h100+lmdeploy=0.10.3-rc1", "-k", "pt_model").assert_outcomes(failed=1)
 
